@@ -1,0 +1,139 @@
+"""The ``jepactl`` command line: thin wrappers over library calls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from jepactl.config import ConfigError, list_recipes, load_raw, resolve_recipe_path
+
+app = typer.Typer(
+    name="jepactl",
+    help=(
+        "Pretrain Video-JEPA encoders with auxiliary objectives, probe them frozen, and "
+        "compare variants.\n\nStart with `jepactl recipes`, then "
+        "`jepactl pretrain --recipe synth/baseline` (runs on a CPU, no download)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"jepactl: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def pretrain(
+    recipe: Annotated[
+        str,
+        typer.Option("--recipe", "-r", help="Recipe name (see `jepactl recipes`) or YAML path."),
+    ],
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(help="Run directory (default: runs/<recipe>). An existing run resumes."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a recipe key, e.g. --set optim.lr=3e-4 (repeatable)."),
+    ] = None,
+    max_steps: Annotated[
+        int | None,
+        typer.Option(help="Stop after this many steps in total (the schedule is unchanged)."),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Shorthand for --set train.seed=S.")] = None,
+    force: Annotated[
+        bool, typer.Option(help="Resume a run even though its saved recipe differs.")
+    ] = False,
+) -> None:
+    """Pretrain an encoder from a recipe; resumes the run directory's checkpoint if present.
+
+    Multi-GPU / multi-node: launch with torchrun, e.g.
+    `torchrun --nproc-per-node 8 -m jepactl pretrain --recipe mixed/baseline`.
+    SIGTERM or Ctrl-C checkpoints at the next step and exits 0; rerun to resume.
+    """
+    from jepactl.train.loop import pretrain as run_pretrain
+
+    overrides = list(set_ or [])
+    if seed is not None:
+        overrides.append(f"train.seed={seed}")
+    try:
+        run_pretrain(recipe, overrides, run_dir=run_dir, max_steps=max_steps, force=force)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def recipes(
+    markdown: Annotated[bool, typer.Option(help="Print a Markdown table.")] = False,
+) -> None:
+    """List the shipped recipes with a one-line description each."""
+    rows = []
+    for name in list_recipes():
+        raw = load_raw(resolve_recipe_path(name))
+        paper = raw.get("paper") or {}
+        where = " ".join(str(paper.get(k, "")) for k in ("table", "row")).strip()
+        rows.append((name, raw.get("display_name", ""), raw.get("description", ""), where))
+    if markdown:
+        typer.echo("| recipe | method | description | paper |\n|---|---|---|---|")
+        for row in rows:
+            typer.echo(
+                "| " + " | ".join(f"`{row[0]}`" if i == 0 else c for i, c in enumerate(row)) + " |"
+            )
+        return
+    width = max((len(r[0]) for r in rows), default=0)
+    for name, _, description, _ in rows:
+        typer.echo(f"{name:<{width}}  {description}")
+
+
+@app.command("show-recipe")
+def show_recipe(
+    recipe: Annotated[str, typer.Argument(help="Recipe name or YAML path.")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key.")] = None,
+) -> None:
+    """Print the fully resolved recipe (what `pretrain` would write to RUN/config.yaml)."""
+    from jepactl.config import dump_yaml, load_recipe
+
+    try:
+        typer.echo(dump_yaml(load_recipe(recipe, set_ or [])), nl=False)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _not_yet(name: str) -> None:
+    _fail(f"`jepactl {name}` is not implemented yet (see the project's open issues)")
+
+
+@app.command("extract-features", context_settings={"allow_extra_args": True})
+def extract_features(ctx: typer.Context) -> None:
+    """Encode a benchmark with a frozen encoder into an HDF5 token cache. (Not implemented yet.)"""
+    _not_yet("extract-features")
+
+
+@app.command(context_settings={"allow_extra_args": True})
+def probe(ctx: typer.Context) -> None:
+    """Train an attentive or linear probe from the token cache. (Not implemented yet.)"""
+    _not_yet("probe")
+
+
+@app.command("synth-motion", context_settings={"allow_extra_args": True})
+def synth_motion(ctx: typer.Context) -> None:
+    """Score frozen encoders on synthetic motion discrimination (Table 6). (Not implemented yet.)"""
+    _not_yet("synth-motion")
+
+
+@app.command(context_settings={"allow_extra_args": True})
+def compare(ctx: typer.Context) -> None:
+    """Tables (Δ vs baseline) and figures over runs. (Not implemented yet.)"""
+    _not_yet("compare")
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,504 @@
+"""Recipes: YAML files with ``_base_`` inheritance, dotted ``--set`` overrides and a typed schema.
+
+A recipe is validated against the dataclasses below *before any work starts*: an unknown key
+or a value of the wrong type is a one-line :class:`ConfigError` that names the nearest valid
+key. Objective terms and mask strategies carry their own parameters; those are validated
+against the constructor signature of the registered class (see :func:`validate_kwargs`).
+
+Resolution order: the ``_base_`` files (depth first, in list order), then the recipe itself,
+then each ``--set a.b=c`` in order. Dicts merge key by key; any other value (lists included)
+replaces what was there. Setting an objective term to ``null`` removes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import os
+import types
+import typing
+from collections import abc
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A recipe problem the user can fix; the message is one line."""
+
+
+# --------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class PaperRef:
+    """Where a recipe's numbers appear in the paper."""
+
+    table: str = ""
+    row: str = ""
+
+
+@dataclass
+class ModelConfig:
+    """Encoder and predictor (paper Table 1)."""
+
+    preset: str = "base"  # encoder size, see jepactl.models.ENCODER_PRESETS
+    patch_size: int = 16
+    tubelet: int = 2
+    rope_theta: float = 10000.0
+    drop_path: float = 0.0
+    # V-JEPA 2.1 "deep supervision": output the concatenation of several blocks, each with its
+    # own LayerNorm (blocks 3, 6, 9, 12 for ViT-B when `deep_supervision_blocks` is empty).
+    deep_supervision: bool = False
+    deep_supervision_blocks: list[int] = field(default_factory=list)
+    pred_depth: int = 8
+    pred_dim: int = 256
+    pred_heads: int = 8
+    pred_embed: Literal["linear", "mlp"] = "linear"
+    # The reference shares one mask token between all mask groups; >1 gives each group its own.
+    pred_mask_tokens: int = 1
+
+
+@dataclass
+class SynthDataConfig:
+    """The built-in procedural source (no download)."""
+
+    length: int = 1_000_000
+    min_objects: int = 1
+    max_objects: int = 3
+
+
+@dataclass
+class DataConfig:
+    source: str = "synth"
+    num_frames: int = 16
+    frame_stride: int = 2
+    crop: int = 224
+    batch_size: int = 32  # global, split evenly over ranks
+    num_workers: int = 2
+    synth: SynthDataConfig = field(default_factory=SynthDataConfig)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW, per-step warm-up then cosine (or constant, as the reference code really runs)."""
+
+    epochs: int = 100
+    iters_per_epoch: int = 300
+    lr: float = 6e-4
+    start_lr: float = 1e-4
+    final_lr: float = 1e-6
+    warmup_epochs: float = 1.0
+    schedule: Literal["cosine", "constant"] = "cosine"
+    weight_decay: float = 0.04
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    clip_grad: float | None = None
+    ema: float = 0.99925
+
+
+@dataclass
+class ObjectiveConfig:
+    """Loss terms, by registry name, each with its own parameters (``weight`` and friends)."""
+
+    terms: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    precision: Literal["bf16", "fp32"] = "bf16"
+    device: str = "auto"  # auto | cpu | cuda
+    log_every: int = 10
+    checkpoint_every: int = 300  # steps between writes of checkpoints/latest.pt
+    snapshot_every: int = 0  # steps between kept snapshots (0 = none)
+
+
+@dataclass
+class Recipe:
+    display_name: str = ""
+    description: str = ""
+    paper: PaperRef = field(default_factory=PaperRef)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    masks: list[dict[str, Any]] = field(default_factory=list)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------------------
+# Locating recipes
+# --------------------------------------------------------------------------------------
+
+RECIPE_SUFFIX = ".yaml"
+
+
+def recipes_root() -> Path:
+    """The directory holding the shipped recipes (package data, also after ``pip install .``).
+
+    ``JEPACTL_RECIPES`` points elsewhere, e.g. at a lab's own recipe collection.
+    """
+    env = os.environ.get("JEPACTL_RECIPES")
+    if env:
+        return Path(env)
+    return Path(str(resources.files("jepactl") / "recipes"))
+
+
+def list_recipes(root: Path | None = None) -> list[str]:
+    """Names (``single/baseline`` ...) of every runnable recipe; ``base/`` holds fragments."""
+    root = root or recipes_root()
+    names = [
+        p.relative_to(root).with_suffix("").as_posix() for p in root.rglob(f"*{RECIPE_SUFFIX}")
+    ]
+    return sorted(n for n in names if not n.startswith("base/"))
+
+
+def resolve_recipe_path(name: str, root: Path | None = None) -> Path:
+    """A recipe name (``mixed/baseline``) or a path to a YAML file."""
+    root = root or recipes_root()
+    as_path = Path(name)
+    if as_path.suffix in (".yaml", ".yml") and as_path.is_file():
+        return as_path
+    candidate = root / f"{name.removesuffix(RECIPE_SUFFIX)}{RECIPE_SUFFIX}"
+    if candidate.is_file():
+        return candidate
+    known = list_recipes(root)
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.4)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise ConfigError(
+        f"unknown recipe '{name}' (looked in {root}).{hint} Run `jepactl recipes` to list them."
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Loading and merging
+# --------------------------------------------------------------------------------------
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}".replace("\n", " ")) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``override`` into a copy of ``base``: dicts recursively, everything else replaced."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_raw(path: Path, root: Path | None = None, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a recipe and its ``_base_`` chain into one plain dict (not yet validated).
+
+    ``_base_`` entries are resolved relative to the including file, then to the recipes root.
+    """
+    root = root or recipes_root()
+    path = path.resolve()
+    if path in _seen:
+        raise ConfigError(f"_base_ cycle: {' -> '.join(str(p) for p in (*_seen, path))}")
+    data = _read_yaml(path)
+    bases = data.pop("_base_", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    merged: dict[str, Any] = {}
+    for base in bases:
+        base_path = path.parent / base
+        if not base_path.is_file():
+            base_path = root / base
+        if not base_path.is_file():
+            base_path = root / f"{base}{RECIPE_SUFFIX}"
+        if not base_path.is_file():
+            raise ConfigError(f"{path}: _base_ '{base}' not found next to it or under {root}")
+        merged = deep_merge(merged, load_raw(base_path, root, (*_seen, path)))
+    return deep_merge(merged, data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=c`` -> (["a", "b"], value). The value is parsed as YAML (ints, floats, lists...)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set expects key=value, got '{text}'")
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
+    """Set ``data[a][b]... = value``; list elements are addressed by their index (``masks.0.x``)."""
+    node: Any = data
+    for i, part in enumerate(path[:-1]):
+        if isinstance(node, list):
+            node = node[_list_index(node, part, path[: i + 1])]
+            continue
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
+    last = path[-1]
+    if isinstance(node, list):
+        node[_list_index(node, last, path)] = value
+    else:
+        node[last] = value
+
+
+def _list_index(node: list[Any], part: str, path: list[str]) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(
+            f"--set {'.'.join(path)}: '{part}' is not an index of a list of {len(node)} items"
+        )
+    return int(part)
+
+
+# --------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _suggest(key: str, valid: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(valid))}"
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted where that is lossless."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits no type")
+    if origin is Literal:
+        if value not in get_args(tp):
+            choices = ", ".join(repr(a) for a in get_args(tp))
+            raise ConfigError(f"{where}: {value!r} is not one of {choices}")
+        return value
+    if origin in (list, abc.Sequence):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = get_args(tp) or (Any,)
+        return [_coerce(v, item, f"{where}.{i}") for i, v in enumerate(value)]
+    if origin is tuple:
+        args = get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}.{i}") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(
+            _coerce(v, a, f"{where}.{i}") for i, (v, a) in enumerate(zip(args, value, strict=True))
+        )
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        _, val_tp = get_args(tp) or (str, Any)
+        return {str(k): _coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is float:
+        # PyYAML reads 6e-4 (no dot) as a string; accept any number-like text for floats.
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
+    """Build the dataclass ``cls`` from ``data``, rejecting unknown keys with a suggestion."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown key '{path}'{_suggest(str(key), names)}")
+        kwargs[key] = _coerce(value, hints[key], path)
+    return cls(**kwargs)
+
+
+def _init_parameters(cls: type) -> dict[str, tuple[inspect.Parameter, Any]]:
+    """Keyword parameters of ``cls.__init__`` with their annotations, following ``**kwargs``
+    up the class hierarchy (a subclass that forwards ``**kwargs`` accepts its parents' keys)."""
+    out: dict[str, tuple[inspect.Parameter, Any]] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            hints = typing.get_type_hints(init)
+        except Exception:  # annotations that cannot be resolved: check names only
+            hints = {}
+        params = inspect.signature(init).parameters
+        for name, p in params.items():
+            if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                out.setdefault(name, (p, hints.get(name, Any)))
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            break
+    return out
+
+
+def validate_kwargs(cls: type, kwargs: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Check ``kwargs`` against ``cls``'s constructor (names and annotations); return coerced.
+
+    This is how a term's or mask strategy's own parameters are validated: the class's
+    ``__init__`` is the schema, so adding a parameter needs no second declaration.
+    """
+    params = _init_parameters(cls)
+    out = {}
+    for key, value in kwargs.items():
+        if key not in params:
+            raise ConfigError(f"unknown key '{where}.{key}'{_suggest(key, params)}")
+        out[key] = _coerce(value, params[key][1], f"{where}.{key}")
+    missing = [
+        n
+        for n, (p, _) in params.items()
+        if p.default is inspect.Parameter.empty and n not in kwargs
+    ]
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s) {', '.join(missing)}")
+    return out
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass tree -> plain YAML-safe data."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def dump_yaml(recipe: Recipe) -> str:
+    return yaml.safe_dump(to_dict(recipe), sort_keys=False)
+
+
+def load_recipe(
+    name: str,
+    overrides: Iterable[str] = (),
+    root: Path | None = None,
+    validate_components: bool = True,
+) -> Recipe:
+    """Resolve, override and validate a recipe. Raises :class:`ConfigError` on any problem."""
+    raw = load_raw(resolve_recipe_path(name, root), root)
+    for text in overrides:
+        path, value = parse_override(text)
+        apply_override(raw, path, value)
+    return recipe_from_dict(raw, validate_components)
+
+
+def recipe_from_dict(raw: Mapping[str, Any], validate_components: bool = True) -> Recipe:
+    """Validate a resolved recipe dict (e.g. a run's saved ``config.yaml``)."""
+    recipe = from_dict(Recipe, raw)
+    # A term set to null in a child recipe is removed.
+    recipe.objective.terms = {
+        k: dict(v or {}) for k, v in recipe.objective.terms.items() if v is not None
+    }
+    if validate_components:
+        validate_components_of(recipe)
+    return recipe
+
+
+def validate_components_of(recipe: Recipe) -> None:
+    """Validate term and mask-strategy parameters against their registered classes."""
+    from jepactl.masks import MASK_STRATEGIES
+    from jepactl.models import ENCODER_PRESETS
+    from jepactl.objectives import TERMS
+
+    if recipe.model.preset not in ENCODER_PRESETS:
+        raise ConfigError(
+            f"model.preset: unknown preset '{recipe.model.preset}'"
+            f"{_suggest(recipe.model.preset, ENCODER_PRESETS)}"
+        )
+    if not recipe.objective.terms:
+        raise ConfigError("objective.terms is empty: a recipe needs at least one loss term")
+    for name, params in recipe.objective.terms.items():
+        kind = params.get("type", name)
+        if kind not in TERMS:
+            raise ConfigError(
+                f"unknown objective term 'objective.terms.{name}'{_suggest(kind, TERMS)}"
+            )
+        rest = {k: v for k, v in params.items() if k != "type"}
+        coerced = validate_kwargs(TERMS[kind], rest, f"objective.terms.{name}")
+        recipe.objective.terms[name] = {**({"type": kind} if "type" in params else {}), **coerced}
+    if not recipe.masks:
+        raise ConfigError("masks is empty: a recipe needs at least one mask group")
+    for i, spec in enumerate(recipe.masks):
+        kind = spec.get("strategy")
+        if kind not in MASK_STRATEGIES:
+            hint = _suggest(str(kind), MASK_STRATEGIES)
+            raise ConfigError(f"masks.{i}.strategy: unknown strategy {kind!r}{hint}")
+        rest = {k: v for k, v in spec.items() if k != "strategy"}
+        recipe.masks[i] = {
+            "strategy": kind,
+            **validate_kwargs(MASK_STRATEGIES[kind], rest, f"masks.{i}"),
+        }
+
+
+def config_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain config trees."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        out: list[str] = []
+        for key in sorted(set(a) | set(b)):
+            out += config_diff(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else str(key))
+        return out
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple) and len(a) == len(b):
+        out = []
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            out += config_diff(x, y, f"{prefix}.{i}")
+        return out
+    return [] if a == b else [prefix]

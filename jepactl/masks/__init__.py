@@ -1,0 +1,47 @@
+"""Mask strategies: which tokens the encoder sees (context) and which it must predict (target).
+
+Strategies are built from config mappings such as ``{"strategy": "multiblock", "num_blocks": 8,
+"spatial_scale": 0.15}`` via :func:`build_mask_strategy`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Any
+
+from jepactl.masks.base import Masks, MaskStrategy, TokenGrid
+from jepactl.masks.multiblock import MultiBlock3D
+
+__all__ = [
+    "MASK_STRATEGIES",
+    "MaskStrategy",
+    "Masks",
+    "MultiBlock3D",
+    "TokenGrid",
+    "build_mask_strategy",
+]
+
+MASK_STRATEGIES: dict[str, type] = {"multiblock": MultiBlock3D}
+
+
+def build_mask_strategy(spec: Mapping[str, Any]) -> MaskStrategy:
+    """Build the strategy named by ``spec["strategy"]``; the other keys are its kwargs.
+
+    Raises ``ValueError`` if the name is missing or unknown (naming the closest valid one).
+    """
+    if "strategy" not in spec:
+        raise ValueError(
+            f"mask spec needs a 'strategy' key (one of {sorted(MASK_STRATEGIES)}), "
+            f"got keys {sorted(spec)}"
+        )
+    kwargs = dict(spec)
+    name = kwargs.pop("strategy")
+    if name not in MASK_STRATEGIES:
+        close = difflib.get_close_matches(str(name), list(MASK_STRATEGIES), n=1, cutoff=0.0)
+        raise ValueError(
+            f"unknown mask strategy {name!r}; did you mean {close[0]!r}? "
+            f"(valid: {sorted(MASK_STRATEGIES)})"
+        )
+    strategy: MaskStrategy = MASK_STRATEGIES[name](**kwargs)
+    return strategy

@@ -1,0 +1,67 @@
+"""Token grid, mask containers and the ``MaskStrategy`` interface.
+
+A clip of ``T`` frames at ``H x W`` pixels becomes a grid of ``T' x H' x W'`` tokens
+(``T' = T / tubelet``, ``H' = H / patch``). Tokens are numbered in (t, h, w) raster order:
+``n = t * H' * W' + h * W' + w``. Masks are index tensors into that numbering, so the encoder
+and predictor can recover every token's 3D position from its index alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class TokenGrid:
+    """Shape of the token grid of one clip: ``t`` x ``h`` x ``w`` tokens."""
+
+    t: int
+    h: int
+    w: int
+
+    @property
+    def num_tokens(self) -> int:
+        return self.t * self.h * self.w
+
+    def coords(self, idx: torch.Tensor) -> torch.Tensor:
+        """Integer (t, h, w) coordinates of flat token indices: ``[...]`` -> ``[..., 3]``."""
+        hw = self.h * self.w
+        return torch.stack((idx // hw, (idx // self.w) % self.h, idx % self.w), dim=-1)
+
+
+@dataclass
+class Masks:
+    """Context and target token indices of one mask group for a whole batch.
+
+    ``context``: ``[B, K]`` sorted ascending, the tokens the student encoder sees.
+    ``target``: ``[B, M]`` sorted ascending, the tokens the predictor must predict.
+    Every sample has the same ``K`` and ``M`` (see :mod:`jepactl.masks.multiblock` for how
+    equal lengths are reached without a positional bias). Context and target are disjoint.
+    """
+
+    context: torch.Tensor
+    target: torch.Tensor
+
+    def to(self, device: torch.device | str) -> Masks:
+        return Masks(self.context.to(device), self.target.to(device))
+
+
+class MaskStrategy(Protocol):
+    """Samples the context/target split of one mask group for a batch.
+
+    ``generator`` makes the draw reproducible (the training loop derives one per step and
+    rank, so an interrupted run resumes onto the very same masks). ``clips`` (uint8 or
+    float, ``[B, C, T, H, W]``) is available for strategies that look at the pixels, such as
+    motion-guided masking.
+    """
+
+    def __call__(
+        self,
+        batch_size: int,
+        grid: TokenGrid,
+        generator: torch.Generator,
+        clips: torch.Tensor | None = None,
+    ) -> Masks: ...

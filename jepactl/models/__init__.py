@@ -1,0 +1,78 @@
+"""Model registry: encoder presets and builders from a recipe's ``model`` section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jepactl.config import ModelConfig
+from jepactl.models.predictor import Predictor
+from jepactl.models.rope import RotaryEmbedding3D
+from jepactl.models.vit import VideoViT
+
+
+@dataclass(frozen=True)
+class EncoderPreset:
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float = 4.0
+
+
+# V-JEPA sizes (tiny..large) plus CPU-sized ones for the synthetic recipes and tests.
+ENCODER_PRESETS: dict[str, EncoderPreset] = {
+    "micro": EncoderPreset(64, 2, 2, 2.0),
+    "cpu": EncoderPreset(192, 6, 3),
+    "tiny": EncoderPreset(192, 12, 3),
+    "small": EncoderPreset(384, 12, 6),
+    "base": EncoderPreset(768, 12, 12),
+    "large": EncoderPreset(1024, 24, 16),
+}
+
+
+def deep_supervision_blocks(cfg: ModelConfig) -> tuple[int, ...] | None:
+    """Blocks whose outputs are concatenated: by default every quarter of the depth."""
+    if not cfg.deep_supervision:
+        return None
+    if cfg.deep_supervision_blocks:
+        return tuple(cfg.deep_supervision_blocks)
+    depth = ENCODER_PRESETS[cfg.preset].depth
+    return tuple(depth * q // 4 for q in range(1, 5)) if depth >= 4 else (depth,)
+
+
+def build_encoder(cfg: ModelConfig) -> VideoViT:
+    preset = ENCODER_PRESETS[cfg.preset]
+    return VideoViT(
+        embed_dim=preset.embed_dim,
+        depth=preset.depth,
+        num_heads=preset.num_heads,
+        mlp_ratio=preset.mlp_ratio,
+        patch_size=cfg.patch_size,
+        tubelet=cfg.tubelet,
+        rope_theta=cfg.rope_theta,
+        drop_path=cfg.drop_path,
+        out_blocks=deep_supervision_blocks(cfg),
+    )
+
+
+def build_predictor(cfg: ModelConfig, in_dim: int, predict_context: bool) -> Predictor:
+    return Predictor(
+        in_dim=in_dim,
+        dim=cfg.pred_dim,
+        depth=cfg.pred_depth,
+        num_heads=cfg.pred_heads,
+        embed=cfg.pred_embed,
+        num_mask_tokens=cfg.pred_mask_tokens,
+        predict_context=predict_context,
+        rope_theta=cfg.rope_theta,
+    )
+
+
+__all__ = [
+    "ENCODER_PRESETS",
+    "EncoderPreset",
+    "Predictor",
+    "RotaryEmbedding3D",
+    "VideoViT",
+    "build_encoder",
+    "build_predictor",
+]

@@ -1,0 +1,43 @@
+"""3D rotary position embedding for video tokens (V-JEPA 2 style, frequencies interleaved).
+
+Each attention head's channels are split into three equal chunks of ``2 * ((head_dim // 3) // 2)``
+channels that rotate with the token's time, row and column index respectively; the few channels
+left over (4 of 64 for ViT-B) are not rotated. Positions are the integer (t, h, w) coordinates
+decoded from each token's flat index, so a masked sequence needs no extra bookkeeping: a kept
+token carries exactly the rotation it would have in the full clip.
+
+The output follows timm's ``apply_rot_embed_cat`` layout (``cat([sin, cos], -1)`` with each
+frequency repeated for its channel pair), so timm's EVA attention applies it unchanged. Unlike
+the V-JEPA 2 code (``.repeat`` instead of ``repeat_interleave``, kept there for checkpoint
+compatibility), every channel pair gets its own frequency.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class RotaryEmbedding3D(nn.Module):
+    """Maps token coordinates ``[B, N, 3]`` to rotary sin/cos tables ``[B, 1, N, 2 * head_dim]``."""
+
+    def __init__(self, head_dim: int, theta: float = 10000.0) -> None:
+        super().__init__()
+        axis_dim = 2 * ((head_dim // 3) // 2)
+        if axis_dim == 0:
+            raise ValueError(f"head_dim {head_dim} is too small for 3D RoPE (needs >= 6)")
+        self.head_dim = head_dim
+        self.axis_dim = axis_dim
+        inv_freq = theta ** (-torch.arange(0, axis_dim, 2, dtype=torch.float64) / axis_dim)
+        self.register_buffer("inv_freq", inv_freq.float(), persistent=False)
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        # [B, N, 3, axis_dim / 2] angles, then each frequency repeated for its channel pair.
+        angles = coords.to(self.inv_freq.dtype).unsqueeze(-1) * self.inv_freq
+        angles = angles.repeat_interleave(2, dim=-1).flatten(-2)  # [B, N, 3 * axis_dim]
+        sin, cos = angles.sin(), angles.cos()
+        rest = self.head_dim - sin.shape[-1]
+        if rest:
+            sin = torch.cat((sin, sin.new_zeros((*sin.shape[:-1], rest))), dim=-1)
+            cos = torch.cat((cos, cos.new_ones((*cos.shape[:-1], rest))), dim=-1)
+        return torch.cat((sin, cos), dim=-1).unsqueeze(1)

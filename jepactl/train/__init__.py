@@ -1,0 +1,1 @@
+"""Pretraining: the JEPA model wrapper, the loop, optimisation, checkpoints, distribution."""

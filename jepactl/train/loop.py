@@ -1,0 +1,332 @@
+"""``jepactl pretrain``: the training loop (paper Algorithm 1, any objective a recipe lists).
+
+One step: load a batch (uint8, already on its way to the device), sample each mask group,
+run the student/predictor/teacher and the recipe's loss terms under autocast, step AdamW,
+update the EMA teacher. Everything else (resume, pre-emption, logging) happens at step
+boundaries, and nothing in the step reads a value back from the device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from jepactl.config import ConfigError, Recipe, config_diff, dump_yaml, load_recipe, to_dict
+from jepactl.data.loader import StepBatchSampler, build_loader, build_source, to_model_input
+from jepactl.masks import build_mask_strategy
+from jepactl.masks.base import Masks, MaskStrategy
+from jepactl.train import checkpoint as ckpt
+from jepactl.train.dist import DistInfo, any_rank, barrier, init_distributed, shutdown
+from jepactl.train.metrics import MetricsLog
+from jepactl.train.model import JEPA
+from jepactl.train.optim import build_optimizer, ema_update, learning_rate, total_steps
+from jepactl.utils import derive_seed
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    step: int
+    total_steps: int
+    stopped_by_signal: bool
+    last_metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.step >= self.total_steps
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT; the loop checkpoints at the next step boundary and exits 0.
+
+    A second SIGINT falls through to Python's default handler (KeyboardInterrupt), for a
+    user who really wants out now.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested and signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.requested = True
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopFlag]:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        try:
+            yield self
+        finally:
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
+
+
+def default_run_dir(recipe_name: str) -> Path:
+    return Path("runs") / Path(recipe_name).with_suffix("").as_posix().replace("/", "-")
+
+
+def check_resumable(run_dir: Path, recipe: Recipe, force: bool) -> bool:
+    """True if ``run_dir`` holds a checkpoint to resume; refuse a different recipe unless forced.
+
+    Never silently restarts over an existing run (the reference code does, when its
+    checkpoint fails to load).
+    """
+    latest = run_dir / "checkpoints" / "latest.pt"
+    if not latest.exists():
+        return False
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.exists():
+        raise ConfigError(f"{latest} exists but {saved_path} is missing; cannot verify the recipe")
+    diff = config_diff(yaml.safe_load(saved_path.read_text()), to_dict(recipe))
+    if diff and not force:
+        shown = ", ".join(diff[:5]) + (" ..." if len(diff) > 5 else "")
+        raise ConfigError(
+            f"{run_dir} holds a run of a different recipe (differs in: {shown}); "
+            "pass --force to continue it with the new settings, or choose another --run-dir"
+        )
+    return True
+
+
+def sample_masks(
+    strategies: Sequence[MaskStrategy],
+    batch_size: int,
+    clips_shape: Sequence[int],
+    student: torch.nn.Module,
+    seed: int,
+    step: int,
+    rank: int,
+    device: torch.device,
+) -> list[Masks]:
+    """One :class:`Masks` per group from generators derived from (seed, step, rank, group)."""
+    grid = student.grid(clips_shape)
+    out = []
+    for group, strategy in enumerate(strategies):
+        gen = torch.Generator().manual_seed(derive_seed(seed, "mask", step, rank, group))
+        out.append(strategy(batch_size, grid, gen).to(device))
+    return out
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop log lines past the checkpoint we resume from, so no step is logged twice."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+    ckpt.atomic_write_text(path, "".join(f"{ln}\n" for ln in keep))
+
+
+def _gather_rng(info: DistInfo) -> list[dict[str, Any]]:
+    state = ckpt.rng_state()
+    if not info.distributed:
+        return [state]
+    states: list[Any] = [None] * info.world_size
+    dist.all_gather_object(states, state, group=info.control_group)
+    return states
+
+
+def save_checkpoint(
+    run_dir: Path,
+    model: JEPA,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    recipe: Recipe,
+    info: DistInfo,
+    snapshot: bool,
+) -> None:
+    """Rank 0 writes ``checkpoints/latest.pt`` atomically (every rank's RNG state included)."""
+    rng = _gather_rng(info)
+    if info.is_main:
+        state = {
+            "version": CHECKPOINT_VERSION,
+            "step": step,
+            "student": model.student.state_dict(),
+            "teacher": model.teacher.state_dict(),
+            "predictor": model.predictor.state_dict(),
+            "terms": model.terms.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": rng,
+            "data": {"next_step": step},
+            "config": dump_yaml(recipe),
+        }
+        latest = run_dir / "checkpoints" / "latest.pt"
+        ckpt.atomic_save(state, latest)
+        if snapshot:
+            snap = latest.with_name(f"step_{step:07d}.pt")
+            snap.unlink(missing_ok=True)
+            try:
+                os.link(latest, snap)  # latest is replaced by rename later; the link keeps this one
+            except OSError:
+                ckpt.atomic_save(state, snap)
+    barrier(info)
+
+
+def load_checkpoint(
+    run_dir: Path, model: JEPA, optimizer: torch.optim.Optimizer, info: DistInfo
+) -> int:
+    state = ckpt.load(run_dir / "checkpoints" / "latest.pt")
+    model.student.load_state_dict(state["student"])
+    model.teacher.load_state_dict(state["teacher"])
+    model.predictor.load_state_dict(state["predictor"])
+    model.terms.load_state_dict(state["terms"])
+    optimizer.load_state_dict(state["optimizer"])
+    rng = state["rng"]
+    ckpt.set_rng_state(rng[info.rank] if info.rank < len(rng) else rng[0])
+    return int(state["step"])
+
+
+def pretrain(
+    recipe_name: str,
+    overrides: Sequence[str] = (),
+    run_dir: Path | None = None,
+    max_steps: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> RunResult:
+    """Train (or resume) the run in ``run_dir``. Stops at the recipe's end, at ``max_steps``,
+    or at the first step boundary after SIGTERM/SIGINT, always with a checkpoint written."""
+    recipe = load_recipe(recipe_name, overrides)
+    run_dir = run_dir or default_run_dir(recipe_name)
+    info = init_distributed(recipe.train.device)
+    try:
+        return _train(recipe, run_dir, max_steps, force, progress and info.is_main, info)
+    finally:
+        shutdown(info)
+
+
+def _train(
+    recipe: Recipe,
+    run_dir: Path,
+    max_steps: int | None,
+    force: bool,
+    progress: bool,
+    info: DistInfo,
+) -> RunResult:
+    resume = check_resumable(run_dir, recipe, force)
+    barrier(info)
+    metrics_path = run_dir / "metrics.jsonl"
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.atomic_write_text(run_dir / "config.yaml", dump_yaml(recipe))
+        if not resume:
+            metrics_path.unlink(missing_ok=True)
+
+    seed, device = recipe.train.seed, info.device
+    torch.manual_seed(seed)  # same initial weights on every rank
+    model = JEPA(recipe).to(device)
+    optimizer = build_optimizer(model.trainable(), recipe.optim)
+    step = load_checkpoint(run_dir, model, optimizer, info) if resume else 0
+    if not resume:
+        torch.manual_seed(derive_seed(seed, "rank", info.rank))
+    if resume and info.is_main:
+        _truncate_metrics(metrics_path, step)
+
+    n_params = sum(p.numel() for p in model.student.parameters())
+    if info.is_main:
+        verb = f"resuming {run_dir} at step {step}" if resume else f"starting {run_dir}"
+        print(
+            f"jepactl: {verb}; encoder {n_params / 1e6:.1f}M params, "
+            f"{info.world_size} rank(s) on {device.type}, precision {recipe.train.precision}"
+        )
+
+    ddp_model: torch.nn.Module = model
+    if info.distributed:
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+            model, model.teacher_names()
+        )
+        ddp_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    total = total_steps(recipe.optim)
+    end = min(total, max_steps) if max_steps is not None else total
+    local_batch = recipe.data.batch_size // info.world_size
+    source = build_source(recipe.data, seed)
+    sampler = StepBatchSampler(
+        len(source),
+        recipe.data.batch_size,
+        info.rank,
+        info.world_size,
+        seed,
+        step,
+        end,
+        sequential=recipe.data.source == "synth",
+    )
+    loader = build_loader(source, sampler, recipe.data.num_workers, device.type == "cuda")
+    strategies = [build_mask_strategy(spec) for spec in recipe.masks]
+    log = MetricsLog(metrics_path if info.is_main else None, recipe.data.batch_size)
+    autocast = torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=recipe.train.precision == "bf16"
+    )
+    cfg = recipe.train
+    bar = tqdm(total=end, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
+    stop = StopFlag()
+    last: dict[str, Any] = {}
+    stopped = False
+
+    with stop.installed():
+        batches = iter(loader)
+        model.train()
+        while step < end:
+            t_wait = time.perf_counter()
+            batch = next(batches)
+            waited = time.perf_counter() - t_wait
+
+            lr = learning_rate(step, recipe.optim)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            clips = to_model_input(batch.clips.to(device, non_blocking=True))
+            masks = sample_masks(
+                strategies, local_batch, clips.shape, model.student, seed, step, info.rank, device
+            )
+            with autocast:
+                losses = ddp_model(clips, masks, step)
+            loss = torch.stack(list(losses.values())).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if recipe.optim.clip_grad is not None:
+                torch.nn.utils.clip_grad_norm_(
+                    [p for m in model.trainable() for p in m.parameters()], recipe.optim.clip_grad
+                )
+            optimizer.step()
+            ema_update(model.teacher, model.student, recipe.optim.ema)
+            step += 1
+            log.add(losses, waited)
+            bar.update(1)
+
+            if step % cfg.log_every == 0 or step == end:
+                last = log.flush(step=step, epoch=(step - 1) // recipe.optim.iters_per_epoch, lr=lr)
+                bar.set_postfix(loss=f"{last['loss']:.4f}", clips_s=f"{last['clips_per_s']:.1f}")
+            stopped = any_rank(stop.requested, info)
+            if stopped or step == end or step % cfg.checkpoint_every == 0:
+                snapshot = bool(cfg.snapshot_every) and step % cfg.snapshot_every == 0
+                save_checkpoint(run_dir, model, optimizer, step, recipe, info, snapshot)
+            if stopped:
+                break
+    bar.close()
+    del batches
+    if info.is_main:
+        if stopped:
+            print(f"jepactl: stopped by signal at step {step}; rerun the same command to resume")
+        elif step >= total:
+            print(f"jepactl: finished {total} steps; checkpoint in {run_dir / 'checkpoints'}")
+        else:
+            print(f"jepactl: paused at step {step}/{total}; rerun without --max-steps to go on")
+    return RunResult(run_dir, step, total, stopped, last)

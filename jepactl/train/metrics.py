@@ -1,0 +1,54 @@
+"""``RUN/metrics.jsonl``: averages over each logging interval, one host sync per interval."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class MetricsLog:
+    """Accumulates loss terms on the device; ``flush`` reads them back once per interval.
+
+    Also times the interval on the host: clips/s and the fraction of wall time spent waiting
+    for the data loader. No per-step ``.item()``, so the GPU queue is never drained mid-interval.
+    """
+
+    def __init__(self, path: Path | None, global_batch: int) -> None:
+        self.path = path
+        self.global_batch = global_batch
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps = 0
+        self.data_wait = 0.0
+        self.t0 = time.perf_counter()
+
+    def add(self, losses: dict[str, torch.Tensor], data_wait: float) -> None:
+        for name, value in losses.items():
+            value = value.detach().float()
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+        self.steps += 1
+        self.data_wait += data_wait
+
+    def flush(self, **fields: Any) -> dict[str, Any]:
+        elapsed = max(time.perf_counter() - self.t0, 1e-9)
+        names = list(self.sums)
+        values = torch.stack([self.sums[n] for n in names]).cpu().tolist() if names else []
+        record: dict[str, Any] = dict(fields)
+        record["loss"] = sum(values) / max(self.steps, 1)
+        record.update({n: v / max(self.steps, 1) for n, v in zip(names, values, strict=True)})
+        record["clips_per_s"] = self.steps * self.global_batch / elapsed
+        record["data_wait_frac"] = self.data_wait / elapsed
+        record["time"] = time.time()
+        if self.path is not None:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        self.sums, self.steps, self.data_wait = {}, 0, 0.0
+        self.t0 = time.perf_counter()
+        return record
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

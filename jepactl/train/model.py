@@ -1,0 +1,59 @@
+"""The trainable JEPA: student encoder, predictor, objective terms, and the EMA teacher."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from jepactl.config import Recipe
+from jepactl.masks.base import Masks
+from jepactl.models import build_encoder, build_predictor
+from jepactl.objectives import StepContext, build_terms
+
+
+class JEPA(nn.Module):
+    """Everything that trains, in one module, so one DDP wrapper syncs all of it.
+
+    ``forward`` returns the recipe's named, weighted loss terms; the caller sums them. The
+    teacher is a submodule (saved and moved with the rest) but excluded from DDP: it receives
+    no gradient and is updated by EMA on every rank identically.
+    """
+
+    def __init__(self, recipe: Recipe) -> None:
+        super().__init__()
+        self.student = build_encoder(recipe.model)
+        self.terms = build_terms(recipe.objective.terms)
+        predict_context = any(t.needs_context_predictions for t in self.terms.values())
+        self.predictor = build_predictor(recipe.model, self.student.out_dim, predict_context)
+        self.teacher = copy.deepcopy(self.student).requires_grad_(False)
+
+    def teacher_names(self) -> list[str]:
+        """State names DDP must leave alone."""
+        return [f"teacher.{n}" for n, _ in self.teacher.named_parameters()] + [
+            f"teacher.{n}" for n, _ in self.teacher.named_buffers()
+        ]
+
+    @torch.no_grad()
+    def teacher_forward(self, clips: torch.Tensor) -> torch.Tensor:
+        return self.teacher(clips)
+
+    def forward(
+        self, clips: torch.Tensor, masks: list[Masks], step: int
+    ) -> dict[str, torch.Tensor]:
+        ctx = StepContext(
+            clips=clips,
+            masks=masks,
+            step=step,
+            student=self.student,
+            predictor=self.predictor,
+            target_encoder=self.teacher_forward,
+        )
+        losses: dict[str, torch.Tensor] = {}
+        for term in self.terms.values():
+            losses.update(term(ctx))
+        return losses
+
+    def trainable(self) -> list[nn.Module]:
+        return [self.student, self.predictor, self.terms]
