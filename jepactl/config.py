@@ -7,7 +7,7 @@ against the constructor signature of the registered class (see :func:`validate_k
 
 Resolution order: the ``_base_`` files (depth first, in list order), then the recipe itself,
 then each ``--set a.b=c`` in order. Dicts merge key by key; any other value (lists included)
-replaces what was there. Setting an objective term to ``null`` removes it.
+replaces what was there. Setting an objective term to ``false`` removes it.
 """
 
 from __future__ import annotations
@@ -108,7 +108,9 @@ class OptimConfig:
 class ObjectiveConfig:
     """Loss terms, by registry name, each with its own parameters (``weight`` and friends)."""
 
-    terms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # ``name: {}`` (or an empty value) uses the term's defaults; ``name: false`` removes a term
+    # that a ``_base_`` recipe added.
+    terms: dict[str, dict[str, Any] | bool | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -444,9 +446,10 @@ def load_recipe(
 def recipe_from_dict(raw: Mapping[str, Any], validate_components: bool = True) -> Recipe:
     """Validate a resolved recipe dict (e.g. a run's saved ``config.yaml``)."""
     recipe = from_dict(Recipe, raw)
-    # A term set to null in a child recipe is removed.
     recipe.objective.terms = {
-        k: dict(v or {}) for k, v in recipe.objective.terms.items() if v is not None
+        k: dict(v) if isinstance(v, Mapping) else {}
+        for k, v in recipe.objective.terms.items()
+        if v is not False
     }
     if validate_components:
         validate_components_of(recipe)

@@ -10,10 +10,12 @@ RGB floats in ``[0, 1]``. Angles are radians; a positive angle turns +x toward +
 clockwise on screen because y points down.
 
 Bit-identical output. A clip depends on its specs only: every random choice comes from
-explicit seeds, and the per-pixel maths uses only operations whose vectorised and scalar
-kernels round identically (add, multiply, divide, sqrt, floor, min/max, compare; no sin or
-exp on pixel tensors). So the result does not depend on how torch splits the work across
-threads, and a DataLoader worker (one thread) renders the same bytes as the main process.
+explicit seeds (numpy's PCG64, whose streams are platform-independent), and the per-pixel
+maths sticks to correctly rounded operations (add, multiply, divide, sqrt, floor, min/max,
+compare), never sin or exp, whose vectorised and scalar kernels may differ in the last bit.
+So the bytes do not depend on how torch splits the work across threads, and a DataLoader
+worker (one thread) renders what the main process does. Equality across machines further
+assumes the same torch build and CPU instruction set (the per-frame cos/sin).
 """
 
 from __future__ import annotations
@@ -264,7 +266,7 @@ def _texture(obj: ObjectSpec, lx: torch.Tensor, ly: torch.Tensor) -> torch.Tenso
 
 
 class SyntheticVideoSource:
-    """An infinite-by-default source of random synthetic clips; the no-download default.
+    """``length`` random synthetic clips (a million by default): the no-download default.
 
     Clip ``index`` is drawn from ``numpy.random.default_rng([seed, index])`` only, never from
     global random state, so the same ``(seed, index)`` gives the same bytes in any process or

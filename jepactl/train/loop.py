@@ -219,6 +219,7 @@ def _train(
     progress: bool,
     info: DistInfo,
 ) -> RunResult:
+    source = build_source(recipe.data, recipe.train.seed)  # a missing dataset fails here, first
     resume = check_resumable(run_dir, recipe, force)
     barrier(info)
     metrics_path = run_dir / "metrics.jsonl"
@@ -258,7 +259,6 @@ def _train(
     total = total_steps(recipe.optim)
     end = min(total, max_steps) if max_steps is not None else total
     local_batch = recipe.data.batch_size // info.world_size
-    source = build_source(recipe.data, seed)
     sampler = StepBatchSampler(
         len(source),
         recipe.data.batch_size,
@@ -271,7 +271,7 @@ def _train(
     )
     loader = build_loader(source, sampler, recipe.data.num_workers, device.type == "cuda")
     strategies = [build_mask_strategy(spec) for spec in recipe.masks]
-    log = MetricsLog(metrics_path if info.is_main else None, recipe.data.batch_size)
+    log = MetricsLog(metrics_path if info.is_main else None, recipe.data.batch_size, device)
     autocast = torch.autocast(
         device.type, dtype=torch.bfloat16, enabled=recipe.train.precision == "bf16"
     )

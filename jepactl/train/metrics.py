@@ -8,17 +8,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 
 class MetricsLog:
     """Accumulates loss terms on the device; ``flush`` reads them back once per interval.
 
+    Under DDP the logged losses are averaged over ranks (one all-reduce per interval).
+
     Also times the interval on the host: clips/s and the fraction of wall time spent waiting
     for the data loader. No per-step ``.item()``, so the GPU queue is never drained mid-interval.
     """
 
-    def __init__(self, path: Path | None, global_batch: int) -> None:
+    def __init__(self, path: Path | None, global_batch: int, device: torch.device) -> None:
         self.path = path
+        self.device = device
         self.global_batch = global_batch
         self.sums: dict[str, torch.Tensor] = {}
         self.steps = 0
@@ -35,12 +39,19 @@ class MetricsLog:
     def flush(self, **fields: Any) -> dict[str, Any]:
         elapsed = max(time.perf_counter() - self.t0, 1e-9)
         names = list(self.sums)
-        values = torch.stack([self.sums[n] for n in names]).cpu().tolist() if names else []
+        values: list[float] = []
+        if names:
+            stacked = torch.stack([self.sums[n] for n in names])
+            if dist.is_initialized():  # every rank calls flush at the same step
+                dist.all_reduce(stacked, op=dist.ReduceOp.AVG)
+            values = stacked.cpu().tolist()
         record: dict[str, Any] = dict(fields)
         record["loss"] = sum(values) / max(self.steps, 1)
         record.update({n: v / max(self.steps, 1) for n, v in zip(names, values, strict=True)})
         record["clips_per_s"] = self.steps * self.global_batch / elapsed
         record["data_wait_frac"] = self.data_wait / elapsed
+        if self.device.type == "cuda":
+            record["max_mem_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         record["time"] = time.time()
         if self.path is not None:
             with self.path.open("a") as f:

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from jepactl.cli import app
+from jepactl.config import list_recipes
+
+runner = CliRunner()
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_help_lists_every_subcommand() -> None:
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for name in ("pretrain", "extract-features", "probe", "synth-motion", "compare", "recipes"):
+        assert name in res.output
+
+
+@pytest.mark.parametrize("name", ["extract-features", "probe", "synth-motion", "compare"])
+def test_unimplemented_commands_exit_2(name: str) -> None:
+    res = runner.invoke(app, [name, "anything"])
+    assert res.exit_code == 2
+    assert "not implemented yet" in res.output
+
+
+def test_recipes_lists_each_with_description() -> None:
+    res = runner.invoke(app, ["recipes"])
+    assert res.exit_code == 0
+    lines = res.output.strip().splitlines()
+    assert len(lines) == len(list_recipes())
+    assert any(line.startswith("synth/baseline") and "CPU" in line for line in lines)
+
+
+def test_docs_recipe_table_is_current() -> None:
+    res = runner.invoke(app, ["recipes", "--markdown"])
+    assert res.exit_code == 0
+    doc = (REPO / "docs" / "recipes.md").read_text()
+    assert res.output.strip() in doc, "regenerate with: jepactl recipes --markdown"
+
+
+def test_pretrain_reports_bad_key_before_any_work(tmp_path: Path) -> None:
+    res = runner.invoke(
+        app,
+        [
+            "pretrain",
+            "--recipe",
+            "synth/baseline",
+            "--run-dir",
+            str(tmp_path / "r"),
+            "--set",
+            "optim.warmup_epoch=2",
+        ],
+    )
+    assert res.exit_code == 2
+    assert "unknown key 'optim.warmup_epoch'; did you mean 'warmup_epochs'?" in res.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_unavailable_source_says_what_to_do(tmp_path: Path) -> None:
+    res = runner.invoke(
+        app, ["pretrain", "--recipe", "mixed/baseline", "--run-dir", str(tmp_path / "r")]
+    )
+    assert res.exit_code == 2
+    assert "data.source=synth" in res.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_python_dash_m_entry_point() -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "jepactl", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "pretrain" in res.stdout

@@ -1,0 +1,217 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from jepactl.config import ConfigError
+from jepactl.train.checkpoint import load
+from jepactl.train.loop import pretrain
+from jepactl.train.metrics import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(run_dir: Path, overrides: list[str], max_steps: int | None, **kw: object):
+    return pretrain(
+        "synth/baseline", overrides, run_dir=run_dir, max_steps=max_steps, progress=False, **kw
+    )  # type: ignore[arg-type]
+
+
+def assert_same_state(a: Path, b: Path) -> None:
+    sa, sb = load(a / "checkpoints" / "latest.pt"), load(b / "checkpoints" / "latest.pt")
+    assert sa["step"] == sb["step"]
+    for key in ("student", "teacher", "predictor"):
+        assert sa[key].keys() == sb[key].keys()
+        for name in sa[key]:
+            assert torch.equal(sa[key][name], sb[key][name]), f"{key}.{name} differs"
+    for pa, pb in zip(
+        sa["optimizer"]["state"].values(), sb["optimizer"]["state"].values(), strict=True
+    ):
+        assert torch.equal(pa["exp_avg"], pb["exp_avg"])
+        assert torch.equal(pa["exp_avg_sq"], pb["exp_avg_sq"])
+
+
+def test_exact_resume(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    straight = run(tmp_path / "a", tiny_overrides, 20)
+    assert straight.step == 20 and not straight.finished
+    first = run(tmp_path / "b", tiny_overrides, 10)
+    assert first.step == 10
+    resumed = run(tmp_path / "b", tiny_overrides, 20)
+    assert resumed.step == 20
+    assert_same_state(tmp_path / "a", tmp_path / "b")
+    # The context-loss ramp (steps 5..15) was crossed, so both loss terms really trained.
+    log = read_metrics(tmp_path / "b" / "metrics.jsonl")
+    assert [r["step"] for r in log] == list(range(1, 21))
+    assert log[0]["jepa_context"] == 0.0 and log[-1]["jepa_context"] > 0.0
+    assert log == read_metrics(tmp_path / "b" / "metrics.jsonl")
+    for key in ("epoch", "lr", "loss", "jepa", "clips_per_s", "data_wait_frac"):
+        assert key in log[-1]
+
+
+def test_mismatched_recipe_is_refused_unless_forced(
+    tmp_path: Path, tiny_overrides: list[str]
+) -> None:
+    run(tmp_path, tiny_overrides, 2)
+    with pytest.raises(ConfigError, match=r"different recipe \(differs in: optim.lr\).*--force"):
+        run(tmp_path, [*tiny_overrides, "optim.lr=0.1"], 3)
+    assert load(tmp_path / "checkpoints" / "latest.pt")["step"] == 2  # nothing overwritten
+    forced = run(tmp_path, [*tiny_overrides, "optim.lr=0.1"], 3, force=True)
+    assert forced.step == 3
+    assert "lr: 0.1" in (tmp_path / "config.yaml").read_text()
+
+
+def test_finished_run_is_not_restarted(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    over = [*tiny_overrides, "optim.epochs=1", "optim.iters_per_epoch=3"]
+    assert run(tmp_path, over, None).finished
+    again = run(tmp_path, over, None)
+    assert again.step == 3 and again.finished
+    assert len(read_metrics(tmp_path / "metrics.jsonl")) == 3
+
+
+def _cli(run_dir: Path, overrides: list[str], max_steps: int) -> list[str]:
+    args = [
+        sys.executable,
+        "-m",
+        "jepactl",
+        "pretrain",
+        "--recipe",
+        "synth/baseline",
+        "--run-dir",
+        str(run_dir),
+        "--max-steps",
+        str(max_steps),
+    ]
+    for o in overrides:
+        args += ["--set", o]
+    return args
+
+
+def test_sigterm_checkpoints_and_resume_matches_straight_run(
+    tmp_path: Path, tiny_overrides: list[str]
+) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    d = tmp_path / "killed"
+    proc = subprocess.Popen(
+        _cli(d, tiny_overrides, 40),
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    metrics = d / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and len(read_metrics(metrics)) >= 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "stopped by signal" in out
+    stopped_at = load(d / "checkpoints" / "latest.pt")["step"]
+    assert 3 <= stopped_at < 40
+    target = stopped_at + 3
+    resumed = subprocess.run(
+        _cli(d, tiny_overrides, target),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resuming {d} at step {stopped_at}" in resumed.stdout
+    run(tmp_path / "straight", tiny_overrides, target)
+    assert_same_state(tmp_path / "straight", d)
+
+
+def test_checkpoint_is_weights_only_loadable_and_complete(
+    tmp_path: Path, tiny_overrides: list[str]
+) -> None:
+    run(tmp_path, [*tiny_overrides, "train.snapshot_every=2", "train.checkpoint_every=2"], 4)
+    state = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)
+    assert {
+        "student",
+        "teacher",
+        "predictor",
+        "terms",
+        "optimizer",
+        "rng",
+        "step",
+        "config",
+    } <= set(state)
+    assert {"torch", "numpy", "python"} <= set(state["rng"][0])
+    snaps = sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*.pt"))
+    assert snaps == ["step_0000002.pt", "step_0000004.pt"]
+    assert not list((tmp_path / "checkpoints").glob(".*tmp"))
+    # The teacher moved away from the student by EMA, but only slightly.
+    s, t = state["student"], state["teacher"]
+    w = "patch_embed.weight"
+    assert not torch.equal(s[w], t[w])
+
+
+def test_torchrun_two_ranks_on_cpu(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    args = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--standalone",
+        "-m",
+        "jepactl",
+        "pretrain",
+        "--recipe",
+        "synth/baseline",
+        "--run-dir",
+        str(tmp_path / "ddp"),
+        "--max-steps",
+        "5",
+    ]
+    for o in tiny_overrides:
+        args += ["--set", o]
+    res = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "2 rank(s) on cpu" in res.stdout
+    state = load(tmp_path / "ddp" / "checkpoints" / "latest.pt")
+    assert state["step"] == 5 and len(state["rng"]) == 2
+    assert len(read_metrics(tmp_path / "ddp" / "metrics.jsonl")) == 5
+
+
+@pytest.mark.slow
+def test_paper_size_vit_b_runs_two_steps(tmp_path: Path) -> None:
+    """`mixed/baseline` at paper size (ViT-B, 16 x 224 x 224); batch reduced to fit CI."""
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jepactl",
+            "pretrain",
+            "--recipe",
+            "mixed/baseline",
+            "--run-dir",
+            str(tmp_path),
+            "--max-steps",
+            "2",
+            "--set",
+            "data.source=synth",
+            "--set",
+            "data.batch_size=2",
+            "--set",
+            "data.num_workers=0",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "encoder 86.2M params" in res.stdout
+    log = read_metrics(tmp_path / "metrics.jsonl")
+    assert log[-1]["step"] == 2 and log[-1]["loss"] > 0
