@@ -76,7 +76,8 @@ def recipes(
     for name in list_recipes():
         raw = load_raw(resolve_recipe_path(name))
         paper = raw.get("paper") or {}
-        where = " ".join(str(paper.get(k, "")) for k in ("table", "row")).strip()
+        table, row = paper.get("table", ""), paper.get("row", "")
+        where = f"Table {table}, {row}" if table else str(row)
         rows.append((name, raw.get("display_name", ""), raw.get("description", ""), where))
     if markdown:
         typer.echo("| recipe | method | description | paper |\n|---|---|---|---|")

@@ -67,6 +67,20 @@ def test_mismatched_recipe_is_refused_unless_forced(
     assert "lr: 0.1" in (tmp_path / "config.yaml").read_text()
 
 
+def test_runtime_settings_may_change_on_resume(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    run(tmp_path, tiny_overrides, 2)
+    resumed = run(tmp_path, [*tiny_overrides, "train.log_every=2", "data.num_workers=1"], 4)
+    assert resumed.step == 4
+
+
+def test_loss_falls(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    over = [*tiny_overrides, "optim.lr=2e-3", "optim.iters_per_epoch=40"]
+    run(tmp_path, over, 80)
+    losses = [r["jepa"] for r in read_metrics(tmp_path / "metrics.jsonl")]
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.8 * first, (first, last)
+
+
 def test_finished_run_is_not_restarted(tmp_path: Path, tiny_overrides: list[str]) -> None:
     over = [*tiny_overrides, "optim.epochs=1", "optim.iters_per_epoch=3"]
     assert run(tmp_path, over, None).finished
@@ -98,8 +112,10 @@ def test_sigterm_checkpoints_and_resume_matches_straight_run(
 ) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     d = tmp_path / "killed"
+    # Two DataLoader workers: pre-emption must not kill them before the checkpoint is written.
+    workers = [*tiny_overrides, "data.num_workers=2"]
     proc = subprocess.Popen(
-        _cli(d, tiny_overrides, 40),
+        _cli(d, workers, 40),
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

@@ -8,6 +8,7 @@ workers decode in parallel without coordinating.
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -118,9 +119,22 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def build_loader(
     source: Source, sampler: StepBatchSampler, num_workers: int, pin_memory: bool
 ) -> DataLoader:
+    """A DataLoader over ``sampler``'s steps; more workers than CPUs would only thrash, so
+    ``num_workers`` is capped at the CPUs this process may use (with a note)."""
+    cpus = available_cpus()
+    if num_workers > cpus:
+        print(f"jepactl: data.num_workers={num_workers} > {cpus} CPUs here; using {cpus}")
+        num_workers = cpus
     return DataLoader(
         source,  # type: ignore[arg-type]
         batch_sampler=sampler,

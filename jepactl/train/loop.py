@@ -38,6 +38,18 @@ from jepactl.utils import derive_seed
 
 CHECKPOINT_VERSION = 1
 
+#: Settings of how a run executes rather than what it computes: a resumed run may change them
+#: (another machine, more workers) without --force.
+RUNTIME_KEYS = frozenset(
+    {
+        "data.num_workers",
+        "train.device",
+        "train.log_every",
+        "train.checkpoint_every",
+        "train.snapshot_every",
+    }
+)
+
 
 @dataclass
 class RunResult:
@@ -88,7 +100,7 @@ def check_resumable(run_dir: Path, recipe: Recipe, force: bool) -> bool:
     """True if ``run_dir`` holds a checkpoint to resume; refuse a different recipe unless forced.
 
     Never silently restarts over an existing run (the reference code does, when its
-    checkpoint fails to load).
+    checkpoint fails to load). Only :data:`RUNTIME_KEYS` may change freely.
     """
     latest = run_dir / "checkpoints" / "latest.pt"
     if not latest.exists():
@@ -97,6 +109,7 @@ def check_resumable(run_dir: Path, recipe: Recipe, force: bool) -> bool:
     if not saved_path.exists():
         raise ConfigError(f"{latest} exists but {saved_path} is missing; cannot verify the recipe")
     diff = config_diff(yaml.safe_load(saved_path.read_text()), to_dict(recipe))
+    diff = [key for key in diff if key not in RUNTIME_KEYS]
     if diff and not force:
         shown = ", ".join(diff[:5]) + (" ..." if len(diff) > 5 else "")
         raise ConfigError(
