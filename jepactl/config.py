@@ -13,7 +13,6 @@ replaces what was there. Setting an objective term to ``false`` removes it.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
 import os
 import types
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
+
+from jepactl.utils import close_match, suggestion
 
 
 class ConfigError(ValueError):
@@ -172,9 +173,8 @@ def resolve_recipe_path(name: str, root: Path | None = None) -> Path:
     candidate = root / f"{name.removesuffix(RECIPE_SUFFIX)}{RECIPE_SUFFIX}"
     if candidate.is_file():
         return candidate
-    known = list_recipes(root)
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.4)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
+    close = close_match(name, list_recipes(root), cutoff=0.4)
+    hint = f" Did you mean '{close}'?" if close else ""
     raise ConfigError(
         f"unknown recipe '{name}' (looked in {root}).{hint} Run `jepactl recipes` to list them."
     )
@@ -276,11 +276,6 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _suggest(key: str, valid: Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
-    return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(valid))}"
-
-
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check ``value`` against the annotation ``tp``; return it converted where that is lossless."""
     origin = get_origin(tp)
@@ -366,7 +361,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in names:
-            raise ConfigError(f"unknown key '{path}'{_suggest(str(key), names)}")
+            raise ConfigError(f"unknown key '{path}'{suggestion(str(key), names)}")
         kwargs[key] = _coerce(value, hints[key], path)
     return cls(**kwargs)
 
@@ -402,7 +397,7 @@ def validate_kwargs(cls: type, kwargs: Mapping[str, Any], where: str) -> dict[st
     out = {}
     for key, value in kwargs.items():
         if key not in params:
-            raise ConfigError(f"unknown key '{where}.{key}'{_suggest(key, params)}")
+            raise ConfigError(f"unknown key '{where}.{key}'{suggestion(key, params)}")
         out[key] = _coerce(value, params[key][1], f"{where}.{key}")
     missing = [
         n
@@ -457,39 +452,53 @@ def recipe_from_dict(raw: Mapping[str, Any], validate_components: bool = True) -
 
 
 def validate_components_of(recipe: Recipe) -> None:
-    """Validate term and mask-strategy parameters against their registered classes."""
+    """Validate the model sizes and every term's and mask strategy's parameters.
+
+    Parameters are checked against the registered classes' constructors, then each component
+    is built once so its own argument checks run now, as one-line :class:`ConfigError`s,
+    rather than as a traceback after the run has started.
+    """
     from jepactl.masks import MASK_STRATEGIES
-    from jepactl.models import ENCODER_PRESETS
+    from jepactl.models import ENCODER_PRESETS, check_model_config
     from jepactl.objectives import TERMS
 
     if recipe.model.preset not in ENCODER_PRESETS:
         raise ConfigError(
             f"model.preset: unknown preset '{recipe.model.preset}'"
-            f"{_suggest(recipe.model.preset, ENCODER_PRESETS)}"
+            f"{suggestion(recipe.model.preset, ENCODER_PRESETS)}"
         )
+    _built("model", check_model_config, recipe.model)
     if not recipe.objective.terms:
         raise ConfigError("objective.terms is empty: a recipe needs at least one loss term")
     for name, params in recipe.objective.terms.items():
         kind = params.get("type", name)
+        where = f"objective.terms.{name}"
         if kind not in TERMS:
-            raise ConfigError(
-                f"unknown objective term 'objective.terms.{name}'{_suggest(kind, TERMS)}"
-            )
-        rest = {k: v for k, v in params.items() if k != "type"}
-        coerced = validate_kwargs(TERMS[kind], rest, f"objective.terms.{name}")
+            raise ConfigError(f"unknown objective term '{where}'{suggestion(kind, TERMS)}")
+        coerced = validate_kwargs(
+            TERMS[kind], {k: v for k, v in params.items() if k != "type"}, where
+        )
+        _built(where, TERMS[kind], **coerced)
         recipe.objective.terms[name] = {**({"type": kind} if "type" in params else {}), **coerced}
     if not recipe.masks:
         raise ConfigError("masks is empty: a recipe needs at least one mask group")
     for i, spec in enumerate(recipe.masks):
         kind = spec.get("strategy")
         if kind not in MASK_STRATEGIES:
-            hint = _suggest(str(kind), MASK_STRATEGIES)
+            hint = suggestion(str(kind), MASK_STRATEGIES)
             raise ConfigError(f"masks.{i}.strategy: unknown strategy {kind!r}{hint}")
         rest = {k: v for k, v in spec.items() if k != "strategy"}
-        recipe.masks[i] = {
-            "strategy": kind,
-            **validate_kwargs(MASK_STRATEGIES[kind], rest, f"masks.{i}"),
-        }
+        coerced = validate_kwargs(MASK_STRATEGIES[kind], rest, f"masks.{i}")
+        _built(f"masks.{i}", MASK_STRATEGIES[kind], **coerced)
+        recipe.masks[i] = {"strategy": kind, **coerced}
+
+
+def _built(where: str, build: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call ``build``; its ``ValueError`` becomes a one-line ``ConfigError`` naming ``where``."""
+    try:
+        return build(*args, **kwargs)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}".replace("\n", " ")) from exc
 
 
 def config_diff(a: Any, b: Any, prefix: str = "") -> list[str]:

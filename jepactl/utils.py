@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import os
+from collections.abc import Iterable
 
 
 def derive_seed(*parts: int | str) -> int:
@@ -13,3 +16,24 @@ def derive_seed(*parts: int | str) -> int:
     """
     digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
+
+
+def close_match(name: str, valid: Iterable[str], cutoff: float = 0.5) -> str | None:
+    """The valid name closest to ``name``, if any is close enough."""
+    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
+def suggestion(name: str, valid: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"``, or the list of valid names when none is close."""
+    valid = sorted(valid)
+    close = close_match(name, valid)
+    return f"; did you mean '{close}'?" if close else f"; valid: {', '.join(valid)}"
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (respects affinity masks set by schedulers)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

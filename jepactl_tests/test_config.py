@@ -114,6 +114,11 @@ def test_child_can_remove_a_term(tmp_path: Path) -> None:
         ("optim.lr=fast", "optim.lr: expected a number, got 'fast'"),
         ("train.precision=fp8", "train.precision: 'fp8' is not one of 'bf16', 'fp32'"),
         ("model.deep_supervision=3", "expected true/false"),
+        ("masks.0.aspect_ratio=[1,2,3]", "masks.0: aspect_ratio must be a pair"),
+        ("model.pred_heads=5", "model: predictor width 96 is not divisible by 5 heads"),
+        ("objective.terms.jepa_context.warmup_end=3", "warmup_end (3) must exceed"),
+        ("objective.terms.jepa.loss_exp=0", "objective.terms.jepa: loss_exp must be > 0"),
+        ("model.deep_supervision_blocks=[2,6]", "is set but deep_supervision is false"),
     ],
 )
 def test_bad_keys_and_types_fail_with_one_line(override: str, expected: str) -> None:
@@ -122,6 +127,13 @@ def test_bad_keys_and_types_fail_with_one_line(override: str, expected: str) -> 
     message = str(info.value)
     assert expected in message
     assert "\n" not in message
+
+
+def test_deep_supervision_blocks_must_end_at_the_last_block() -> None:
+    with pytest.raises(ConfigError, match="must increase and end with the last block"):
+        load_recipe(
+            "synth/baseline", ["model.deep_supervision=true", "model.deep_supervision_blocks=[2,4]"]
+        )
 
 
 def test_unknown_recipe_suggests_close_name() -> None:

@@ -112,3 +112,42 @@ def test_predictor_targets_depend_on_their_positions() -> None:
     b, _ = pred(ctx, ctx_idx, torch.tensor([[31, 20]]), grid)
     torch.testing.assert_close(a, b.flip(1))  # same positions, same predictions
     assert not torch.allclose(a[0, 0], a[0, 1])  # different positions, different predictions
+
+
+def test_rope_dot_products_depend_only_on_the_position_offset() -> None:
+    """The rotary table pairs with timm's interleaved rotation: <R(p)q, R(p')k> = f(p - p')."""
+    from timm.layers.pos_embed_sincos import apply_rot_embed_cat
+
+    torch.manual_seed(0)
+    rope = RotaryEmbedding3D(24)
+    q, k = torch.randn(24), torch.randn(24)
+    pos = torch.tensor([[[1, 2, 3], [4, 0, 5], [3, 7, 1], [6, 5, 8]]], dtype=torch.float32)
+    shift = torch.tensor([2.0, -1.0, 3.0])
+
+    def dots(p: torch.Tensor) -> torch.Tensor:
+        emb = rope(p)[0, 0]  # [N, 2 * head_dim]
+        rq = apply_rot_embed_cat(q.expand(4, -1), emb)
+        rk = apply_rot_embed_cat(k.expand(4, -1), emb)
+        return rq @ rk.T
+
+    torch.testing.assert_close(dots(pos), dots(pos + shift), atol=1e-5, rtol=1e-5)
+    rotated = apply_rot_embed_cat(q.expand(4, -1), rope(pos)[0, 0])
+    torch.testing.assert_close(rotated.norm(dim=-1), q.norm().expand(4))  # a pure rotation
+    assert not torch.allclose(dots(pos)[0], dots(pos)[1])  # positions do matter
+
+
+def test_target_normalisation_is_per_level() -> None:
+    from jepactl.objectives.base import normalize_targets
+
+    h = torch.randn(2, 5, 3 * 8) * torch.tensor([1.0, 10.0, 100.0]).repeat_interleave(8)
+    out = normalize_targets(h, 8)
+    for level in range(3):
+        chunk = h[..., level * 8 : (level + 1) * 8]
+        torch.testing.assert_close(
+            out[..., level * 8 : (level + 1) * 8], torch.nn.functional.layer_norm(chunk, (8,))
+        )
+
+
+def test_deep_supervision_must_end_at_the_last_block() -> None:
+    with pytest.raises(ValueError, match="last block"):
+        VideoViT(embed_dim=48, depth=4, num_heads=2, out_blocks=(1, 2))

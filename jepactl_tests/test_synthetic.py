@@ -280,3 +280,20 @@ def test_background_and_render_validation() -> None:
         render_clip((), BackgroundSpec(), num_frames=0, size=8)
     with pytest.raises(ValueError):
         render_clip((), BackgroundSpec(), num_frames=1, size=0)
+
+
+def test_frame_step_samples_the_native_trajectory() -> None:
+    obj = ObjectSpec(
+        shape="square",
+        center=(0.3, 0.4),
+        radius=0.12,
+        velocity=(0.02, 0.01),
+        angular_velocity=0.1,
+        texture="stripes",
+    )
+    bg = BackgroundSpec()
+    dense = render_clip([obj], bg, num_frames=8, size=32)
+    strided = render_clip([obj], bg, num_frames=4, size=32, frame_step=2)
+    assert torch.equal(strided, dense[::2])
+    src = SyntheticVideoSource(num_frames=4, size=32, frame_stride=2, noise_std=0.0)
+    assert src[3].clip.shape == (4, 32, 32, 3)

@@ -132,22 +132,29 @@ class BackgroundSpec:
 
 
 def render_clip(
-    objects: Sequence[ObjectSpec], background: BackgroundSpec, num_frames: int, size: int
+    objects: Sequence[ObjectSpec],
+    background: BackgroundSpec,
+    num_frames: int,
+    size: int,
+    frame_step: int = 1,
 ) -> torch.Tensor:
     """Render a ``num_frames`` x ``size`` x ``size`` RGB clip, uint8 ``[T, size, size, 3]``.
 
     ``objects`` are composited back to front (the first is furthest back). All frames are
     rendered at once on ``[T, H, W]`` tensors; each object only touches the box its disc sweeps
-    over the clip, which keeps small objects cheap on big frames.
+    over the clip, which keeps small objects cheap on big frames. ``frame_step`` renders the
+    native frames ``0, s, 2s, ...`` (a clip read at frame stride ``s``).
     """
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if frame_step < 1:
+        raise ValueError(f"frame_step must be >= 1, got {frame_step}")
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
     # Pixel-centre coordinates in pixels along one axis. Grids stay separable ([1, 1, W] and
     # [1, H, 1]) until the rotation mixes them, so the full [T, H, W] grid is never stored.
     pixels = torch.arange(size, dtype=torch.float32) + 0.5
-    frames = torch.arange(num_frames, dtype=torch.float64)
+    frames = torch.arange(num_frames, dtype=torch.float64) * frame_step
     clip = _backdrop(background, pixels, size).expand(num_frames, size, size, 3).contiguous()
     for obj in objects:
         _paint(clip, obj, frames, pixels, size)
@@ -293,9 +300,12 @@ class SyntheticVideoSource:
         min_objects: int = 1,
         max_objects: int = 3,
         noise_std: float = 0.02,
+        frame_stride: int = 1,
     ) -> None:
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        if frame_stride < 1:
+            raise ValueError(f"frame_stride must be >= 1, got {frame_stride}")
         if size < 8:
             raise ValueError(f"size must be >= 8 pixels for shapes to be recognisable, got {size}")
         if seed < 0:
@@ -317,6 +327,7 @@ class SyntheticVideoSource:
         self.min_objects = min_objects
         self.max_objects = max_objects
         self.noise_std = noise_std
+        self.frame_stride = frame_stride
 
     def __len__(self) -> int:
         return self.length
@@ -324,7 +335,7 @@ class SyntheticVideoSource:
     def __getitem__(self, index: int) -> Sample:
         index = operator.index(index)
         objects, background = self.scene(index)
-        clip = render_clip(objects, background, self.num_frames, self.size)
+        clip = render_clip(objects, background, self.num_frames, self.size, self.frame_stride)
         return Sample(clip=clip, label=self._label(objects), id=f"synth-{self.seed}-{index}")
 
     def scene(self, index: int) -> tuple[tuple[ObjectSpec, ...], BackgroundSpec]:
@@ -345,7 +356,9 @@ class SyntheticVideoSource:
         return objects, background
 
     def _random_object(self, rng: np.random.Generator) -> ObjectSpec:
-        span = max(self.num_frames - 1, 1)  # frames over which the trajectory is laid out
+        # Native frames over which the trajectory is laid out; the clip shows every
+        # ``frame_stride``-th of them, like a video read at that stride.
+        span = max((self.num_frames - 1) * self.frame_stride, 1)
         start = rng.uniform(0.15, 0.85, size=2)
         # The end centre lies between the start and a random point of the same box, so it
         # stays in the box; the fraction makes slow and near-static objects as likely as fast.
@@ -372,7 +385,7 @@ class SyntheticVideoSource:
         )
 
     def _label(self, objects: Sequence[ObjectSpec]) -> int:
-        growth = np.arange(self.num_frames, dtype=np.float64)
+        growth = np.arange(self.num_frames, dtype=np.float64) * self.frame_stride
         mean_radius = [o.radius * float(np.mean(o.scale_rate**growth)) for o in objects]
         return SHAPES.index(objects[int(np.argmax(mean_radius))].shape)
 

@@ -6,12 +6,12 @@ Strategies are built from config mappings such as ``{"strategy": "multiblock", "
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from typing import Any
 
 from jepactl.masks.base import Masks, MaskStrategy, TokenGrid
 from jepactl.masks.multiblock import MultiBlock3D
+from jepactl.utils import suggestion
 
 __all__ = [
     "MASK_STRATEGIES",
@@ -22,7 +22,7 @@ __all__ = [
     "build_mask_strategy",
 ]
 
-MASK_STRATEGIES: dict[str, type] = {"multiblock": MultiBlock3D}
+MASK_STRATEGIES: dict[str, type[MaskStrategy]] = {"multiblock": MultiBlock3D}
 
 
 def build_mask_strategy(spec: Mapping[str, Any]) -> MaskStrategy:
@@ -38,10 +38,6 @@ def build_mask_strategy(spec: Mapping[str, Any]) -> MaskStrategy:
     kwargs = dict(spec)
     name = kwargs.pop("strategy")
     if name not in MASK_STRATEGIES:
-        close = difflib.get_close_matches(str(name), list(MASK_STRATEGIES), n=1, cutoff=0.0)
-        raise ValueError(
-            f"unknown mask strategy {name!r}; did you mean {close[0]!r}? "
-            f"(valid: {sorted(MASK_STRATEGIES)})"
-        )
+        raise ValueError(f"unknown mask strategy {name!r}{suggestion(str(name), MASK_STRATEGIES)}")
     strategy: MaskStrategy = MASK_STRATEGIES[name](**kwargs)
     return strategy

@@ -26,6 +26,18 @@ class TokenGrid:
     def num_tokens(self) -> int:
         return self.t * self.h * self.w
 
+    @classmethod
+    def of_clip(cls, frames: int, height: int, width: int, patch: int, tubelet: int) -> TokenGrid:
+        """The grid a clip of ``frames x height x width`` pixels becomes; one frame is an image
+        (tubelet 1, paper Appendix D)."""
+        if height % patch or width % patch:
+            raise ValueError(f"frame size {height}x{width} is not a multiple of patch {patch}")
+        if frames == 1:
+            return cls(1, height // patch, width // patch)
+        if frames % tubelet:
+            raise ValueError(f"{frames} frames is not a multiple of tubelet {tubelet}")
+        return cls(frames // tubelet, height // patch, width // patch)
+
     def coords(self, idx: torch.Tensor) -> torch.Tensor:
         """Integer (t, h, w) coordinates of flat token indices: ``[...]`` -> ``[..., 3]``."""
         hw = self.h * self.w
@@ -45,17 +57,24 @@ class Masks:
     context: torch.Tensor
     target: torch.Tensor
 
-    def to(self, device: torch.device | str) -> Masks:
-        return Masks(self.context.to(device), self.target.to(device))
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Masks:
+        return Masks(
+            self.context.to(device, non_blocking=non_blocking),
+            self.target.to(device, non_blocking=non_blocking),
+        )
+
+    def pin_memory(self) -> Masks:
+        return Masks(self.context.pin_memory(), self.target.pin_memory())
 
 
 class MaskStrategy(Protocol):
     """Samples the context/target split of one mask group for a batch.
 
     ``generator`` makes the draw reproducible (the training loop derives one per step and
-    rank, so an interrupted run resumes onto the very same masks). ``clips`` (uint8 or
-    float, ``[B, C, T, H, W]``) is available for strategies that look at the pixels, such as
-    motion-guided masking.
+    rank, so an interrupted run resumes onto the very same masks). ``clips`` (uint8
+    ``[B, T, H, W, C]``, as loaded, before normalisation) is available for strategies that look
+    at the pixels, such as motion-guided masking. Strategies run in the DataLoader workers,
+    on the CPU, so sampling them never waits on the accelerator.
     """
 
     def __call__(

@@ -39,6 +39,29 @@ def deep_supervision_blocks(cfg: ModelConfig) -> tuple[int, ...] | None:
     return tuple(depth * q // 4 for q in range(1, 5)) if depth >= 4 else (depth,)
 
 
+def check_model_config(cfg: ModelConfig) -> None:
+    """Size checks that would otherwise fail deep inside the model build."""
+    preset = ENCODER_PRESETS[cfg.preset]
+    for what, dim, heads in (
+        ("encoder", preset.embed_dim, preset.num_heads),
+        ("predictor", cfg.pred_dim, cfg.pred_heads),
+    ):
+        if heads < 1 or dim % heads:
+            raise ValueError(f"{what} width {dim} is not divisible by {heads} heads")
+        if dim // heads < 6:
+            raise ValueError(f"{what} head width {dim // heads} is too small for 3D RoPE (>= 6)")
+    if cfg.pred_depth < 1 or cfg.pred_mask_tokens < 1:
+        raise ValueError("pred_depth and pred_mask_tokens must be >= 1")
+    if cfg.deep_supervision_blocks and not cfg.deep_supervision:
+        raise ValueError("deep_supervision_blocks is set but deep_supervision is false")
+    blocks = deep_supervision_blocks(cfg)
+    if blocks and (blocks[-1] != preset.depth or list(blocks) != sorted(set(blocks))):
+        raise ValueError(
+            f"deep_supervision_blocks {list(blocks)} must increase and end with the last "
+            f"block ({preset.depth})"
+        )
+
+
 def build_encoder(cfg: ModelConfig) -> VideoViT:
     preset = ENCODER_PRESETS[cfg.preset]
     return VideoViT(
@@ -75,4 +98,5 @@ __all__ = [
     "VideoViT",
     "build_encoder",
     "build_predictor",
+    "check_model_config",
 ]

@@ -50,9 +50,10 @@ def rope_blocks(
 
 
 def init_weights(module: nn.Module, blocks: nn.ModuleList) -> None:
-    """V-JEPA init: trunc-normal(0.02) linears, then residual projections scaled by 1/sqrt(2l)."""
+    """V-JEPA init: trunc-normal(0.02) linears and patch embedding, then residual projections
+    scaled by 1/sqrt(2l)."""
     for m in module.modules():
-        if isinstance(m, nn.Linear):
+        if isinstance(m, nn.Linear | nn.Conv3d):
             nn.init.trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
@@ -97,6 +98,8 @@ class VideoViT(nn.Module):
         out = tuple(out_blocks) if out_blocks else (depth,)
         if any(not 1 <= b <= depth for b in out) or list(out) != sorted(set(out)):
             raise ValueError(f"out_blocks {out} must be increasing block numbers in 1..{depth}")
+        if out[-1] != depth:  # later blocks would run without ever receiving a gradient
+            raise ValueError(f"out_blocks {out} must end with the last block ({depth})")
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.patch_size = patch_size
@@ -117,13 +120,7 @@ class VideoViT(nn.Module):
     def grid(self, clip_shape: Sequence[int]) -> TokenGrid:
         """Token grid of clips shaped ``[B, C, T, H, W]``."""
         t, h, w = clip_shape[-3:]
-        if h % self.patch_size or w % self.patch_size:
-            raise ValueError(f"frame size {h}x{w} is not a multiple of patch {self.patch_size}")
-        if t == 1:
-            return TokenGrid(1, h // self.patch_size, w // self.patch_size)
-        if t % self.tubelet:
-            raise ValueError(f"{t} frames is not a multiple of tubelet {self.tubelet}")
-        return TokenGrid(t // self.tubelet, h // self.patch_size, w // self.patch_size)
+        return TokenGrid.of_clip(t, h, w, self.patch_size, self.tubelet)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Patch tokens ``[B, N, D]`` in (t, h, w) raster order."""

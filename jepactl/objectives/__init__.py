@@ -27,5 +27,12 @@ def build_terms(specs: Mapping[str, Mapping[str, Any]]) -> nn.ModuleDict:
     return terms
 
 
-__all__ = ["TERMS", "ContextLoss", "PredictionLoss", "StepContext", "Term", "build_terms"]
-__all__ += ["distance_weights"]
+__all__ = [
+    "TERMS",
+    "ContextLoss",
+    "PredictionLoss",
+    "StepContext",
+    "Term",
+    "build_terms",
+    "distance_weights",
+]

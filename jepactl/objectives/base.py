@@ -61,7 +61,8 @@ class StepContext:
     student: VideoViT
     predictor: Predictor
     target_encoder: Callable[[torch.Tensor], torch.Tensor]
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: Detached diagnostics for metrics.jsonl (not summed into the loss).
+    logs: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @cached_property
     def grid(self) -> TokenGrid:
@@ -121,4 +122,9 @@ class Term(nn.Module):
         raise NotImplementedError
 
     def forward(self, ctx: StepContext) -> dict[str, torch.Tensor]:
-        return {self.name: self.coefficient(ctx.step) * self.loss(ctx)}
+        """``{name: coefficient * loss}``; a term whose coefficient is not constantly 1 also
+        logs its unweighted value, so it can be watched while its weight ramps in."""
+        raw = self.loss(ctx)
+        if self.weight != 1.0 or self.warmup_end:
+            ctx.logs[f"{self.name}_unweighted"] = raw.detach()
+        return {self.name: self.coefficient(ctx.step) * raw}

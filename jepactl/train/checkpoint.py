@@ -43,9 +43,12 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
-def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Safe load: tensors, containers and primitives only (no pickled code)."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+def load(
+    path: Path, map_location: str | torch.device = "cpu", mmap: bool = False
+) -> dict[str, Any]:
+    """Safe load: tensors, containers and primitives only (no pickled code). ``mmap`` reads
+    tensors lazily, for a cheap look at metadata such as the saved config."""
+    return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
 
 
 def rng_state() -> dict[str, Any]:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from jepactl.utils import available_cpus
+
 
 @dataclass
 class DistInfo:
@@ -54,7 +56,7 @@ def init_distributed(device_preference: str = "auto") -> DistInfo:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cpu":
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+        torch.set_num_threads(max(1, available_cpus() // local_world))
     control = dist.new_group(backend="gloo") if device.type == "cuda" else dist.group.WORLD
     return DistInfo(rank, world, local_rank, device, control)
 

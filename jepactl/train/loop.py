@@ -26,9 +26,14 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from jepactl.config import ConfigError, Recipe, config_diff, dump_yaml, load_recipe, to_dict
-from jepactl.data.loader import StepBatchSampler, build_loader, build_source, to_model_input
+from jepactl.data.loader import (
+    Collator,
+    StepBatchSampler,
+    build_loader,
+    build_source,
+    to_model_input,
+)
 from jepactl.masks import build_mask_strategy
-from jepactl.masks.base import Masks, MaskStrategy
 from jepactl.train import checkpoint as ckpt
 from jepactl.train.dist import DistInfo, any_rank, barrier, init_distributed, shutdown
 from jepactl.train.metrics import MetricsLog
@@ -105,10 +110,9 @@ def check_resumable(run_dir: Path, recipe: Recipe, force: bool) -> bool:
     latest = run_dir / "checkpoints" / "latest.pt"
     if not latest.exists():
         return False
-    saved_path = run_dir / "config.yaml"
-    if not saved_path.exists():
-        raise ConfigError(f"{latest} exists but {saved_path} is missing; cannot verify the recipe")
-    diff = config_diff(yaml.safe_load(saved_path.read_text()), to_dict(recipe))
+    # The checkpoint's own copy of the recipe is authoritative (config.yaml is for people).
+    saved = yaml.safe_load(ckpt.load(latest, mmap=True)["config"])
+    diff = config_diff(saved, to_dict(recipe))
     diff = [key for key in diff if key not in RUNTIME_KEYS]
     if diff and not force:
         shown = ", ".join(diff[:5]) + (" ..." if len(diff) > 5 else "")
@@ -117,25 +121,6 @@ def check_resumable(run_dir: Path, recipe: Recipe, force: bool) -> bool:
             "pass --force to continue it with the new settings, or choose another --run-dir"
         )
     return True
-
-
-def sample_masks(
-    strategies: Sequence[MaskStrategy],
-    batch_size: int,
-    clips_shape: Sequence[int],
-    student: torch.nn.Module,
-    seed: int,
-    step: int,
-    rank: int,
-    device: torch.device,
-) -> list[Masks]:
-    """One :class:`Masks` per group from generators derived from (seed, step, rank, group)."""
-    grid = student.grid(clips_shape)
-    out = []
-    for group, strategy in enumerate(strategies):
-        gen = torch.Generator().manual_seed(derive_seed(seed, "mask", step, rank, group))
-        out.append(strategy(batch_size, grid, gen).to(device))
-    return out
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -195,6 +180,11 @@ def load_checkpoint(
     run_dir: Path, model: JEPA, optimizer: torch.optim.Optimizer, info: DistInfo
 ) -> int:
     state = ckpt.load(run_dir / "checkpoints" / "latest.pt")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise ConfigError(
+            f"{run_dir}: checkpoint format {state.get('version')} is not supported by this "
+            f"jepactl (format {CHECKPOINT_VERSION})"
+        )
     model.student.load_state_dict(state["student"])
     model.teacher.load_state_dict(state["teacher"])
     model.predictor.load_state_dict(state["predictor"])
@@ -202,7 +192,7 @@ def load_checkpoint(
     optimizer.load_state_dict(state["optimizer"])
     rng = state["rng"]
     ckpt.set_rng_state(rng[info.rank] if info.rank < len(rng) else rng[0])
-    return int(state["step"])
+    return int(state["data"]["next_step"])
 
 
 def pretrain(
@@ -232,16 +222,13 @@ def _train(
     progress: bool,
     info: DistInfo,
 ) -> RunResult:
-    source = build_source(recipe.data, recipe.train.seed)  # a missing dataset fails here, first
+    # Everything that can fail on bad input fails here, before the run directory is touched.
+    source = build_source(recipe.data, recipe.train.seed)
+    if recipe.data.batch_size % info.world_size:
+        raise ConfigError(
+            f"data.batch_size {recipe.data.batch_size} is not divisible by {info.world_size} ranks"
+        )
     resume = check_resumable(run_dir, recipe, force)
-    barrier(info)
-    metrics_path = run_dir / "metrics.jsonl"
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.atomic_write_text(run_dir / "config.yaml", dump_yaml(recipe))
-        if not resume:
-            metrics_path.unlink(missing_ok=True)
-
     seed, device = recipe.train.seed, info.device
     torch.manual_seed(seed)  # same initial weights on every rank
     model = JEPA(recipe).to(device)
@@ -249,8 +236,16 @@ def _train(
     step = load_checkpoint(run_dir, model, optimizer, info) if resume else 0
     if not resume:
         torch.manual_seed(derive_seed(seed, "rank", info.rank))
-    if resume and info.is_main:
-        _truncate_metrics(metrics_path, step)
+
+    barrier(info)
+    metrics_path = run_dir / "metrics.jsonl"
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.atomic_write_text(run_dir / "config.yaml", dump_yaml(recipe))
+        if resume:
+            _truncate_metrics(metrics_path, step)
+        else:
+            metrics_path.unlink(missing_ok=True)
 
     n_params = sum(p.numel() for p in model.student.parameters())
     if info.is_main:
@@ -266,12 +261,13 @@ def _train(
             model, model.teacher_names()
         )
         ddp_model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            broadcast_buffers=False,  # buffers are constants (RoPE frequencies)
         )
 
     total = total_steps(recipe.optim)
     end = min(total, max_steps) if max_steps is not None else total
-    local_batch = recipe.data.batch_size // info.world_size
     sampler = StepBatchSampler(
         len(source),
         recipe.data.batch_size,
@@ -282,8 +278,16 @@ def _train(
         end,
         sequential=recipe.data.source == "synth",
     )
-    loader = build_loader(source, sampler, recipe.data.num_workers, device.type == "cuda")
-    strategies = [build_mask_strategy(spec) for spec in recipe.masks]
+    collator = Collator(
+        [build_mask_strategy(spec) for spec in recipe.masks],
+        recipe.model.patch_size,
+        recipe.model.tubelet,
+        seed,
+        info.rank,
+    )
+    loader = build_loader(
+        source, sampler, collator, recipe.data.num_workers, device.type == "cuda", seed
+    )
     log = MetricsLog(metrics_path if info.is_main else None, recipe.data.batch_size, device)
     autocast = torch.autocast(
         device.type, dtype=torch.bfloat16, enabled=recipe.train.precision == "bf16"
@@ -305,12 +309,12 @@ def _train(
             lr = learning_rate(step, recipe.optim)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            if batch.step != step:
+                raise RuntimeError(f"data loader is at step {batch.step}, training at {step}")
             clips = to_model_input(batch.clips.to(device, non_blocking=True))
-            masks = sample_masks(
-                strategies, local_batch, clips.shape, model.student, seed, step, info.rank, device
-            )
+            masks = [m.to(device, non_blocking=True) for m in batch.masks]
             with autocast:
-                losses = ddp_model(clips, masks, step)
+                losses, logs = ddp_model(clips, masks, step)
             loss = torch.stack(list(losses.values())).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -321,7 +325,7 @@ def _train(
             optimizer.step()
             ema_update(model.teacher, model.student, recipe.optim.ema)
             step += 1
-            log.add(losses, waited)
+            log.add(losses, logs, waited)
             bar.update(1)
 
             if step % cfg.log_every == 0 or step == end:

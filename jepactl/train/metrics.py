@@ -25,12 +25,17 @@ class MetricsLog:
         self.device = device
         self.global_batch = global_batch
         self.sums: dict[str, torch.Tensor] = {}
+        self.loss_names: set[str] = set()
         self.steps = 0
         self.data_wait = 0.0
         self.t0 = time.perf_counter()
 
-    def add(self, losses: dict[str, torch.Tensor], data_wait: float) -> None:
-        for name, value in losses.items():
+    def add(
+        self, losses: dict[str, torch.Tensor], logs: dict[str, torch.Tensor], data_wait: float
+    ) -> None:
+        """``losses`` are summed into the logged ``loss``; ``logs`` are diagnostics."""
+        self.loss_names.update(losses)
+        for name, value in {**losses, **logs}.items():
             value = value.detach().float()
             self.sums[name] = self.sums[name] + value if name in self.sums else value
         self.steps += 1
@@ -43,11 +48,13 @@ class MetricsLog:
         if names:
             stacked = torch.stack([self.sums[n] for n in names])
             if dist.is_initialized():  # every rank calls flush at the same step
-                dist.all_reduce(stacked, op=dist.ReduceOp.AVG)
+                dist.all_reduce(stacked)  # SUM: gloo has no AVG before torch 2.7
+                stacked /= dist.get_world_size()
             values = stacked.cpu().tolist()
         record: dict[str, Any] = dict(fields)
-        record["loss"] = sum(values) / max(self.steps, 1)
-        record.update({n: v / max(self.steps, 1) for n, v in zip(names, values, strict=True)})
+        means = {n: v / max(self.steps, 1) for n, v in zip(names, values, strict=True)}
+        record["loss"] = sum(v for n, v in means.items() if n in self.loss_names)
+        record.update(means)
         record["clips_per_s"] = self.steps * self.global_batch / elapsed
         record["data_wait_frac"] = self.data_wait / elapsed
         if self.device.type == "cuda":

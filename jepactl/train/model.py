@@ -39,9 +39,16 @@ class JEPA(nn.Module):
     def teacher_forward(self, clips: torch.Tensor) -> torch.Tensor:
         return self.teacher(clips)
 
+    def train(self, mode: bool = True) -> JEPA:
+        """The teacher always stays in eval mode (no drop-path on the targets)."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
     def forward(
         self, clips: torch.Tensor, masks: list[Masks], step: int
-    ) -> dict[str, torch.Tensor]:
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Returns the weighted loss terms (to be summed) and detached diagnostics."""
         ctx = StepContext(
             clips=clips,
             masks=masks,
@@ -53,7 +60,7 @@ class JEPA(nn.Module):
         losses: dict[str, torch.Tensor] = {}
         for term in self.terms.values():
             losses.update(term(ctx))
-        return losses
+        return losses, ctx.logs
 
     def trainable(self) -> list[nn.Module]:
         return [self.student, self.predictor, self.terms]
