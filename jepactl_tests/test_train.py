@@ -101,10 +101,23 @@ def test_finished_run_is_not_restarted(tmp_path: Path, tiny_overrides: list[str]
     assert len(read_metrics(tmp_path / "metrics.jsonl")) == 3
 
 
-def _cli(run_dir: Path, overrides: list[str], max_steps: int) -> list[str]:
+PYTHON = [sys.executable, "-m"]
+TORCHRUN = [
+    sys.executable,
+    "-m",
+    "torch.distributed.run",
+    "--nproc-per-node",
+    "2",
+    "--standalone",
+    "-m",
+]
+
+
+def _cli(
+    run_dir: Path, overrides: list[str], max_steps: int, launcher: list[str] = PYTHON
+) -> list[str]:
     args = [
-        sys.executable,
-        "-m",
+        *launcher,
         "jepactl",
         "pretrain",
         "--recipe",
@@ -119,28 +132,30 @@ def _cli(run_dir: Path, overrides: list[str], max_steps: int) -> list[str]:
     return args
 
 
-def test_sigterm_checkpoints_and_resume_matches_straight_run(
-    tmp_path: Path, tiny_overrides: list[str]
-) -> None:
+def _terminate_after(args: list[str], run_dir: Path, steps: int, cwd: Path) -> tuple[int, str]:
+    """Start a run, send SIGTERM once ``steps`` steps are logged; (exit code, output)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    d = tmp_path / "killed"
-    # Two DataLoader workers: pre-emption must not kill them before the checkpoint is written.
-    workers = [*tiny_overrides, "data.num_workers=2"]
     proc = subprocess.Popen(
-        _cli(d, workers, 40),
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    metrics = d / "metrics.jsonl"
+    metrics = run_dir / "metrics.jsonl"
     deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and len(read_metrics(metrics)) >= 3):
+    while time.time() < deadline and not (metrics.exists() and len(read_metrics(metrics)) >= steps):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, out
+    return proc.returncode, out
+
+
+def test_sigterm_checkpoints_and_resume_matches_straight_run(
+    tmp_path: Path, tiny_overrides: list[str]
+) -> None:
+    d = tmp_path / "killed"
+    # Two DataLoader workers: pre-emption must not kill them before the checkpoint is written.
+    code, out = _terminate_after(
+        _cli(d, [*tiny_overrides, "data.num_workers=2"], 40), d, 3, tmp_path
+    )
+    assert code == 0, out
     assert "stopped by signal" in out
     stopped_at = load(d / "checkpoints" / "latest.pt")["step"]
     assert 3 <= stopped_at < 40
@@ -148,7 +163,6 @@ def test_sigterm_checkpoints_and_resume_matches_straight_run(
     resumed = subprocess.run(
         _cli(d, tiny_overrides, target),
         cwd=tmp_path,
-        env=env,
         capture_output=True,
         text=True,
         timeout=300,
@@ -184,52 +198,17 @@ def test_checkpoint_is_weights_only_loadable_and_complete(
     assert not torch.equal(s[w], t[w])
 
 
-def _torchrun(run_dir: Path, overrides: list[str], max_steps: int) -> list[str]:
-    args = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--standalone",
-        "-m",
-        "jepactl",
-        "pretrain",
-        "--recipe",
-        "synth/baseline",
-        "--run-dir",
-        str(run_dir),
-        "--max-steps",
-        str(max_steps),
-    ]
-    for o in overrides:
-        args += ["--set", o]
-    return args
-
-
 def test_sigterm_under_torchrun_checkpoints_every_rank(
     tmp_path: Path, tiny_overrides: list[str]
 ) -> None:
     """torchrun forwards SIGTERM to the ranks; they agree on a step, save, and stop."""
     d = tmp_path / "ddp"
-    proc = subprocess.Popen(
-        _torchrun(d, tiny_overrides, 40),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    metrics = d / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and len(read_metrics(metrics)) >= 3):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
+    _, out = _terminate_after(_cli(d, tiny_overrides, 40, TORCHRUN), d, 3, tmp_path)
     assert "stopped by signal" in out, out
     state = load(d / "checkpoints" / "latest.pt")
     assert 3 <= state["step"] < 40 and len(state["rng"]) == 2
     resumed = subprocess.run(
-        _torchrun(d, tiny_overrides, state["step"] + 2),
+        _cli(d, tiny_overrides, state["step"] + 2, TORCHRUN),
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -240,7 +219,7 @@ def test_sigterm_under_torchrun_checkpoints_every_rank(
 
 
 def test_torchrun_two_ranks_on_cpu(tmp_path: Path, tiny_overrides: list[str]) -> None:
-    args = _torchrun(tmp_path / "ddp", tiny_overrides, 5)
+    args = _cli(tmp_path / "ddp", tiny_overrides, 5, TORCHRUN)
     res = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "2 rank(s) on cpu" in res.stdout
