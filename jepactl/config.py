@@ -107,8 +107,17 @@ class OptimConfig:
 
 @dataclass
 class ObjectiveConfig:
-    """Loss terms, by registry name, each with its own parameters (``weight`` and friends)."""
+    """Loss terms, by registry name, each with its own parameters (``weight`` and friends).
 
+    ``teacher: none`` is the paper's "EMA disabled" (UCF-101 kinematic and SIGReg-no-EMA
+    runs): no EMA encoder exists, the targets are the online student's full-clip output, with a
+    stop-gradient (paper Eq. 1) unless ``stopgrad_targets: false`` (the reference code, where
+    gradient flows through both branches). Evaluation then uses the student, the only encoder
+    that trained.
+    """
+
+    teacher: Literal["ema", "none"] = "ema"
+    stopgrad_targets: bool = True
     # ``name: {}`` (or an empty value) uses the term's defaults; ``name: false`` removes a term
     # that a ``_base_`` recipe added.
     terms: dict[str, dict[str, Any] | bool | None] = field(default_factory=dict)

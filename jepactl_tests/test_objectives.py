@@ -41,17 +41,13 @@ def make_ctx(predict_context: bool = True) -> tuple[StepContext, VideoViT]:
         Masks(torch.tensor([[1, 5], [2, 6]]), torch.tensor([[0, 4, 7], [3, 5, 7]])),
     ]
 
-    def target(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return teacher(x)
-
-    ctx = StepContext(clips, masks, step=0, student=student, predictor=pred, target_encoder=target)
+    ctx = StepContext(clips, masks, step=0, student=student, predictor=pred, teacher=teacher)
     return ctx, teacher
 
 
 def test_prediction_loss_is_mean_l1_over_groups() -> None:
     ctx, _ = make_ctx()
-    h = torch.nn.functional.layer_norm(ctx.target_encoder(ctx.clips), (32,))
+    h = torch.nn.functional.layer_norm(ctx.teacher(ctx.clips), (32,))
     expected = []
     for p, m in zip(ctx.predictions, ctx.masks, strict=True):
         tgt = torch.stack([h[b, m.target[b]] for b in range(2)])
@@ -70,7 +66,7 @@ def test_prediction_loss_is_mean_l1_over_groups() -> None:
 
 def test_context_loss_weights_each_token_by_inverse_sqrt_distance() -> None:
     ctx, _ = make_ctx()
-    h = normalize_targets(ctx.target_encoder(ctx.clips), 32)
+    h = normalize_targets(ctx.teacher(ctx.clips), 32)
     grid = ctx.grid
     expected = []
     for p, m in zip(ctx.predictions, ctx.masks, strict=True):
@@ -121,13 +117,14 @@ def test_warmup_ramp_of_the_coefficient() -> None:
 def test_terms_compute_shared_work_once() -> None:
     ctx, _ = make_ctx()
     calls = []
-    inner = ctx.target_encoder
+    inner = ctx.teacher
+    assert inner is not None
 
     def counting(x: torch.Tensor) -> torch.Tensor:
         calls.append(1)
         return inner(x)
 
-    ctx.target_encoder = counting
+    ctx.teacher = counting
     out = {}
     for name in ("jepa", "jepa_context"):
         term = TERMS[name]()

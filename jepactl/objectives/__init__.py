@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from jepactl.objectives.base import StepContext, Term
+from jepactl.objectives.base import GridView, ModelDims, StepContext, Term
 from jepactl.objectives.jepa import ContextLoss, PredictionLoss, distance_weights
 
 TERMS: dict[str, type[Term]] = {
@@ -16,13 +16,15 @@ TERMS: dict[str, type[Term]] = {
 }
 
 
-def build_terms(specs: Mapping[str, Mapping[str, Any]]) -> nn.ModuleDict:
-    """One ``Term`` per recipe entry (``{name: {type?: registry name, **params}}``)."""
+def build_terms(specs: Mapping[str, Mapping[str, Any]], dims: ModelDims) -> nn.ModuleDict:
+    """One ``Term`` per recipe entry (``{name: {type?: registry name, **params}}``), with its
+    heads built for the model's ``dims``."""
     terms = nn.ModuleDict()
     for name, params in specs.items():
         params = dict(params)
         term = TERMS[params.pop("type", name)](**params)
         term.name = name
+        term.setup(dims)
         terms[name] = term
     return terms
 
@@ -30,6 +32,8 @@ def build_terms(specs: Mapping[str, Mapping[str, Any]]) -> nn.ModuleDict:
 __all__ = [
     "TERMS",
     "ContextLoss",
+    "GridView",
+    "ModelDims",
     "PredictionLoss",
     "StepContext",
     "Term",

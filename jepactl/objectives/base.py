@@ -10,10 +10,11 @@ term asks for it. New terms subclass :class:`Term`, implement :meth:`Term.loss` 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -47,12 +48,61 @@ class Prediction:
     context: torch.Tensor | None
 
 
+@dataclass(frozen=True)
+class ModelDims:
+    """Sizes a term's heads are built for: encoder output width ``out_dim`` (``levels x
+    level_dim`` with deep supervision), and the pixel size of a token."""
+
+    out_dim: int
+    level_dim: int
+    patch_size: int
+    tubelet: int
+
+
+@dataclass
+class GridView:
+    """Student tokens on the ``T' x H' x W'`` grid, for the temporal terms.
+
+    ``z``: ``[B, T, H, W, D]`` (zeros where no token was encoded); ``present``: ``[B, T, H, W]``
+    bool. :attr:`pairs` marks the ``(t, t + 1)`` pairs where both tokens are present.
+    """
+
+    z: torch.Tensor
+    present: torch.Tensor
+
+    @property
+    def pairs(self) -> torch.Tensor:
+        """``[B, T - 1, H, W]`` bool: both ``t`` and ``t + 1`` are present."""
+        return self.present[:, :-1] & self.present[:, 1:]
+
+
+def scatter_to_grid(tokens: torch.Tensor, idx: torch.Tensor, grid: TokenGrid) -> GridView:
+    """Place ``tokens`` ``[B, K, D]`` at flat indices ``idx`` ``[B, K]`` of an empty grid."""
+    b, _, d = tokens.shape
+    z = tokens.new_zeros(b, grid.num_tokens, d).scatter(
+        1, idx.unsqueeze(-1).expand(-1, -1, d), tokens
+    )
+    present = torch.zeros(b, grid.num_tokens, dtype=torch.bool, device=idx.device)
+    present.scatter_(1, idx, True)
+    shape = (b, grid.t, grid.h, grid.w)
+    return GridView(z.view(*shape, d), present.view(shape))
+
+
+TemporalTokens = Literal["context", "full"]
+
+
 @dataclass
 class StepContext:
     """Inputs and lazily computed intermediates of one training step.
 
     ``clips``: normalised pixels ``[B, C, T, H, W]``; ``masks``: one :class:`Masks` per mask
-    group; ``step``: global optimisation step (0-based) used by term schedules.
+    group; ``step``/``epoch``/``num_epochs``: schedule position (0-based) for term weights;
+    ``seed``: the run seed, for terms that draw shared random numbers (identical on every rank).
+
+    ``teacher`` is the EMA target encoder, or ``None`` when the recipe disables EMA: the
+    targets are then the online student's own full-clip output, with a stop-gradient unless
+    ``stopgrad_targets`` is false (the reference code's reading, where gradient flows through
+    both branches).
     """
 
     clips: torch.Tensor
@@ -60,7 +110,11 @@ class StepContext:
     step: int
     student: VideoViT
     predictor: Predictor
-    target_encoder: Callable[[torch.Tensor], torch.Tensor]
+    teacher: Callable[[torch.Tensor], torch.Tensor] | None
+    stopgrad_targets: bool = True
+    epoch: int = 0
+    num_epochs: int = 1
+    seed: int = 0
     #: Detached diagnostics for metrics.jsonl (not summed into the loss).
     logs: dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -82,9 +136,48 @@ class StepContext:
         ]
 
     @cached_property
+    def student_full(self) -> torch.Tensor:
+        """The student on the whole clip, with gradient: ``[B, N, D]`` (a second encoder pass;
+        computed only if a term or the EMA-free target asks for it)."""
+        return self.student(self.clips)
+
+    @cached_property
     def targets(self) -> torch.Tensor:
-        """Level-normalised target-encoder output on the full clip, ``[B, N, D]`` float32."""
-        return normalize_targets(self.target_encoder(self.clips), self.student.embed_dim)
+        """Level-normalised targets on the full clip, ``[B, N, D]`` float32."""
+        if self.teacher is not None:
+            with torch.no_grad():
+                h = self.teacher(self.clips)
+        else:
+            h = self.student_full.detach() if self.stopgrad_targets else self.student_full
+        return normalize_targets(h, self.student.embed_dim)
+
+    @cached_property
+    def target_grid(self) -> torch.Tensor:
+        """:attr:`targets` on the grid, ``[B, T, H, W, D]``, always without gradient."""
+        g = self.grid
+        return self.targets.detach().view(-1, g.t, g.h, g.w, self.targets.shape[-1])
+
+    @cached_property
+    def full_view(self) -> GridView:
+        """The student's full-clip output on the grid, level-normalised like the targets (the
+        "trainable encoder output" the EMA-free kinematic terms regularise)."""
+        g = self.grid
+        z = normalize_targets(self.student_full, self.student.embed_dim)
+        z = z.view(-1, g.t, g.h, g.w, z.shape[-1])
+        return GridView(z, torch.ones(z.shape[:-1], dtype=torch.bool, device=z.device))
+
+    @cached_property
+    def context_views(self) -> list[GridView]:
+        """Each mask group's student context tokens scattered onto the grid."""
+        return [
+            scatter_to_grid(z, m.context, self.grid)
+            for z, m in zip(self.context_tokens, self.masks, strict=True)
+        ]
+
+    def views(self, tokens: TemporalTokens) -> list[GridView]:
+        """The student tokens a temporal term reads: each group's context tokens on the grid
+        (the reference), or one full-clip forward (paper Algorithm 2 line 5, literally)."""
+        return self.context_views if tokens == "context" else [self.full_view]
 
 
 class Term(nn.Module):
@@ -99,23 +192,41 @@ class Term(nn.Module):
     #: Whether the predictor must also predict the context tokens for this term.
     needs_context_predictions: ClassVar[bool] = False
 
-    def __init__(self, weight: float = 1.0, warmup_start: int = 0, warmup_end: int = 0) -> None:
+    def __init__(
+        self,
+        weight: float = 1.0,
+        warmup_start: int = 0,
+        warmup_end: int = 0,
+        anneal: Literal["none", "cosine"] = "none",
+    ) -> None:
         super().__init__()
         if warmup_start < 0 or warmup_end < 0:
             raise ValueError("warmup_start and warmup_end must be >= 0")
         if warmup_end and warmup_end <= warmup_start:
             raise ValueError(f"warmup_end ({warmup_end}) must exceed warmup_start ({warmup_start})")
+        if anneal not in ("none", "cosine"):
+            raise ValueError(f"anneal must be 'none' or 'cosine', got {anneal!r}")
         self.weight = weight
         self.warmup_start = warmup_start
         self.warmup_end = warmup_end
+        self.anneal = anneal
         self.name = type(self).__name__
 
-    def coefficient(self, step: int) -> float:
+    def setup(self, dims: ModelDims) -> None:
+        """Build the term's heads for the model's sizes (no-op for terms without heads)."""
+
+    def coefficient(self, step: int, epoch: int = 0, num_epochs: int = 1) -> float:
+        """λ at this point of training: the ramp-in, then (``anneal: cosine``) the per-epoch
+        cosine decay ``λ · ½(1 + cos(π · epoch / epochs))`` of Kinematic-Anneal (§3.2)."""
+        scale = 1.0
+        if self.anneal == "cosine":
+            scale = 0.5 * (1.0 + math.cos(math.pi * epoch / max(num_epochs, 1)))
         if not self.warmup_end or step >= self.warmup_end:
-            return self.weight
+            return self.weight * scale
         if step < self.warmup_start:
             return 0.0
-        return self.weight * (step - self.warmup_start) / (self.warmup_end - self.warmup_start)
+        ramp = (step - self.warmup_start) / (self.warmup_end - self.warmup_start)
+        return self.weight * scale * ramp
 
     def loss(self, ctx: StepContext) -> torch.Tensor:
         """The unweighted loss value (a scalar)."""
@@ -125,6 +236,6 @@ class Term(nn.Module):
         """``{name: coefficient * loss}``; a term whose coefficient is not constantly 1 also
         logs its unweighted value, so it can be watched while its weight ramps in."""
         raw = self.loss(ctx)
-        if self.weight != 1.0 or self.warmup_end:
+        if self.weight != 1.0 or self.warmup_end or self.anneal != "none":
             ctx.logs[f"{self.name}_unweighted"] = raw.detach()
-        return {self.name: self.coefficient(ctx.step) * raw}
+        return {self.name: self.coefficient(ctx.step, ctx.epoch, ctx.num_epochs) * raw}

@@ -156,7 +156,9 @@ def save_checkpoint(
             "version": CHECKPOINT_VERSION,
             "step": step,
             "student": model.student.state_dict(),
-            "teacher": model.teacher.state_dict(),
+            "teacher": model.teacher.state_dict() if model.teacher is not None else None,
+            # Which encoders trained: feature extraction must never pick an untrained one.
+            "trained_encoders": ["student"] + (["teacher"] if model.teacher is not None else []),
             "predictor": model.predictor.state_dict(),
             "terms": model.terms.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -186,7 +188,8 @@ def load_checkpoint(
             f"jepactl (format {CHECKPOINT_VERSION})"
         )
     model.student.load_state_dict(state["student"])
-    model.teacher.load_state_dict(state["teacher"])
+    if model.teacher is not None:
+        model.teacher.load_state_dict(state["teacher"])
     model.predictor.load_state_dict(state["predictor"])
     model.terms.load_state_dict(state["terms"])
     optimizer.load_state_dict(state["optimizer"])
@@ -323,7 +326,8 @@ def _train(
                     [p for m in model.trainable() for p in m.parameters()], recipe.optim.clip_grad
                 )
             optimizer.step()
-            ema_update(model.teacher, model.student, recipe.optim.ema)
+            if model.teacher is not None:
+                ema_update(model.teacher, model.student, recipe.optim.ema)
             step += 1
             log.add(losses, logs, waited)
             bar.update(1)

@@ -10,39 +10,53 @@ from torch import nn
 from jepactl.config import Recipe
 from jepactl.masks.base import Masks
 from jepactl.models import build_encoder, build_predictor
-from jepactl.objectives import StepContext, build_terms
+from jepactl.models.vit import VideoViT
+from jepactl.objectives import ModelDims, StepContext, build_terms
 
 
 class JEPA(nn.Module):
     """Everything that trains, in one module, so one DDP wrapper syncs all of it.
 
     ``forward`` returns the recipe's named, weighted loss terms; the caller sums them. The
-    teacher is a submodule (saved and moved with the rest) but excluded from DDP: it receives
-    no gradient and is updated by EMA on every rank identically.
+    teacher (absent when the recipe disables EMA) is a submodule, saved and moved with the
+    rest, but excluded from DDP: it receives no gradient and is updated by EMA on every rank
+    identically.
     """
 
     def __init__(self, recipe: Recipe) -> None:
         super().__init__()
         self.student = build_encoder(recipe.model)
-        self.terms = build_terms(recipe.objective.terms)
+        dims = ModelDims(
+            self.student.out_dim,
+            self.student.embed_dim,
+            recipe.model.patch_size,
+            recipe.model.tubelet,
+        )
+        self.terms = build_terms(recipe.objective.terms, dims)
         predict_context = any(t.needs_context_predictions for t in self.terms.values())
         self.predictor = build_predictor(recipe.model, self.student.out_dim, predict_context)
-        self.teacher = copy.deepcopy(self.student).requires_grad_(False)
+        # "EMA disabled" builds no teacher at all, so nothing untrained can be evaluated later.
+        self.teacher: VideoViT | None = None
+        if recipe.objective.teacher == "ema":
+            self.teacher = copy.deepcopy(self.student).requires_grad_(False)
+        self.stopgrad_targets = recipe.objective.stopgrad_targets
+        self.seed = recipe.train.seed
+        self.num_epochs = recipe.optim.epochs
+        self.iters_per_epoch = recipe.optim.iters_per_epoch
 
     def teacher_names(self) -> list[str]:
         """State names DDP must leave alone."""
+        if self.teacher is None:
+            return []
         return [f"teacher.{n}" for n, _ in self.teacher.named_parameters()] + [
             f"teacher.{n}" for n, _ in self.teacher.named_buffers()
         ]
 
-    @torch.no_grad()
-    def teacher_forward(self, clips: torch.Tensor) -> torch.Tensor:
-        return self.teacher(clips)
-
     def train(self, mode: bool = True) -> JEPA:
         """The teacher always stays in eval mode (no drop-path on the targets)."""
         super().train(mode)
-        self.teacher.eval()
+        if self.teacher is not None:
+            self.teacher.eval()
         return self
 
     def forward(
@@ -55,7 +69,11 @@ class JEPA(nn.Module):
             step=step,
             student=self.student,
             predictor=self.predictor,
-            target_encoder=self.teacher_forward,
+            teacher=self.teacher,
+            stopgrad_targets=self.stopgrad_targets,
+            epoch=step // self.iters_per_epoch,
+            num_epochs=self.num_epochs,
+            seed=self.seed,
         )
         losses: dict[str, torch.Tensor] = {}
         for term in self.terms.values():
