@@ -70,21 +70,31 @@ def pretrain(
 @app.command()
 def recipes(
     markdown: Annotated[bool, typer.Option(help="Print a Markdown table.")] = False,
+    write: Annotated[
+        Path | None,
+        typer.Option(help="Write the Markdown table into this file's recipes section."),
+    ] = None,
 ) -> None:
     """List the shipped recipes with a one-line description each."""
     rows = []
     for name in list_recipes():
-        raw = load_raw(resolve_recipe_path(name))
+        try:
+            raw = load_raw(resolve_recipe_path(name))
+        except ConfigError as exc:
+            _fail(str(exc))
         paper = raw.get("paper") or {}
         table, row = paper.get("table", ""), paper.get("row", "")
         where = f"Table {table}, {row}" if table else str(row)
         rows.append((name, raw.get("display_name", ""), raw.get("description", ""), where))
-    if markdown:
-        typer.echo("| recipe | method | description | paper |\n|---|---|---|---|")
-        for row in rows:
-            typer.echo(
-                "| " + " | ".join(f"`{row[0]}`" if i == 0 else c for i, c in enumerate(row)) + " |"
-            )
+    if markdown or write is not None:
+        lines = ["| recipe | method | description | paper |", "|---|---|---|---|"]
+        lines += [f"| `{name}` | " + " | ".join(rest) + " |" for name, *rest in rows]
+        table = "\n".join(lines) + "\n"
+        if write is not None:
+            from jepactl.utils import write_section
+
+            write_section(write, "recipes", table)
+        typer.echo(table, nl=False)
         return
     width = max((len(r[0]) for r in rows), default=0)
     for name, _, description, _ in rows:
@@ -103,6 +113,47 @@ def show_recipe(
         typer.echo(dump_yaml(load_recipe(recipe, set_ or [])), nl=False)
     except ConfigError as exc:
         _fail(str(exc))
+
+
+bench_app = typer.Typer(help="Benchmarks (timings are measured, never asserted in tests).")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("step-time")
+def bench_step_time(
+    recipes: Annotated[
+        list[str] | None, typer.Argument(help="Recipe names or globs (default: all).")
+    ] = None,
+    steps: Annotated[int, typer.Option(help="Timed steps per recipe.")] = 8,
+    warmup: Annotated[int, typer.Option(help="Untimed steps first.")] = 3,
+    write: Annotated[
+        Path | None,
+        typer.Option(help="Also write the table into this Markdown file's step-time section."),
+    ] = None,
+) -> None:
+    """Step time of each recipe at the synthetic CPU size, relative to synth/baseline."""
+    import datetime
+    import platform
+
+    from jepactl.bench import markdown, step_times
+    from jepactl.utils import write_section
+
+    rows = step_times(recipes or ["*"], steps=steps, warmup=warmup)
+    header = (
+        f"Measured {datetime.date.today()} on {platform.processor() or platform.machine()} "
+        f"({torch_threads()} threads), median of {steps} steps after {warmup} warm-up steps, "
+        "bf16 autocast, one pre-rendered batch."
+    )
+    text = markdown(rows, header)
+    typer.echo(text)
+    if write is not None:
+        write_section(write, "step-time", text)
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _not_yet(name: str) -> None:

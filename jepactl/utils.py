@@ -6,6 +6,7 @@ import difflib
 import hashlib
 import os
 from collections.abc import Iterable
+from pathlib import Path
 
 
 def derive_seed(*parts: int | str) -> int:
@@ -37,3 +38,14 @@ def available_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def write_section(path: Path, marker: str, text: str) -> None:
+    """Replace the text between ``<!-- marker:start -->`` and ``<!-- marker:end -->``."""
+    doc = path.read_text()
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    if start not in doc or end not in doc:
+        raise ValueError(f"{path} has no {start} ... {end} section")
+    head, rest = doc.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{text}{end}{tail}")

@@ -40,7 +40,8 @@ def test_docs_recipe_table_is_current() -> None:
     res = runner.invoke(app, ["recipes", "--markdown"])
     assert res.exit_code == 0
     doc = (REPO / "docs" / "recipes.md").read_text()
-    assert res.output.strip() in doc, "regenerate with: jepactl recipes --markdown"
+    section = doc.split("<!-- recipes:start -->\n")[1].split("<!-- recipes:end -->")[0]
+    assert section == res.output, "regenerate with: jepactl recipes --write docs/recipes.md"
 
 
 def test_pretrain_reports_bad_key_before_any_work(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jepactl.masks.base import Masks, MaskStrategy, TokenGrid
+from jepactl.masks.motion import MotionGuided3D
 from jepactl.masks.multiblock import MultiBlock3D
 from jepactl.utils import suggestion
 
@@ -17,12 +18,16 @@ __all__ = [
     "MASK_STRATEGIES",
     "MaskStrategy",
     "Masks",
+    "MotionGuided3D",
     "MultiBlock3D",
     "TokenGrid",
     "build_mask_strategy",
 ]
 
-MASK_STRATEGIES: dict[str, type[MaskStrategy]] = {"multiblock": MultiBlock3D}
+MASK_STRATEGIES: dict[str, type[MaskStrategy]] = {
+    "multiblock": MultiBlock3D,
+    "motion": MotionGuided3D,
+}
 
 
 def build_mask_strategy(spec: Mapping[str, Any]) -> MaskStrategy:

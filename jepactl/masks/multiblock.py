@@ -132,17 +132,23 @@ class MultiBlock3D:
         return max(1, int(grid.t * self.max_temporal_keep))
 
     def sample_context(
-        self, batch_size: int, grid: TokenGrid, generator: torch.Generator
+        self,
+        batch_size: int,
+        grid: TokenGrid,
+        generator: torch.Generator,
+        clips: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Dense context mask before length equalisation: bool ``[B, T', H', W']``.
 
         The target is its complement. :meth:`__call__` starts with exactly this draw, so the
-        same generator state gives the mask from which :meth:`__call__` subsamples.
+        same generator state gives the mask from which :meth:`__call__` subsamples. ``clips``
+        is handed to :meth:`_draw_starts` (the redraw of empty-context samples passes the
+        clips of just those samples).
         """
         _check_int("batch_size", batch_size, 1)
         size = self.block_size(grid, generator)
         window = torch.arange(grid.t) < self.context_window(grid)
-        context = self._draw_context(batch_size, grid, size, window, generator)
+        context = self._draw_context(batch_size, grid, size, window, generator, clips)
         empty = ~context.flatten(1).any(dim=1)
         tries = 0
         while bool(empty.any()):
@@ -153,7 +159,10 @@ class MultiBlock3D:
                     f"(t, h, w) = {size}; lower num_blocks or spatial_scale/temporal_scale, "
                     "or raise max_temporal_keep"
                 )
-            context[empty] = self._draw_context(int(empty.sum()), grid, size, window, generator)
+            redrawn = None if clips is None else clips[empty]
+            context[empty] = self._draw_context(
+                int(empty.sum()), grid, size, window, generator, redrawn
+            )
             empty = ~context.flatten(1).any(dim=1)
             tries += 1
         return context
@@ -165,8 +174,9 @@ class MultiBlock3D:
         generator: torch.Generator,
         clips: torch.Tensor | None = None,
     ) -> Masks:
-        """Sample one mask group; ``clips`` is ignored (the masks do not depend on pixels)."""
-        context = self.sample_context(batch_size, grid, generator).flatten(1)
+        """Sample one mask group; ``clips`` goes to :meth:`_draw_starts` (ignored here: uniform
+        placement does not depend on pixels)."""
+        context = self.sample_context(batch_size, grid, generator, clips).flatten(1)
         target = ~context
         num_context = int(context.sum(dim=1).min())
         num_target = int(target.sum(dim=1).min())
@@ -187,17 +197,38 @@ class MultiBlock3D:
         size: tuple[int, int, int],
         window: torch.Tensor,
         generator: torch.Generator,
+        clips: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Place ``num_blocks`` blocks per sample; bool context ``[B, T', H', W']``."""
-        shape = (batch_size, self.num_blocks)
         inside = []
-        for length, extent in zip(size, (grid.t, grid.h, grid.w), strict=True):
-            start = torch.randint(0, extent - length + 1, shape, generator=generator)
+        starts = self._draw_starts(batch_size, grid, size, generator, clips)
+        for start, length, extent in zip(starts, size, (grid.t, grid.h, grid.w), strict=True):
             pos = torch.arange(extent)
             inside.append((pos >= start[..., None]) & (pos < start[..., None] + length))
         in_t, in_h, in_w = inside  # [B, num_blocks, extent] each
         blocks = in_t[..., :, None, None] & in_h[..., None, :, None] & in_w[..., None, None, :]
         return ~blocks.any(dim=1) & window[:, None, None]
+
+    def _draw_starts(
+        self,
+        batch_size: int,
+        grid: TokenGrid,
+        size: tuple[int, int, int],
+        generator: torch.Generator,
+        clips: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Block origins: start ``t``, ``h`` and ``w`` token, each int64 ``[B, num_blocks]``.
+
+        Uniform over every position where the block fits. Subclasses override this to choose
+        origins (e.g. from the pixels in ``clips``, which holds exactly the ``batch_size``
+        samples being placed); everything else about the masks stays the same.
+        """
+        shape = (batch_size, self.num_blocks)
+        starts = [
+            torch.randint(0, extent - length + 1, shape, generator=generator)
+            for length, extent in zip(size, (grid.t, grid.h, grid.w), strict=True)
+        ]
+        return starts[0], starts[1], starts[2]
 
 
 def _check_grid(grid: TokenGrid) -> None:

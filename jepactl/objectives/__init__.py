@@ -7,12 +7,30 @@ from typing import Any
 
 from torch import nn
 
+from jepactl.objectives.action import ActionConditioned
 from jepactl.objectives.base import GridView, ModelDims, StepContext, Term
+from jepactl.objectives.dynamics import LTC, Delta, LatentDynamics, Spectral
+from jepactl.objectives.factorized import FWMOrth, FWMStatic, HardWeightedPrediction
 from jepactl.objectives.jepa import ContextLoss, PredictionLoss, distance_weights
+from jepactl.objectives.kinematic import Kinematic
+from jepactl.objectives.physics import Hamiltonian, VelGate
+from jepactl.objectives.sigreg import SIGReg
 
 TERMS: dict[str, type[Term]] = {
     "jepa": PredictionLoss,
     "jepa_context": ContextLoss,
+    "kinematic": Kinematic,
+    "sigreg": SIGReg,
+    "hamiltonian": Hamiltonian,
+    "velgate": VelGate,
+    "delta": Delta,
+    "ld": LatentDynamics,
+    "spectral": Spectral,
+    "ltc": LTC,
+    "fwm_static": FWMStatic,
+    "fwm_orth": FWMOrth,
+    "hw_jepa": HardWeightedPrediction,
+    "ac": ActionConditioned,
 }
 
 

@@ -6,6 +6,7 @@ host, i.e. a GPU synchronisation): positions are selected by multiplying with ma
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -17,7 +18,7 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``values`` ``[*S, *C]`` over the positions where ``mask`` ``[*S]`` is set and
     over all trailing channels ``C``; 0 (with gradient) if nothing is selected."""
     m = mask.to(values.dtype).reshape(*mask.shape, *([1] * (values.dim() - mask.dim())))
-    channels = values[(0,) * mask.dim()].numel()
+    channels = math.prod(values.shape[mask.dim() :])
     return (values * m).sum() / (mask.sum() * channels).clamp_min(1)
 
 

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from jepactl.config import ConfigError, Recipe, config_diff, dump_yaml, load_recipe, to_dict
 from jepactl.data.loader import (
+    Batch,
     Collator,
     StepBatchSampler,
     build_loader,
@@ -121,6 +122,40 @@ def check_resumable(run_dir: Path, recipe: Recipe, force: bool) -> bool:
             "pass --force to continue it with the new settings, or choose another --run-dir"
         )
     return True
+
+
+def train_step(
+    ddp_model: torch.nn.Module,
+    model: JEPA,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    step: int,
+    lr: float,
+    recipe: Recipe,
+    device: torch.device,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """One optimisation step: forward every term under autocast, backward, (clip,) AdamW, EMA.
+
+    ``ddp_model`` is ``model`` or its DDP wrapper. Returns the weighted loss terms and the
+    diagnostics, still on the device.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    clips = to_model_input(batch.clips.to(device, non_blocking=True))
+    masks = [m.to(device, non_blocking=True) for m in batch.masks]
+    bf16 = recipe.train.precision == "bf16"
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        losses, logs = ddp_model(clips, masks, step)
+    loss = torch.stack(list(losses.values())).sum()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if recipe.optim.clip_grad is not None:
+        params = [p for m in model.trainable() for p in m.parameters()]
+        torch.nn.utils.clip_grad_norm_(params, recipe.optim.clip_grad)
+    optimizer.step()
+    if model.teacher is not None:
+        ema_update(model.teacher, model.student, recipe.optim.ema)
+    return losses, logs
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -267,6 +302,9 @@ def _train(
             model,
             device_ids=[device.index] if device.type == "cuda" else None,
             broadcast_buffers=False,  # buffers are constants (RoPE frequencies)
+            # Every term runs every step (ramps multiply by 0), so the graph is static; this
+            # also lets terms differentiate inside forward (Hamiltonian's autograd.grad).
+            static_graph=True,
         )
 
     total = total_steps(recipe.optim)
@@ -292,9 +330,6 @@ def _train(
         source, sampler, collator, recipe.data.num_workers, device.type == "cuda", seed
     )
     log = MetricsLog(metrics_path if info.is_main else None, recipe.data.batch_size, device)
-    autocast = torch.autocast(
-        device.type, dtype=torch.bfloat16, enabled=recipe.train.precision == "bf16"
-    )
     cfg = recipe.train
     bar = tqdm(total=end, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
     stop = StopFlag()
@@ -309,25 +344,10 @@ def _train(
             batch = next(batches)
             waited = time.perf_counter() - t_wait
 
-            lr = learning_rate(step, recipe.optim)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
             if batch.step != step:
                 raise RuntimeError(f"data loader is at step {batch.step}, training at {step}")
-            clips = to_model_input(batch.clips.to(device, non_blocking=True))
-            masks = [m.to(device, non_blocking=True) for m in batch.masks]
-            with autocast:
-                losses, logs = ddp_model(clips, masks, step)
-            loss = torch.stack(list(losses.values())).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if recipe.optim.clip_grad is not None:
-                torch.nn.utils.clip_grad_norm_(
-                    [p for m in model.trainable() for p in m.parameters()], recipe.optim.clip_grad
-                )
-            optimizer.step()
-            if model.teacher is not None:
-                ema_update(model.teacher, model.student, recipe.optim.ema)
+            lr = learning_rate(step, recipe.optim)
+            losses, logs = train_step(ddp_model, model, optimizer, batch, step, lr, recipe, device)
             step += 1
             log.add(losses, logs, waited)
             bar.update(1)
