@@ -199,7 +199,8 @@ def test_velgate_matches_loops_and_gradient(percentile: float, normalize: str) -
 def test_velgate_gate_is_the_background_and_full_percentile_is_plain_kinematics() -> None:
     target = torch.zeros(1, 2, 1, 4, 3)
     target[0, 1, 0, :, 0] = torch.tensor([0.0, 1.0, 2.0, 10.0])  # velocities 0, 1, 2, 10
-    gate = VelGate(percentile=0.5).gate(target)  # median of [0, 1, 2, 10] = 1.5
+    delta = target[:, 1:] - target[:, :-1]
+    gate = VelGate(percentile=0.5).gate(delta)  # median of [0, 1, 2, 10] = 1.5
     assert gate.tolist() == [[[[True, True, False, False]]]]
     target, views = random_inputs(6)
     ctx = make_ctx(target, views)

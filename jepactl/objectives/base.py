@@ -158,6 +158,13 @@ class StepContext:
         return self.targets.detach().view(-1, g.t, g.h, g.w, self.targets.shape[-1])
 
     @cached_property
+    def target_delta(self) -> torch.Tensor:
+        """Temporal differences of the targets, ``h[t + 1] - h[t]``: ``[B, T - 1, H, W, D]``
+        (shared by Delta, LD and VelGate)."""
+        h = self.target_grid.detach()
+        return h[:, 1:] - h[:, :-1]
+
+    @cached_property
     def full_view(self) -> GridView:
         """The student's full-clip output on the grid, level-normalised like the targets (the
         "trainable encoder output" the EMA-free kinematic terms regularise)."""

@@ -48,7 +48,7 @@ class Delta(Term):
         views = ctx.views(self.tokens)
         if views[0].z.shape[1] < 2:
             return zero_loss(views)
-        dh = time_diff(ctx.target_grid.detach().float())
+        dh = ctx.target_delta
 
         def one(v: GridView) -> torch.Tensor:
             return masked_mean((time_diff(v.z.float()) - dh).abs(), v.pairs)
@@ -152,7 +152,7 @@ class LatentDynamics(Term):
         views = ctx.views(self.tokens)
         if views[0].z.shape[1] < 2:
             return zero_loss(views)
-        dh = time_diff(ctx.target_grid.detach().float())
+        dh = ctx.target_delta
         w_max: list[torch.Tensor] = []
 
         def one(v: GridView) -> torch.Tensor:

@@ -152,10 +152,12 @@ class VelGate(Term):
         self.normalize = normalize
         self.tokens = tokens
 
-    def gate(self, target: torch.Tensor) -> torch.Tensor:
-        """``[B, T'-1, H', W']`` bool: teacher velocity at or below the per-(b, t) quantile."""
+    def gate(self, target_delta: torch.Tensor) -> torch.Tensor:
+        """``[B, T'-1, H', W']`` bool: teacher velocity ``‖h[t+1] - h[t]‖₂`` (from the
+        targets' temporal differences ``[B, T'-1, H', W', D]``) at or below the per-(b, t)
+        quantile."""
         with torch.no_grad():
-            v = time_diff(target.float()).norm(dim=-1)  # [B, T-1, H, W]
+            v = target_delta.float().norm(dim=-1)  # [B, T-1, H, W]
             flat = v.flatten(2)
             theta = torch.quantile(flat, self.percentile, dim=-1, keepdim=True)
             return (flat <= theta).view_as(v)
@@ -168,5 +170,5 @@ class VelGate(Term):
         return masked_mean(err * gate.unsqueeze(-1), pairs)
 
     def loss(self, ctx: StepContext) -> torch.Tensor:
-        gate = self.gate(ctx.target_grid)
+        gate = self.gate(ctx.target_delta)
         return mean_over_views(lambda v: self.view_loss(v, gate), ctx.views(self.tokens))
