@@ -46,8 +46,13 @@ def synth_profile() -> list[str]:
     return flatten(raw)
 
 
-def _profiled(name: str) -> Recipe:
-    overrides = [] if name.startswith("synth/") else synth_profile()
+def _profiled(name: str, size: str) -> Recipe:
+    """The recipe at the synthetic CPU size (``synth``) or as written, on synthetic clips
+    (``paper``)."""
+    if size == "paper":
+        overrides = ["data.source=synth"]
+    else:
+        overrides = [] if name.startswith("synth/") else synth_profile()
     recipe = load_recipe(name, overrides)
     recipe.data.num_workers = 0
     return recipe
@@ -58,13 +63,21 @@ class StepTime:
     recipe: str
     ms_per_step: float
     ratio: float
+    max_mem_gib: float | None = None
 
 
-def time_recipe(recipe: Recipe, steps: int, warmup: int) -> float:
-    """Median wall time (ms) of one training step after ``warmup`` steps, on CPU."""
-    device = torch.device("cpu")
+def time_recipe(
+    recipe: Recipe,
+    steps: int,
+    warmup: int,
+    device: torch.device,
+    check_syncs: bool = False,
+) -> tuple[float, float | None]:
+    """Median wall time (ms) of one training step after ``warmup`` steps, and the peak GPU
+    memory (GiB, CUDA only). ``check_syncs`` makes any host-device synchronisation inside the
+    timed steps an error (CUDA's sync debug mode): the step must never wait on the GPU."""
     torch.manual_seed(recipe.train.seed)
-    model = JEPA(recipe).train()
+    model = JEPA(recipe).to(device).train()
     optimizer = build_optimizer(model.trainable(), recipe.optim)
     source = build_source(recipe.data, recipe.train.seed)
     collator = Collator(
@@ -76,29 +89,62 @@ def time_recipe(recipe: Recipe, steps: int, warmup: int) -> float:
     )
     data = StepDataset(source)
     batch = collator([data[(0, i)] for i in range(recipe.data.batch_size)])
+    cuda = device.type == "cuda"
+    if cuda:
+        batch = batch.pin_memory()
+        torch.cuda.reset_peak_memory_stats(device)
     times = []
     for step in range(warmup + steps):
         lr = learning_rate(step, recipe.optim)
+        if cuda:
+            torch.cuda.synchronize(device)
+            if check_syncs and step >= warmup:
+                torch.cuda.set_sync_debug_mode("error")
         t0 = time.perf_counter()
-        train_step(model, model, optimizer, batch, step, lr, recipe, device)
+        try:
+            train_step(model, model, optimizer, batch, step, lr, recipe, device)
+            if cuda:
+                torch.cuda.set_sync_debug_mode("default")
+                torch.cuda.synchronize(device)
+        finally:
+            if cuda:
+                torch.cuda.set_sync_debug_mode("default")
         times.append(time.perf_counter() - t0)
-    return 1000.0 * statistics.median(times[warmup:])
+    mem = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None
+    return 1000.0 * statistics.median(times[warmup:]), mem
 
 
-def step_times(patterns: list[str], steps: int = 8, warmup: int = 3) -> list[StepTime]:
-    """Time the recipes matching ``patterns`` (globs over recipe names) and the baseline."""
+def step_times(
+    patterns: list[str],
+    steps: int = 8,
+    warmup: int = 3,
+    device: str = "cpu",
+    size: str = "synth",
+    check_syncs: bool = False,
+) -> list[StepTime]:
+    """Time the recipes matching ``patterns`` (globs over recipe names) and the baseline
+    (``synth/baseline`` at the synthetic size, ``mixed/baseline`` at the paper's)."""
+    dev = torch.device(device)
+    baseline = BASELINE if size == "synth" else "mixed/baseline"
     names = [n for n in list_recipes() if any(fnmatch(n, p) for p in patterns)]
-    base_ms = time_recipe(_profiled(BASELINE), steps, warmup)
-    rows = [StepTime(BASELINE, base_ms, 1.0)]
+    if size == "paper":
+        names = [n for n in names if not n.startswith("synth/")]
+    base_ms, base_mem = time_recipe(_profiled(baseline, size), steps, warmup, dev, check_syncs)
+    rows = [StepTime(baseline, base_ms, 1.0, base_mem)]
     for name in names:
-        if name == BASELINE:
+        if name == baseline:
             continue
-        ms = time_recipe(_profiled(name), steps, warmup)
-        rows.append(StepTime(name, ms, ms / base_ms))
+        ms, mem = time_recipe(_profiled(name, size), steps, warmup, dev, check_syncs)
+        rows.append(StepTime(name, ms, ms / base_ms, mem))
     return rows
 
 
 def markdown(rows: list[StepTime], header: str) -> str:
-    lines = [header, "", "| recipe | ms / step | × baseline |", "|---|---:|---:|"]
-    lines += [f"| `{r.recipe}` | {r.ms_per_step:.0f} | {r.ratio:.2f} |" for r in rows]
+    """The rows as a Markdown table (with a peak-memory column for GPU measurements)."""
+    gpu = any(r.max_mem_gib is not None for r in rows)
+    lines = [header, "", "| recipe | ms / step | × baseline |" + (" peak GiB |" if gpu else "")]
+    lines.append("|---|---:|---:|" + ("---:|" if gpu else ""))
+    for r in rows:
+        mem = f" {r.max_mem_gib:.1f} |" if r.max_mem_gib is not None else ""
+        lines.append(f"| `{r.recipe}` | {r.ms_per_step:.0f} | {r.ratio:.2f} |{mem}")
     return "\n".join(lines) + "\n"

@@ -126,6 +126,13 @@ def bench_step_time(
     ] = None,
     steps: Annotated[int, typer.Option(help="Timed steps per recipe.")] = 8,
     warmup: Annotated[int, typer.Option(help="Untimed steps first.")] = 3,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    size: Annotated[
+        str, typer.Option(help="synth: CPU-sized (recipes/base/synth.yaml); paper: as written.")
+    ] = "synth",
+    check_syncs: Annotated[
+        bool, typer.Option(help="CUDA: fail if a timed step synchronises with the host.")
+    ] = False,
     write: Annotated[
         Path | None,
         typer.Option(help="Also write the table into this Markdown file's step-time section."),
@@ -138,11 +145,19 @@ def bench_step_time(
     from jepactl.bench import markdown, step_times
     from jepactl.utils import write_section
 
-    rows = step_times(recipes or ["*"], steps=steps, warmup=warmup)
+    if size not in ("synth", "paper"):
+        _fail(f"--size must be synth or paper, got {size!r}")
+    rows = step_times(recipes or ["*"], steps, warmup, device, size, check_syncs)
+    if device == "cuda":
+        import torch
+
+        where = torch.cuda.get_device_name()
+    else:
+        where = f"{platform.processor() or platform.machine()} ({torch_threads()} threads)"
     header = (
-        f"Measured {datetime.date.today()} on {platform.processor() or platform.machine()} "
-        f"({torch_threads()} threads), median of {steps} steps after {warmup} warm-up steps, "
-        "bf16 autocast, one pre-rendered batch."
+        f"Measured {datetime.date.today()} on {where} at the {size} size, median of {steps} "
+        f"steps after {warmup} warm-up steps, bf16 autocast, one pre-rendered batch"
+        + (", no host synchronisation inside any timed step." if check_syncs else ".")
     )
     text = markdown(rows, header)
     typer.echo(text)

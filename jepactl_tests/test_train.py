@@ -27,7 +27,10 @@ def run(run_dir: Path, overrides: list[str], max_steps: int | None, **kw: object
 def assert_same_state(a: Path, b: Path) -> None:
     sa, sb = load(a / "checkpoints" / "latest.pt"), load(b / "checkpoints" / "latest.pt")
     assert sa["step"] == sb["step"]
-    for key in ("student", "teacher", "predictor"):
+    for key in ("student", "teacher", "predictor", "terms"):
+        if sa[key] is None:
+            assert sb[key] is None
+            continue
         assert sa[key].keys() == sb[key].keys()
         for name in sa[key]:
             assert torch.equal(sa[key][name], sb[key][name]), f"{key}.{name} differs"
@@ -65,6 +68,34 @@ def test_exact_resume(tmp_path: Path, tiny_overrides: list[str], extra: list[str
     assert log_b[-1]["jepa_context"] > 0.0
     for key in ("clips_per_s", "data_wait_frac"):
         assert key in log_b[-1]
+
+
+def test_exact_resume_restores_heads_and_no_ema(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    """A recipe with trained heads (DynHead) and one without a teacher both resume exactly;
+    the reference silently re-initialised its heads on resume."""
+    over = [o for o in tiny_overrides if "jepa_context" not in o]
+    ld = [*over, "objective.terms.ld.hard_weighting=true", "objective.terms.ld.input=dynamics"]
+    for recipe, extra in (("synth/ld", ld), ("synth/kin_l1", over)):
+        for d, steps in ((tmp_path / recipe / "a", [8]), (tmp_path / recipe / "b", [4, 8])):
+            for n in steps:
+                pretrain(recipe, extra, run_dir=d, max_steps=n, progress=False)
+        assert_same_state(tmp_path / recipe / "a", tmp_path / recipe / "b")
+    heads = load(tmp_path / "synth/ld" / "a" / "checkpoints" / "latest.pt")["terms"]
+    assert any(k.startswith("ld.") for k in heads)
+    no_ema = load(tmp_path / "synth/kin_l1" / "a" / "checkpoints" / "latest.pt")
+    assert no_ema["teacher"] is None and no_ema["trained_encoders"] == ["student"]
+
+
+def test_temporal_terms_can_read_a_full_clip_forward(
+    tmp_path: Path, tiny_overrides: list[str]
+) -> None:
+    over = [o for o in tiny_overrides if "jepa_context" not in o]
+    full = [f"objective.terms.{t}.tokens=full" for t in ("fwm_static", "fwm_orth", "ld")]
+    result = pretrain(
+        "synth/fwm_hw_ld", [*over, *full], run_dir=tmp_path, max_steps=2, progress=False
+    )
+    assert result.step == 2
+    assert read_metrics(tmp_path / "metrics.jsonl")[-1]["ld"] > 0
 
 
 def test_mismatched_recipe_is_refused_unless_forced(
