@@ -199,3 +199,18 @@ def test_registry_rejects_unknown_names_with_a_suggestion() -> None:
         build_mask_strategy({"strategy": "multi_blok"})
     with pytest.raises(ValueError, match="'strategy' key"):
         build_mask_strategy({"num_blocks": 2})
+
+
+@pytest.mark.parametrize("equalize", ["random", "truncate"])
+def test_full_complement_targets_everything_that_is_not_context(equalize: str) -> None:
+    """Future-predictive masks: the target is the exact complement of the kept context, for
+    every sample of the batch, so no token is left out by the equal-length cut."""
+    grid = TokenGrid(8, 14, 14)
+    strategy = MultiBlock3D(
+        num_blocks=4, max_temporal_keep=0.5, full_complement=True, equalize=equalize
+    )  # type: ignore[arg-type]
+    masks = strategy(8, grid, torch.Generator().manual_seed(0))
+    assert masks.context.shape[1] + masks.target.shape[1] == grid.num_tokens
+    for ctx, tgt in zip(masks.context, masks.target, strict=True):
+        assert torch.equal(torch.cat([ctx, tgt]).sort().values, torch.arange(grid.num_tokens))
+    assert int(grid.coords(masks.context)[..., 0].max()) < 4

@@ -132,3 +132,19 @@ def test_terms_compute_shared_work_once() -> None:
         out.update(term(ctx))
     assert set(out) == {"jepa", "jepa_context"}
     assert len(calls) == 1
+
+
+def test_without_a_teacher_targets_are_the_student_with_or_without_stopgrad() -> None:
+    """``teacher: none``: targets = the online student on the full clip; sg(h) (paper Eq. 1)
+    by default, gradient through both branches with ``stopgrad_targets=False`` (reference)."""
+    grads = {}
+    for stopgrad in (True, False):
+        ctx, _ = make_ctx()
+        ctx.teacher = None
+        ctx.stopgrad_targets = stopgrad
+        assert ctx.targets.requires_grad is (not stopgrad)
+        expected = normalize_targets(ctx.student(ctx.clips), 32)
+        torch.testing.assert_close(ctx.targets, expected)
+        PredictionLoss().loss(ctx).backward()
+        grads[stopgrad] = ctx.student.patch_embed.weight.grad.clone()  # type: ignore[union-attr]
+    assert not torch.allclose(grads[True], grads[False])

@@ -68,7 +68,8 @@ def test_one_recipe_per_table_row() -> None:
     for name in names:
         r = load_recipe(name)
         assert r.display_name and r.description and r.paper.row, name
-        if not name.startswith("synth/") and name != "mixed/motion_guided":  # not in a table
+        not_in_a_table = {"mixed/motion_guided", "mixed/baseline_seed239"}
+        if not name.startswith("synth/") and name not in not_in_a_table:
             assert r.paper.table, name
 
 
@@ -76,7 +77,7 @@ def test_paper_regimes() -> None:
     for name in SINGLE:
         r = load_recipe(f"single/{name}")
         assert r.data.source == "ucf101" and r.paper.table == "3"
-    for name in MIXED - {"motion_guided"}:
+    for name in MIXED - {"motion_guided"}:  # runs the reference made beyond the paper's tables
         assert load_recipe(f"mixed/{name}").paper.table.startswith("4")
     for name in (
         "kin_l1",
@@ -110,3 +111,5 @@ def test_recipe_trains_two_steps(name: str, tmp_path: Path) -> None:
     for record in log:
         assert set(terms) <= set(record)
         assert all(record[t] == record[t] for t in terms)  # no NaN
+    for term in terms:  # every term really contributes (its raw value during a ramp-in)
+        assert log[-1].get(f"{term}_unweighted", log[-1][term]) != 0.0, term

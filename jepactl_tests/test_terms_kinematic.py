@@ -63,7 +63,7 @@ def test_first_differences_l1_on_context_pairs_match_loops_and_gradient() -> Non
     views = [random_view(0), random_view(1)]
     ctx = make_ctx()
     ctx.__dict__["context_views"] = views
-    got = Kinematic(tokens="context").loss(ctx)
+    got = Kinematic(tokens="context", normalize=False).loss(ctx)
     expected = torch.stack([loop_loss(v, 1, "l1", 0.0, D) for v in views]).mean()
     torch.testing.assert_close(got, expected)
     (g_got,) = torch.autograd.grad(got, views[0].z)
@@ -83,7 +83,9 @@ def test_acceleration_split_channels_on_context_triples(penalty: str) -> None:
     view = random_view(2)
     ctx = make_ctx()
     ctx.__dict__["context_views"] = [view]
-    term = Kinematic(order=2, penalty=penalty, huber_delta=0.7, channels=0.6, tokens="context")
+    term = Kinematic(
+        order=2, penalty=penalty, huber_delta=0.7, channels=0.6, tokens="context", normalize=False
+    )
     got = term.loss(ctx)
     keep = 3  # floor(0.6 * 5)
     torch.testing.assert_close(got, loop_loss(view, 2, penalty, 0.7, keep))
@@ -99,7 +101,7 @@ def test_huber_is_quadratic_below_delta_and_linear_above() -> None:
     view = GridView(z, torch.ones(1, 2, 1, 1, dtype=torch.bool))
     ctx = make_ctx()
     ctx.__dict__["full_view"] = view
-    got = Kinematic(penalty="huber", huber_delta=0.1).loss(ctx)
+    got = Kinematic(penalty="huber", huber_delta=0.1, normalize=False).loss(ctx)
     expected = sum(huber_scalar(x, 0.1) for x in (0.05, -0.05, 0.3, -2.0)) / 4
     assert got.item() == pytest.approx(expected, rel=1e-6)
 
@@ -111,18 +113,22 @@ def test_default_reads_the_full_clip_view() -> None:
     ctx.__dict__["full_view"] = full
     ctx.__dict__["context_views"] = [random_view(4)]  # must be ignored
     for order in (1, 2):
-        got = Kinematic(order=order).loss(ctx)
+        got = Kinematic(order=order, normalize=False).loss(ctx)
         torch.testing.assert_close(got, loop_loss(full, order, "l1", 0.0, D))
     # With all positions present the term is a plain mean over the whole grid.
     d1 = full.z[:, 1:] - full.z[:, :-1]
-    torch.testing.assert_close(Kinematic().loss(ctx), d1.abs().mean())
+    torch.testing.assert_close(Kinematic(normalize=False).loss(ctx), d1.abs().mean())
+    # By default the tokens first get the targets' parameter-free LayerNorm (the reference's
+    # EMA-free target branch is LayerNorm'ed).
+    zn = torch.nn.functional.layer_norm(full.z, (D,))
+    torch.testing.assert_close(Kinematic().loss(ctx), (zn[:, 1:] - zn[:, :-1]).abs().mean())
 
 
 def test_acceleration_falls_back_to_first_differences_below_three_steps() -> None:
     view = random_view(5, t=2)
     ctx = make_ctx()
     ctx.__dict__["context_views"] = [view]
-    accel = Kinematic(order=2, tokens="context").loss(ctx)
+    accel = Kinematic(order=2, tokens="context", normalize=False).loss(ctx)
     torch.testing.assert_close(accel, loop_loss(view, 1, "l1", 0.0, D))
 
 

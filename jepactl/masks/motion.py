@@ -42,7 +42,7 @@ map, so every placement ties and placement is uniform, as in the reference.
 **Paper variants.** Motion-Guided: ``strength=2.0, fallback_rate=0.1`` (the defaults).
 AMG-JEPA: ``strength=5.0, fallback_rate=0.0``. Motion-Future: this strategy with
 ``max_temporal_keep=0.5`` (context only in the first half of time; the target is the full
-complement of the context, which ``MultiBlock3D`` already does), with block counts 4 and 1.
+complement of the context, ``full_complement=True``), with block counts 4 and 1.
 
 The strategy maps pixels to tokens itself, so ``patch_size`` and ``tubelet`` must be the model's
 (the recipe sets them); a clip whose token grid disagrees raises ``ValueError``.
@@ -177,6 +177,7 @@ class MotionGuided3D(MultiBlock3D):
         max_temporal_keep: float = 1.0,
         equalize: EqualizeMode = "random",
         max_tries: int = 20,
+        full_complement: bool = False,
         *,
         strength: float = 2.0,
         fallback_rate: float = 0.1,
@@ -193,6 +194,7 @@ class MotionGuided3D(MultiBlock3D):
             max_temporal_keep=max_temporal_keep,
             equalize=equalize,
             max_tries=max_tries,
+            full_complement=full_complement,
         )
         self.strength = _check_number("strength", strength, 0.0, math.inf)
         self.fallback_rate = _check_number("fallback_rate", fallback_rate, 0.0, 1.0)

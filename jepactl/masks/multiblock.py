@@ -83,6 +83,10 @@ class MultiBlock3D:
             against late time steps.
         max_tries: how often a sample whose context came out empty is redrawn before a
             ``RuntimeError`` is raised.
+        full_complement: the target is every token that is not (kept) context, after the
+            equal-length cut, so nothing is left out (future-predictive masking: with
+            ``max_temporal_keep=0.5`` the target is the masked first half plus the whole second
+            half). Otherwise the target is the union of the blocks, cut to equal length.
 
     All randomness comes from the ``generator`` given to :meth:`__call__` (a CPU
     ``torch.Generator``), so the same generator state yields the same masks.
@@ -97,6 +101,7 @@ class MultiBlock3D:
         max_temporal_keep: float = 1.0,
         equalize: EqualizeMode = "random",
         max_tries: int = 20,
+        full_complement: bool = False,
     ) -> None:
         self.num_blocks = _check_int("num_blocks", num_blocks, 1)
         self.spatial_scale = _check_fraction("spatial_scale", spatial_scale)
@@ -107,13 +112,17 @@ class MultiBlock3D:
             raise ValueError(f"equalize must be one of {_EQUALIZE_MODES}, got {equalize!r}")
         self.equalize: EqualizeMode = equalize
         self.max_tries = _check_int("max_tries", max_tries, 0)
+        if not isinstance(full_complement, bool):
+            raise ValueError(f"full_complement must be true or false, got {full_complement!r}")
+        self.full_complement = full_complement
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(num_blocks={self.num_blocks}, "
             f"spatial_scale={self.spatial_scale}, temporal_scale={self.temporal_scale}, "
             f"aspect_ratio={self.aspect_ratio}, max_temporal_keep={self.max_temporal_keep}, "
-            f"equalize={self.equalize!r}, max_tries={self.max_tries})"
+            f"equalize={self.equalize!r}, max_tries={self.max_tries}, "
+            f"full_complement={self.full_complement})"
         )
 
     def block_size(self, grid: TokenGrid, generator: torch.Generator) -> tuple[int, int, int]:
@@ -184,11 +193,14 @@ class MultiBlock3D:
             # One score per token; context and target are disjoint, so both subsets are
             # independent uniform draws.
             scores = torch.rand(context.shape, generator=generator)
-            return Masks(
-                _random_subset(context, num_context, scores),
-                _random_subset(target, num_target, scores),
-            )
-        return Masks(_lowest(context, num_context), _lowest(target, num_target))
+            kept = _random_subset(context, num_context, scores)
+            if self.full_complement:
+                return Masks(kept, _complement(kept, grid.num_tokens))
+            return Masks(kept, _random_subset(target, num_target, scores))
+        kept = _lowest(context, num_context)
+        if self.full_complement:
+            return Masks(kept, _complement(kept, grid.num_tokens))
+        return Masks(kept, _lowest(target, num_target))
 
     def _draw_context(
         self,
@@ -240,6 +252,12 @@ def _random_subset(mask: torch.Tensor, k: int, scores: torch.Tensor) -> torch.Te
     """Per row, ``k`` uniformly random indices where ``mask`` is set, sorted ascending."""
     keys = torch.where(mask, scores, torch.inf)
     return keys.topk(k, dim=1, largest=False).indices.sort(dim=1).values
+
+
+def _complement(kept: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """Per row, every index not in ``kept`` ``[B, K]``, ascending (``[B, N - K]``)."""
+    taken = torch.zeros(kept.shape[0], num_tokens, dtype=torch.bool).scatter_(1, kept, True)
+    return _lowest(~taken, num_tokens - kept.shape[1])
 
 
 def _lowest(mask: torch.Tensor, k: int) -> torch.Tensor:

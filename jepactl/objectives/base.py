@@ -112,6 +112,9 @@ class StepContext:
     predictor: Predictor
     teacher: Callable[[torch.Tensor], torch.Tensor] | None
     stopgrad_targets: bool = True
+    #: Some term reads the full-clip student pass with gradient (``tokens: full``); otherwise
+    #: EMA-free stop-gradient targets are computed without building a graph.
+    full_clip_grad: bool = False
     epoch: int = 0
     num_epochs: int = 1
     seed: int = 0
@@ -147,6 +150,9 @@ class StepContext:
         if self.teacher is not None:
             with torch.no_grad():
                 h = self.teacher(self.clips)
+        elif self.stopgrad_targets and not self.full_clip_grad:
+            with torch.no_grad():  # the same pass, without keeping its activations
+                h = self.student(self.clips)
         else:
             h = self.student_full.detach() if self.stopgrad_targets else self.student_full
         return normalize_targets(h, self.student.embed_dim)
@@ -166,11 +172,10 @@ class StepContext:
 
     @cached_property
     def full_view(self) -> GridView:
-        """The student's full-clip output on the grid, level-normalised like the targets (the
-        "trainable encoder output" the EMA-free kinematic terms regularise)."""
+        """The student's full-clip output on the grid, ``z = f_θ(x)`` (paper Algorithm 2
+        line 5), with gradient."""
         g = self.grid
-        z = normalize_targets(self.student_full, self.student.embed_dim)
-        z = z.view(-1, g.t, g.h, g.w, z.shape[-1])
+        z = self.student_full.view(-1, g.t, g.h, g.w, self.student_full.shape[-1])
         return GridView(z, torch.ones(z.shape[:-1], dtype=torch.bool, device=z.device))
 
     @cached_property
@@ -239,10 +244,25 @@ class Term(nn.Module):
         """The unweighted loss value (a scalar)."""
         raise NotImplementedError
 
+    def uses_full_clip(self) -> bool:
+        """Whether the term reads the full-clip student pass (``tokens: full``)."""
+        return getattr(self, "tokens", None) == "full"
+
+    def _zero_touch(self) -> torch.Tensor | float:
+        """0 connected to every trainable parameter of the term's heads.
+
+        A head can drop out of a step's graph (one-frame image batches give temporal terms
+        nothing to predict; an energy net's output bias never reaches its own gradient). DDP
+        with a static graph needs every parameter to receive a gradient every step, so each
+        head parameter gets an explicit zero one.
+        """
+        params = [p for p in self.parameters() if p.requires_grad]
+        return sum(p.flatten()[0] * 0.0 for p in params) if params else 0.0
+
     def forward(self, ctx: StepContext) -> dict[str, torch.Tensor]:
         """``{name: coefficient * loss}``; a term whose coefficient is not constantly 1 also
         logs its unweighted value, so it can be watched while its weight ramps in."""
-        raw = self.loss(ctx)
+        raw = self.loss(ctx) + self._zero_touch()
         if self.weight != 1.0 or self.warmup_end or self.anneal != "none":
             ctx.logs[f"{self.name}_unweighted"] = raw.detach()
         return {self.name: self.coefficient(ctx.step, ctx.epoch, ctx.num_epochs) * raw}

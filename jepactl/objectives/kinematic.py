@@ -6,7 +6,14 @@ from typing import Any, Literal
 
 import torch
 
-from jepactl.objectives.base import GridView, StepContext, TemporalTokens, Term
+from jepactl.objectives.base import (
+    GridView,
+    ModelDims,
+    StepContext,
+    TemporalTokens,
+    Term,
+    normalize_targets,
+)
 from jepactl.objectives.temporal import masked_mean, mean_over_views
 
 
@@ -35,6 +42,9 @@ class Kinematic(Term):
     If the grid has fewer than 3 time steps, ``order=2`` falls back to first differences (the
     reference's behaviour) rather than failing.
 
+    ``normalize`` (default on) applies the targets' parameter-free per-level LayerNorm to the
+    tokens first: the reference penalises its EMA-free target branch, which is LayerNorm'ed.
+
     Switches (default = paper; reference value in brackets):
         tokens: ``"full"`` -- the paper's kinematic runs disable EMA and regularise "the
             trainable encoder output": one full-clip student forward with gradient, all
@@ -50,6 +60,7 @@ class Kinematic(Term):
         huber_delta: float = 0.1,
         channels: float = 1.0,
         tokens: TemporalTokens = "full",
+        normalize: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(weight, **kwargs)
@@ -68,10 +79,14 @@ class Kinematic(Term):
         self.huber_delta = huber_delta
         self.channels = channels
         self.tokens = tokens
+        self.normalize = normalize
+        self.level_dim: int | None = None  # set by setup(); None: one level
 
     def view_loss(self, view: GridView) -> torch.Tensor:
         """The penalty on one grid view."""
         z = view.z.float()
+        if self.normalize:
+            z = normalize_targets(z, self.level_dim or z.shape[-1])
         z = z[..., : max(1, int(self.channels * z.shape[-1]))]
         p = view.present
         if self.order == 2 and z.shape[1] >= 3:
@@ -82,6 +97,9 @@ class Kinematic(Term):
             valid = view.pairs
         err = diff.abs() if self.penalty == "l1" else huber(diff, self.huber_delta)
         return masked_mean(err, valid)
+
+    def setup(self, dims: ModelDims) -> None:
+        self.level_dim = dims.level_dim
 
     def loss(self, ctx: StepContext) -> torch.Tensor:
         return mean_over_views(self.view_loss, ctx.views(self.tokens))

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from jepactl.objectives.base import GridView, ModelDims, StepContext, TemporalTokens, Term
+from jepactl.objectives.factorized import zero_loss
 from jepactl.objectives.temporal import masked_mean, mean_over_views, time_diff
 
 
@@ -109,8 +110,11 @@ class Hamiltonian(Term):
         energy = self.energy
         if energy is None:
             raise RuntimeError("Hamiltonian.setup(dims) must run before the loss")
+        views = ctx.views(self.tokens)
+        if views[0].z.shape[1] < 2:  # one-frame clips: no next step to predict
+            return zero_loss(views)
         target = ctx.target_grid
-        return mean_over_views(lambda v: self.view_loss(v, target, energy), ctx.views(self.tokens))
+        return mean_over_views(lambda v: self.view_loss(v, target, energy), views)
 
 
 class VelGate(Term):
@@ -170,5 +174,8 @@ class VelGate(Term):
         return masked_mean(err * gate.unsqueeze(-1), pairs)
 
     def loss(self, ctx: StepContext) -> torch.Tensor:
+        views = ctx.views(self.tokens)
+        if views[0].z.shape[1] < 2:  # one-frame clips: no velocity to gate on
+            return zero_loss(views)
         gate = self.gate(ctx.target_delta)
-        return mean_over_views(lambda v: self.view_loss(v, gate), ctx.views(self.tokens))
+        return mean_over_views(lambda v: self.view_loss(v, gate), views)

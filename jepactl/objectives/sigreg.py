@@ -34,15 +34,17 @@ class SIGReg(Term):
     ``derive_seed(ctx.seed, "sigreg", ctx.step)`` on the tokens' device, so identical on every
     rank), with ``y = X a_s``:
 
-        c_s(t) = mean_n cos(t y_n),  s_s(t) = mean_n sin(t y_n)   (averaged over ranks)
-        stat_s = n · W · Σ_k w_k [(c_s(t_k) − φ(t_k))² + s_s(t_k)²],  φ(t) = exp(−t²/2)
+        c_s(t) = mean_n cos(t y_n),  s_s(t) = mean_n sin(t y_n)   (over all ranks' tokens)
+        stat_s = N · Σ_k w_k [(c_s(t_k) − φ(t_k))² + s_s(t_k)²],  φ(t) = exp(−t²/2)
         L = mean_s stat_s
 
     ``t_k = linspace(0, t_max, num_points)``; ``w_k`` = trapezoid weights on ``[0, t_max]``,
     doubled to stand for ``[−t_max, t_max]`` (``Δt`` at both ends, ``2Δt`` inside), times
-    ``φ(t_k)``. ``n`` is the local token count and ``W`` the world size: under DDP ``c`` and
-    ``s`` are averaged with an autograd-aware all-reduce, so the statistic is the Epps-Pulley
-    statistic of the global sample (for equal ``n`` per rank).
+    ``φ(t_k)``. ``N`` is the global token count: under DDP the sums of ``cos`` and ``sin`` and
+    the token counts are all-reduced (the sums with an autograd-aware all-reduce), so every rank
+    computes the Epps-Pulley statistic of the pooled sample even when ranks hold different
+    numbers of tokens (they do: each rank's mask lengths are its own batch minimum). LeJEPA
+    scales by ``n_local · W`` with rank-averaged means, which equals this only for equal ``n``.
 
     The statistic grows with ``n · W`` (thousands at the paper's scale), so a weight of 1.0 makes
     it large next to the L1 prediction loss, as in the reference. The projection runs in float32
@@ -86,12 +88,14 @@ class SIGReg(Term):
             y = x.float() @ directions.float()  # [n, S]
         t = self.t.float()
         ty = y.unsqueeze(-1) * t  # [n, S, P]
-        cs = torch.stack([ty.cos().mean(0), ty.sin().mean(0)])  # [2, S, P]
-        world = _world_size()
-        if world > 1:
-            cs = _all_reduce_sum(cs) / world  # SUM then divide: gloo lacks AVG on older torch
+        sums = torch.stack([ty.cos().sum(0), ty.sin().sum(0)])  # [2, S, P]
+        count = torch.tensor(float(x.shape[0]), device=x.device)
+        if _world_size() > 1:
+            sums = _all_reduce_sum(sums)
+            dist.all_reduce(count)  # a constant: no gradient needed
+        cs = sums / count
         err = (cs[0] - self.phi.float()) ** 2 + cs[1] ** 2
-        return x.shape[0] * world * (err @ self.weights.float())
+        return count * (err @ self.weights.float())
 
     def loss(self, ctx: StepContext) -> torch.Tensor:
         x = torch.cat([z.reshape(-1, z.shape[-1]) for z in ctx.context_tokens]).float()

@@ -40,6 +40,7 @@ class JEPA(nn.Module):
         if recipe.objective.teacher == "ema":
             self.teacher = copy.deepcopy(self.student).requires_grad_(False)
         self.stopgrad_targets = recipe.objective.stopgrad_targets
+        self.full_clip_grad = any(t.uses_full_clip() for t in self.terms.values())
         self.seed = recipe.train.seed
         self.num_epochs = recipe.optim.epochs
         self.iters_per_epoch = recipe.optim.iters_per_epoch
@@ -71,6 +72,7 @@ class JEPA(nn.Module):
             predictor=self.predictor,
             teacher=self.teacher,
             stopgrad_targets=self.stopgrad_targets,
+            full_clip_grad=self.full_clip_grad,
             epoch=step // self.iters_per_epoch,
             num_epochs=self.num_epochs,
             seed=self.seed,
