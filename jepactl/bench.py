@@ -18,7 +18,8 @@ import torch
 import yaml
 
 from jepactl.config import Recipe, list_recipes, load_recipe, recipes_root
-from jepactl.data.loader import Collator, StepDataset, build_source
+from jepactl.data.loader import Collator, StepDataset
+from jepactl.data.sources import build_source
 from jepactl.masks import build_mask_strategy
 from jepactl.train.loop import train_step
 from jepactl.train.model import JEPA
@@ -87,7 +88,7 @@ def time_recipe(
         recipe.train.seed,
         rank=0,
     )
-    data = StepDataset(source)
+    data = StepDataset(source, recipe.train.seed)
     batch = collator([data[(0, i)] for i in range(recipe.data.batch_size)])
     cuda = device.type == "cuda"
     if cuda:

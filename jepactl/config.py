@@ -78,10 +78,31 @@ class SynthDataConfig:
 
 @dataclass
 class DataConfig:
+    """Where clips come from and how they are cut (pretraining).
+
+    ``source``: ``synth`` (built-in), a dataset reader (``ucf101``, ``ssv2``, ``diving48``,
+    ``imagenet100``, ``csv``, ``folders``; see ``docs/data.md``), or ``mixed``: a mixture of
+    readers with the weights in ``mix``, sampled with replacement. Dataset roots come from
+    ``roots.<name>`` (for ``csv``: the index file), else, for the four official datasets,
+    ``$JEPACTL_DATA/<name>``.
+    """
+
     source: str = "synth"
+    roots: dict[str, str] = field(default_factory=dict)
+    mix: dict[str, float] = field(default_factory=dict)
+    split: str = "train"
+    fold: int = 1  # UCF-101 split list (1, 2 or 3)
     num_frames: int = 16
     frame_stride: int = 2
     crop: int = 224
+    decode_short_side: int = 256  # frames are resized to this short side while decoding
+    scale: list[float] = field(default_factory=lambda: [0.3, 1.0])  # random resized crop
+    ratio: list[float] = field(default_factory=lambda: [0.75, 1.35])
+    flip: float = 0.5
+    # Images: one-frame clips through the tubelet-1 path (paper App. D), or `repeat`ed to
+    # num_frames static frames (what the reference code does).
+    images: Literal["frame", "repeat"] = "frame"
+    max_bad_fraction: float = 0.01  # stop when more of the samples drawn so far fail to decode
     batch_size: int = 32  # global, split evenly over ranks
     num_workers: int = 2
     synth: SynthDataConfig = field(default_factory=SynthDataConfig)

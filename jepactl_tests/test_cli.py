@@ -62,11 +62,16 @@ def test_pretrain_reports_bad_key_before_any_work(tmp_path: Path) -> None:
     assert not (tmp_path / "r").exists()
 
 
-def test_unavailable_source_says_what_to_do(tmp_path: Path) -> None:
+def test_unavailable_source_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JEPACTL_DATA", raising=False)
     res = runner.invoke(
         app, ["pretrain", "--recipe", "mixed/baseline", "--run-dir", str(tmp_path / "r")]
     )
     assert res.exit_code == 2
+    assert "--set data.roots.ucf101=" in res.output and "JEPACTL_DATA" in res.output
+    assert "ucfTrainTestlist/" in res.output  # the expected tree
     assert "data.source=synth" in res.output
     assert not (tmp_path / "r").exists()
 

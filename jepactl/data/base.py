@@ -18,8 +18,18 @@ class Sample:
 
 
 class Source(Protocol):
-    """A map-style dataset of clips. ``index`` may exceed ``len`` for infinite sources."""
+    """A map-style dataset of clips.
+
+    ``load(index, seed)``: ``seed`` drives everything random about the sample (clip start,
+    crop, flip), so a sample is a pure function of (index, seed). ``path(index)`` names the
+    file behind an index, for error reports. ``clip_frames(index)``: its clip length (1 for a
+    one-frame image clip).
+    """
 
     def __len__(self) -> int: ...
 
-    def __getitem__(self, index: int) -> Sample: ...
+    def load(self, index: int, seed: int) -> Sample: ...
+
+    def path(self, index: int) -> str: ...
+
+    def clip_frames(self, index: int) -> int: ...

@@ -1,7 +1,9 @@
 """From a recipe's ``data`` section to batches (clips and masks) on the device.
 
 Sampling is a pure function of (seed, step, rank): the batch sampler yields, for each global
-step from ``start_step`` on, the ``(step, index)`` pairs this rank loads. Resuming at step ``s``
+step from ``start_step`` on, the ``(step, index)`` pairs this rank loads, and every random
+choice about a sample (clip start, crop, flip, a replacement for a broken file) is seeded from
+(seed, step, index). Resuming at step ``s``
 therefore needs no sampler state, every rank draws a disjoint slice of the same global batch,
 and DataLoader workers decode in parallel without coordinating.
 
@@ -15,15 +17,17 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from jepactl.config import ConfigError, DataConfig
-from jepactl.data.base import Sample, Source
+from jepactl.config import ConfigError
+from jepactl.data.base import Sample
+from jepactl.data.sources import MixtureSource, Source, SyntheticSource, replacement
 from jepactl.masks.base import Masks, MaskStrategy, TokenGrid
 from jepactl.utils import available_cpus, derive_seed
 
@@ -31,66 +35,114 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def build_source(cfg: DataConfig, seed: int) -> Source:
-    """The dataset reader a recipe names. Only the built-in synthetic source exists so far."""
-    if cfg.source == "synth":
-        from jepactl.data.synthetic import SyntheticVideoSource
+class Sampling(Protocol):
+    """Draws the global batch of a step (every rank computes the same draw)."""
 
-        return SyntheticVideoSource(
-            num_frames=cfg.num_frames,
-            size=cfg.crop,
-            seed=seed,
-            length=cfg.synth.length,
-            min_objects=cfg.synth.min_objects,
-            max_objects=cfg.synth.max_objects,
-            frame_stride=cfg.frame_stride,
-        )
-    raise ConfigError(
-        f"data.source '{cfg.source}' is not available yet: only 'synth' (the built-in "
-        "procedural source) is implemented; try --set data.source=synth"
-    )
+    def draw(self, step: int, size: int) -> list[int]: ...
+
+
+@dataclass
+class Sequential:
+    """Step ``s`` takes ``[s * G, (s + 1) * G)`` modulo the length: every synthetic clip is new."""
+
+    num_samples: int
+
+    def draw(self, step: int, size: int) -> list[int]:
+        return [(step * size + i) % self.num_samples for i in range(size)]
+
+
+@dataclass
+class Uniform:
+    """``G`` indices with replacement, from a generator seeded by (seed, step)."""
+
+    num_samples: int
+    seed: int
+
+    def draw(self, step: int, size: int) -> list[int]:
+        rng = np.random.default_rng(derive_seed(self.seed, "data", step))
+        return rng.integers(0, self.num_samples, size=size).tolist()
+
+
+@dataclass
+class Mixture:
+    """A weighted mixture *with replacement*: each draw picks dataset ``d`` with probability
+    ``w_d`` and then a uniform item of it, so the realised mix is the recipe's weights (the
+    V-JEPA sampler drew without replacement, which gives the datasets' size ratio instead).
+
+    Clips of different lengths cannot share a batch: datasets are grouped by clip length (a
+    one-frame image clip vs a 16-frame video clip). Each step draws its whole batch from one
+    group, chosen by a low-discrepancy (Weyl) sequence over steps, ``x_s = frac(u + s·φ)``
+    with ``u`` from the seed and φ the golden-ratio conjugate, so the share of each group's
+    batches tracks the group's total weight to within a few steps over any stretch of the run
+    (independent coin flips per step would wander by several percent over hundreds of steps).
+    Within the group, every sample picks its dataset with the within-group weights. The draw
+    depends on (seed, step) only, so every rank gets the same kind of batch at the same step
+    and DDP stays in step; each dataset's share of all samples is its weight.
+    """
+
+    offsets: list[int]  # start of each dataset in the global index; last = total length
+    weights: list[float]
+    frames: list[int]  # clip length of each dataset
+    seed: int
+
+    def group(self, step: int) -> list[int]:
+        """The datasets (indices) step ``step`` draws from: one clip-length group."""
+        frames = np.asarray(self.frames)
+        kinds = sorted(set(self.frames))
+        w = np.asarray(self.weights, dtype=np.float64)
+        kind_w = np.asarray([w[frames == k].sum() for k in kinds])
+        phase = np.random.default_rng(derive_seed(self.seed, "mixture-phase")).random()
+        x = (phase + step * 0.6180339887498949) % 1.0
+        kind = kinds[int(np.searchsorted(np.cumsum(kind_w / kind_w.sum()), x, side="right"))]
+        return np.flatnonzero(frames == kind).tolist()
+
+    def draw(self, step: int, size: int) -> list[int]:
+        rng = np.random.default_rng(derive_seed(self.seed, "data", step))
+        members = np.asarray(self.group(step))
+        w = np.asarray(self.weights, dtype=np.float64)[members]
+        parts = rng.choice(members, size=size, p=w / w.sum())
+        sizes = np.diff(self.offsets)
+        local = (rng.random(size) * sizes[parts]).astype(np.int64)
+        return (np.asarray(self.offsets)[parts] + local).tolist()
+
+
+def sampling_for(source: Source, seed: int) -> Sampling:
+    """Sequential for the synthetic source, a weighted mixture for ``mixed``, else uniform."""
+    if isinstance(source, SyntheticSource):
+        return Sequential(len(source))
+    if isinstance(source, MixtureSource):
+        frames = [s.clip_frames(0) for s in source.sources]
+        return Mixture(source.offsets, source.weights, frames, seed)
+    return Uniform(len(source), seed)
 
 
 class StepBatchSampler(Sampler[list[tuple[int, int]]]):
-    """This rank's ``(step, index)`` pairs for global steps ``start_step .. end_step - 1``.
-
-    ``sequential``: step ``s`` takes the global slice ``[s * G, (s + 1) * G)`` modulo the source
-    length (every clip of an infinite synthetic source is new). Otherwise each step draws ``G``
-    indices with replacement from a generator seeded by ``(seed, step)``.
-    """
+    """This rank's ``(step, index)`` pairs for global steps ``start_step .. end_step - 1``:
+    its slice of the global batch that ``sampling`` draws for the step."""
 
     def __init__(
         self,
-        num_samples: int,
+        sampling: Sampling,
         global_batch: int,
         rank: int,
         world_size: int,
-        seed: int,
         start_step: int,
         end_step: int,
-        sequential: bool,
     ) -> None:
         if global_batch % world_size:
             raise ConfigError(
                 f"data.batch_size {global_batch} is not divisible by the {world_size} ranks"
             )
-        self.num_samples = num_samples
+        self.sampling = sampling
         self.global_batch = global_batch
         self.local_batch = global_batch // world_size
         self.rank = rank
-        self.seed = seed
         self.start_step = start_step
         self.end_step = end_step
-        self.sequential = sequential
 
     def indices(self, step: int) -> list[int]:
         lo = self.rank * self.local_batch
-        if self.sequential:
-            first = step * self.global_batch + lo
-            return [(first + i) % self.num_samples for i in range(self.local_batch)]
-        rng = np.random.default_rng(derive_seed(self.seed, "data", step))
-        draw = rng.integers(0, self.num_samples, size=self.global_batch)
-        return draw[lo : lo + self.local_batch].tolist()
+        return self.sampling.draw(step, self.global_batch)[lo : lo + self.local_batch]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for step in range(self.start_step, self.end_step):
@@ -100,18 +152,42 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
         return max(0, self.end_step - self.start_step)
 
 
-class StepDataset(Dataset[tuple[int, Sample]]):
-    """Wraps a source so each sample travels with the step it was drawn for."""
+#: Consecutive failed replacements after which a sample is given up on (the dataset is broken).
+MAX_REPLACEMENTS = 20
 
-    def __init__(self, source: Source) -> None:
+
+class StepDataset(Dataset[tuple[int, Sample, list[dict[str, str]]]]):
+    """Loads ``(step, index)`` with the randomness derived from (seed, step, index).
+
+    A sample that fails to open or decode is replaced by a deterministic random stand-in of the
+    same kind, and the failure is reported with the batch (``Batch.bad``) so the training
+    process can record it: one corrupt file never stops a run.
+    """
+
+    def __init__(self, source: Source, seed: int) -> None:
         self.source = source
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[int, Sample]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[int, Sample, list[dict[str, str]]]:
         step, index = key
-        return step, self.source[index]
+        bad: list[dict[str, str]] = []
+        rng = np.random.default_rng(derive_seed(self.seed, "replace", step, index))
+        i = index
+        for _ in range(MAX_REPLACEMENTS):
+            try:
+                sample = self.source.load(i, derive_seed(self.seed, "sample", step, i))
+                return step, sample, bad
+            except Exception as exc:  # any failure of one file: record it and replace it
+                message = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+                bad.append({"path": self.source.path(i), "error": message, "step": str(step)})
+                i = replacement(self.source, i, rng)
+        raise RuntimeError(
+            f"{MAX_REPLACEMENTS} samples in a row failed to load (first: {bad[0]['path']}: "
+            f"{bad[0]['error']}); check the dataset with `jepactl data check`"
+        )
 
 
 @dataclass
@@ -121,6 +197,7 @@ class Batch:
     labels: torch.Tensor  # int64 [B]
     ids: list[str]
     masks: list[Masks]  # one per mask group
+    bad: list[dict[str, str]] = field(default_factory=list)  # samples replaced in this batch
 
     def pin_memory(self) -> Batch:
         return Batch(
@@ -129,6 +206,7 @@ class Batch:
             self.labels.pin_memory(),
             self.ids,
             [m.pin_memory() for m in self.masks],
+            self.bad,
         )
 
 
@@ -159,12 +237,13 @@ class Collator:
             out.append(strategy(b, grid, torch.Generator().manual_seed(seed), clips))
         return out
 
-    def __call__(self, items: list[tuple[int, Sample]]) -> Batch:
+    def __call__(self, items: list[tuple[int, Sample, list[dict[str, str]]]]) -> Batch:
         step = items[0][0]
-        samples = [s for _, s in items]
+        samples = [s for _, s, _ in items]
         clips = torch.stack([s.clip for s in samples])
         labels = torch.tensor([s.label for s in samples], dtype=torch.int64)
-        return Batch(step, clips, labels, [s.id for s in samples], self.masks(step, clips))
+        bad = [b for _, _, item_bad in items for b in item_bad]
+        return Batch(step, clips, labels, [s.id for s in samples], self.masks(step, clips), bad)
 
 
 def _worker_init(_: int) -> None:
@@ -176,7 +255,7 @@ def _worker_init(_: int) -> None:
 
 
 def build_loader(
-    source: Source,
+    dataset: StepDataset,
     sampler: StepBatchSampler,
     collator: Collator,
     num_workers: int,
@@ -191,7 +270,7 @@ def build_loader(
         print(f"jepactl: data.num_workers={num_workers} > {cpus} CPUs here; using {cpus}")
         num_workers = cpus
     return DataLoader(
-        StepDataset(source),
+        dataset,
         batch_sampler=sampler,
         num_workers=num_workers,
         collate_fn=collator,

@@ -30,10 +30,12 @@ from jepactl.data.loader import (
     Batch,
     Collator,
     StepBatchSampler,
+    StepDataset,
     build_loader,
-    build_source,
+    sampling_for,
     to_model_input,
 )
+from jepactl.data.sources import build_source
 from jepactl.masks import build_mask_strategy
 from jepactl.train import checkpoint as ckpt
 from jepactl.train.dist import DistInfo, any_rank, barrier, init_distributed, shutdown
@@ -122,6 +124,42 @@ def check_resumable(run_dir: Path, recipe: Recipe, force: bool) -> bool:
             "pass --force to continue it with the new settings, or choose another --run-dir"
         )
     return True
+
+
+class DataQualityError(RuntimeError):
+    """Too many samples failed to decode: the dataset needs attention, not more training."""
+
+
+class BadSamples:
+    """Records replaced (undecodable) samples to ``RUN/bad_samples.jsonl`` and decides when
+    there are too many: more than ``max_fraction`` of the clips drawn (and at least 10, so a
+    couple of broken files early on do not stop a run)."""
+
+    def __init__(self, path: Path, max_fraction: float) -> None:
+        self.path = path
+        self.max_fraction = max_fraction
+        self.count = 0
+        self.drawn = 0
+
+    def record(self, batch: Batch) -> None:
+        self.drawn += len(batch.ids) + len(batch.bad)
+        if not batch.bad:
+            return
+        self.count += len(batch.bad)
+        lines = "".join(json.dumps(b) + "\n" for b in batch.bad)
+        with self.path.open("a") as f:  # one append per batch; ranks append whole lines
+            f.write(lines)
+
+    def too_many(self) -> bool:
+        return self.count > max(10, self.max_fraction * self.drawn)
+
+    def message(self) -> str:
+        return (
+            f"{self.count} of {self.drawn} samples drawn failed to load "
+            f"(> data.max_bad_fraction={self.max_fraction}); see {self.path}, and run "
+            "`jepactl data check` on the dataset. The run was checkpointed and resumes once "
+            "the data is fixed."
+        )
 
 
 def train_step(
@@ -310,14 +348,7 @@ def _train(
     total = total_steps(recipe.optim)
     end = min(total, max_steps) if max_steps is not None else total
     sampler = StepBatchSampler(
-        len(source),
-        recipe.data.batch_size,
-        info.rank,
-        info.world_size,
-        seed,
-        step,
-        end,
-        sequential=recipe.data.source == "synth",
+        sampling_for(source, seed), recipe.data.batch_size, info.rank, info.world_size, step, end
     )
     collator = Collator(
         [build_mask_strategy(spec) for spec in recipe.masks],
@@ -327,8 +358,14 @@ def _train(
         info.rank,
     )
     loader = build_loader(
-        source, sampler, collator, recipe.data.num_workers, device.type == "cuda", seed
+        StepDataset(source, seed),
+        sampler,
+        collator,
+        recipe.data.num_workers,
+        device.type == "cuda",
+        seed,
     )
+    bad = BadSamples(run_dir / "bad_samples.jsonl", recipe.data.max_bad_fraction)
     log = MetricsLog(metrics_path if info.is_main else None, recipe.data.batch_size, device)
     cfg = recipe.train
     bar = tqdm(total=end, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
@@ -348,17 +385,22 @@ def _train(
                 raise RuntimeError(f"data loader is at step {batch.step}, training at {step}")
             lr = learning_rate(step, recipe.optim)
             losses, logs = train_step(ddp_model, model, optimizer, batch, step, lr, recipe, device)
+            bad.record(batch)
             step += 1
             log.add(losses, logs, waited)
             bar.update(1)
 
             if step % cfg.log_every == 0 or step == end:
-                last = log.flush(step=step, epoch=(step - 1) // recipe.optim.iters_per_epoch, lr=lr)
+                epoch = (step - 1) // recipe.optim.iters_per_epoch
+                last = log.flush(step=step, epoch=epoch, lr=lr, bad_samples=bad.count)
                 bar.set_postfix(loss=f"{last['loss']:.4f}", clips_s=f"{last['clips_per_s']:.1f}")
             stopped = any_rank(stop.requested, info)
-            if stopped or step == end or step % cfg.checkpoint_every == 0:
+            too_bad = any_rank(bad.too_many(), info)
+            if stopped or too_bad or step == end or step % cfg.checkpoint_every == 0:
                 snapshot = bool(cfg.snapshot_every) and step % cfg.snapshot_every == 0
                 save_checkpoint(run_dir, model, optimizer, step, recipe, info, snapshot)
+            if too_bad:
+                raise DataQualityError(bad.message())
             if stopped:
                 break
     bar.close()

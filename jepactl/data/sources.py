@@ -1,0 +1,199 @@
+"""Sources: indexed datasets decoded into clips, the synthetic source, and weighted mixtures.
+
+A source maps an index to a :class:`~jepactl.data.base.Sample`. ``load(index, seed)`` takes
+the seed of everything random about that sample (clip start, crop, flip), which the loader
+derives from (run seed, step, index): the same step always sees the same pixels, in any worker,
+after any resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from jepactl.config import ConfigError, DataConfig
+from jepactl.data.base import Sample
+from jepactl.data.readers import DatasetIndex, read_dataset
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """How a pretraining clip is cut from a video (or an image)."""
+
+    num_frames: int
+    frame_stride: int
+    crop: int
+    decode_short_side: int
+    scale: tuple[float, float]
+    ratio: tuple[float, float]
+    flip: float
+    images: str  # "frame" | "repeat"
+
+    @classmethod
+    def from_config(cls, cfg: DataConfig) -> ClipSpec:
+        return cls(
+            cfg.num_frames,
+            cfg.frame_stride,
+            cfg.crop,
+            max(cfg.decode_short_side, cfg.crop),
+            (cfg.scale[0], cfg.scale[1]),
+            (cfg.ratio[0], cfg.ratio[1]),
+            cfg.flip,
+            cfg.images,
+        )
+
+    def frames_for(self, path: str) -> int:
+        """Frames in the clip this spec cuts from ``path`` (an image may stay one frame)."""
+        is_image = path.lower().endswith(IMAGE_SUFFIXES)
+        return 1 if is_image and self.images == "frame" else self.num_frames
+
+
+class IndexedSource:
+    """Decodes the entries of a :class:`DatasetIndex` with the pretraining clip protocol:
+    ``num_frames`` frames at ``frame_stride`` from a random start (PyAV, seeking to the clip),
+    resized while decoding, then one random resized crop for all frames and a random flip."""
+
+    def __init__(self, index: DatasetIndex, spec: ClipSpec) -> None:
+        if not index.entries:
+            raise ConfigError(f"{index.name} ({index.split}) at {index.root} has no usable entries")
+        self.index = index
+        self.spec = spec
+
+    def __len__(self) -> int:
+        return len(self.index.entries)
+
+    def path(self, i: int) -> str:
+        return self.index.entries[i].path
+
+    def clip_frames(self, i: int) -> int:
+        return self.spec.frames_for(self.path(i))
+
+    def load(self, i: int, seed: int) -> Sample:
+        from jepactl.data.augment import pretrain_transform
+        from jepactl.data.decode import pretrain_indices, read_clip, read_image
+
+        entry = self.index.entries[i]
+        spec = self.spec
+        rng = np.random.default_rng(seed)
+        if entry.path.lower().endswith(IMAGE_SUFFIXES):
+            clip = read_image(entry.path, short_side=spec.decode_short_side)
+        else:  # one open: frame count, clip indices, then only the clip's frames
+            clip, _ = read_clip(
+                entry.path,
+                lambda n: pretrain_indices(n, spec.num_frames, spec.frame_stride, rng),
+                short_side=spec.decode_short_side,
+            )
+        clip = pretrain_transform(clip, spec.crop, rng, spec.scale, spec.ratio, spec.flip)
+        if clip.shape[0] == 1 and spec.images == "repeat":
+            clip = clip.expand(spec.num_frames, -1, -1, -1).contiguous()
+        return Sample(clip=clip, label=entry.label, id=f"{self.index.name}/{entry.id}")
+
+
+class SyntheticSource:
+    """The built-in procedural clips (no download), rendered at the crop size."""
+
+    def __init__(self, cfg: DataConfig, seed: int) -> None:
+        from jepactl.data.synthetic import SyntheticVideoSource
+
+        self.videos = SyntheticVideoSource(
+            num_frames=cfg.num_frames,
+            size=cfg.crop,
+            seed=seed,
+            length=cfg.synth.length,
+            min_objects=cfg.synth.min_objects,
+            max_objects=cfg.synth.max_objects,
+            frame_stride=cfg.frame_stride,
+        )
+        self.num_frames = cfg.num_frames
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def path(self, i: int) -> str:
+        return f"synth:{i}"
+
+    def clip_frames(self, i: int) -> int:
+        return self.num_frames
+
+    def load(self, i: int, seed: int) -> Sample:
+        return self.videos[i]
+
+
+class MixtureSource:
+    """Several sources behind one index space: global index = offset of the source + local
+    index. The weighted draw itself is the sampler's job (:mod:`jepactl.data.loader`)."""
+
+    def __init__(self, parts: list[tuple[str, IndexedSource, float]]) -> None:
+        self.names = [name for name, _, _ in parts]
+        self.sources = [source for _, source, _ in parts]
+        self.weights = [weight for _, _, weight in parts]
+        self.offsets = np.cumsum([0] + [len(s) for s in self.sources]).tolist()
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def locate(self, i: int) -> tuple[int, int]:
+        part = int(np.searchsorted(self.offsets, i, side="right")) - 1
+        return part, i - self.offsets[part]
+
+    def path(self, i: int) -> str:
+        part, local = self.locate(i)
+        return self.sources[part].path(local)
+
+    def clip_frames(self, i: int) -> int:
+        part, local = self.locate(i)
+        return self.sources[part].clip_frames(local)
+
+    def load(self, i: int, seed: int) -> Sample:
+        part, local = self.locate(i)
+        return self.sources[part].load(local, seed)
+
+
+Source = IndexedSource | SyntheticSource | MixtureSource
+
+
+def _indexed(name: str, cfg: DataConfig, spec: ClipSpec) -> IndexedSource:
+    kwargs: dict[str, object] = {"split": cfg.split}
+    if name == "ucf101":
+        kwargs["fold"] = cfg.fold
+    return IndexedSource(read_dataset(name, cfg.roots.get(name), **kwargs), spec)
+
+
+def build_source(cfg: DataConfig, seed: int) -> Source:
+    """The source a recipe's ``data`` section names. Reading a dataset's index happens here,
+    so a missing or malformed dataset fails before any training, with the path it looked at."""
+    if cfg.source == "synth":
+        return SyntheticSource(cfg, seed)
+    spec = ClipSpec.from_config(cfg)
+    if cfg.source == "mixed":
+        if not cfg.mix:
+            raise ConfigError("data.source=mixed needs data.mix, e.g. {ucf101: 0.2, ssv2: 0.6}")
+        if any(w <= 0 for w in cfg.mix.values()):
+            raise ConfigError(f"data.mix weights must be > 0, got {cfg.mix}")
+        total = sum(cfg.mix.values())
+        parts = [(name, _indexed(name, cfg, spec), w / total) for name, w in cfg.mix.items()]
+        return MixtureSource(parts)
+    return _indexed(cfg.source, cfg, spec)
+
+
+def replacement(source: Source, i: int, rng: np.random.Generator) -> int:
+    """A random stand-in for a sample that failed to load, of the same kind: from the same
+    dataset of a mixture, so a batch never mixes one-frame images with videos."""
+    if isinstance(source, MixtureSource):
+        part, _ = source.locate(i)
+        return source.offsets[part] + int(rng.integers(len(source.sources[part])))
+    return int(rng.integers(len(source)))
+
+
+__all__ = [
+    "ClipSpec",
+    "IndexedSource",
+    "MixtureSource",
+    "Source",
+    "SyntheticSource",
+    "build_source",
+    "replacement",
+]
