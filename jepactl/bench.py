@@ -89,7 +89,7 @@ def time_recipe(
         rank=0,
     )
     data = StepDataset(source, recipe.train.seed)
-    batch = collator([data[(0, i)] for i in range(recipe.data.batch_size)])
+    batch = collator([data[(0, i, i)] for i in range(recipe.data.batch_size)])
     cuda = device.type == "cuda"
     if cuda:
         batch = batch.pin_memory()

@@ -61,8 +61,8 @@ def pretrain(
     overrides = list(set_ or [])
     if seed is not None:
         overrides.append(f"train.seed={seed}")
+    from jepactl.data.loader import DataQualityError
     from jepactl.data.readers import DatasetLayoutError
-    from jepactl.train.loop import DataQualityError
 
     try:
         run_pretrain(recipe, overrides, run_dir=run_dir, max_steps=max_steps, force=force)
@@ -134,15 +134,18 @@ def data_check(
         typer.Option(help="Dataset root (default: $JEPACTL_DATA/<name>); for csv the index file."),
     ] = None,
     split: Annotated[str, typer.Option(help="Split to check.")] = "train",
-    min_frames: Annotated[int, typer.Option(help="Report videos with fewer frames.")] = 16,
+    frames: Annotated[int, typer.Option(help="Clip length the data is for.")] = 16,
+    stride: Annotated[int, typer.Option(help="Frame stride the data is for.")] = 2,
     workers: Annotated[int, typer.Option(help="Parallel decoding processes.")] = 2,
     report: Annotated[Path | None, typer.Option(help="Also write a JSON report here.")] = None,
 ) -> None:
-    """Decode every file of a dataset split and report undecodable, too-short, mislabelled and
-    missing files (exit 1 if any)."""
+    """Decode every file of a dataset split and report undecodable (including truncated),
+    too-short (shorter than one clip of --frames at --stride), mislabelled and missing files
+    (exit 1 if any)."""
     from jepactl.data.check import check_dataset
 
     try:
+        min_frames = (frames - 1) * stride + 1  # what one clip spans
         result = check_dataset(name, root, split, min_frames, workers)
     except ConfigError as exc:
         _fail(str(exc))

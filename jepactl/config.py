@@ -498,6 +498,7 @@ def validate_components_of(recipe: Recipe) -> None:
             f"{suggestion(recipe.model.preset, ENCODER_PRESETS)}"
         )
     _built("model", check_model_config, recipe.model)
+    _built("data", check_data_config, recipe.data)
     if not recipe.objective.terms:
         raise ConfigError("objective.terms is empty: a recipe needs at least one loss term")
     for name, params in recipe.objective.terms.items():
@@ -521,6 +522,22 @@ def validate_components_of(recipe: Recipe) -> None:
         coerced = validate_kwargs(MASK_STRATEGIES[kind], rest, f"masks.{i}")
         _built(f"masks.{i}", MASK_STRATEGIES[kind], **coerced)
         recipe.masks[i] = {"strategy": kind, **coerced}
+
+
+def check_data_config(cfg: DataConfig) -> None:
+    """Ranges a type check cannot see (a zero stride would fail every sample as "bad data")."""
+    for name in ("num_frames", "frame_stride", "crop", "decode_short_side", "batch_size", "fold"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {cfg.num_workers}")
+    if len(cfg.scale) != 2 or not 0 < cfg.scale[0] <= cfg.scale[1] <= 1:
+        raise ValueError(f"scale must be [min, max] within (0, 1], got {cfg.scale}")
+    if len(cfg.ratio) != 2 or not 0 < cfg.ratio[0] <= cfg.ratio[1]:
+        raise ValueError(f"ratio must be [min, max] with 0 < min <= max, got {cfg.ratio}")
+    for name in ("flip", "max_bad_fraction"):
+        if not 0 <= getattr(cfg, name) <= 1:
+            raise ValueError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
 
 
 def _built(where: str, build: Any, *args: Any, **kwargs: Any) -> Any:

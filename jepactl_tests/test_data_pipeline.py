@@ -9,15 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 from videofixtures import write_image, write_video
 
 from jepactl.cli import app
 from jepactl.config import ConfigError, DataConfig
-from jepactl.data.loader import Mixture, StepBatchSampler, StepDataset
+from jepactl.data.loader import DataQualityError, Mixture, StepBatchSampler, StepDataset
 from jepactl.data.readers import csv_index, imagenet100_classes
-from jepactl.data.sources import ClipSpec, IndexedSource, build_source
-from jepactl.train.loop import DataQualityError, pretrain
+from jepactl.data.sources import ClipSpec, IndexedSource, MixtureSource, build_source
+from jepactl.train.loop import pretrain
 from jepactl.train.metrics import read_metrics
 
 TINY = [
@@ -82,10 +83,10 @@ def test_broken_files_are_replaced_and_recorded(tmp_path: Path) -> None:
     names = [Path(e.path).name for e in index.entries]
     for bad_name in ("truncated.mp4", "empty.mp4", "text.mp4"):
         i = names.index(bad_name)
-        step, sample, bad = dataset[(7, i)]
+        step, sample, bad = dataset[(7, 0, i)]
         assert step == 7 and sample.clip.shape == (4, 32, 32, 3)
         assert bad and bad[0]["path"].endswith(bad_name) and bad[0]["error"]
-        again = dataset[(7, i)]  # the replacement is deterministic
+        again = dataset[(7, 0, i)]  # the replacement is deterministic
         assert again[1].id == sample.id and again[2] == bad
 
 
@@ -210,8 +211,8 @@ def test_data_check_reports_broken_files(tmp_path: Path) -> None:
             str(index),
             "--workers",
             "1",
-            "--min-frames",
-            "30",
+            "--frames",
+            "16",
             "--report",
             str(tmp_path / "r.json"),
         ],
@@ -221,7 +222,7 @@ def test_data_check_reports_broken_files(tmp_path: Path) -> None:
     assert report["checked"] == 7
     kinds = {Path(p["path"]).name: p["kind"] for p in report["problems"]}
     assert kinds["empty.mp4"] == kinds["text.mp4"] == "undecodable"
-    assert kinds["good0.avi"] == "too_short"  # 24 frames < --min-frames 30
+    assert kinds["good0.avi"] == "too_short"  # 24 frames < one clip: (16 - 1) * 2 + 1 = 31
     assert "truncated.mp4" in kinds
 
 
@@ -264,3 +265,43 @@ def test_torchrun_heads_survive_image_only_batches(tmp_path: Path) -> None:
     res = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert read_metrics(tmp_path / "run" / "metrics.jsonl")[-1]["step"] == 6
+
+
+def test_epochs_visit_every_item_once_per_pass() -> None:
+    from jepactl.data.loader import Epochs
+
+    sampling = Epochs(num_samples=10, seed=1)
+    first = [i for step in range(5) for i in sampling.draw(step, 4)]  # 20 draws = 2 passes
+    assert sorted(first[:10]) == list(range(10)) and sorted(first[10:]) == list(range(10))
+    assert first[:10] != first[10:]  # a new permutation each pass
+
+
+def test_the_same_item_twice_in_a_step_gets_two_crops(tmp_path: Path) -> None:
+    index = csv_index(_csv_dataset(tmp_path, bad=0))
+    spec = ClipSpec(4, 2, 32, 40, (0.3, 1.0), (0.75, 1.35), 0.5, "frame")
+    dataset = StepDataset(IndexedSource(index, spec), seed=0)
+    a, b = dataset[(3, 0, 1)][1].clip, dataset[(3, 1, 1)][1].clip
+    assert not torch.equal(a, b)
+    assert torch.equal(a, dataset[(3, 0, 1)][1].clip)
+
+
+def test_an_index_mixing_images_and_videos_is_split_by_clip_length(tmp_path: Path) -> None:
+    rows = [f"{write_video(tmp_path / f'v{i}.mp4', 20, size=(64, 48))} 0" for i in range(3)]
+    rows += [f"{write_image(tmp_path / f'i{i}.jpg', (50, 40), (9, 9, 9))} 1" for i in range(2)]
+    (tmp_path / "index.csv").write_text("\n".join(rows) + "\n")
+    cfg = DataConfig(
+        source="csv",
+        roots={"csv": str(tmp_path / "index.csv")},
+        num_frames=4,
+        crop=32,
+        decode_short_side=40,
+    )
+    source = build_source(cfg, seed=0)
+    assert isinstance(source, MixtureSource)
+    assert sorted(s.clip_frames(0) for s in source.sources) == [1, 4]
+    assert source.weights == pytest.approx([0.4, 0.6])
+    data = ["data.source=csv", f"data.roots.csv={tmp_path / 'index.csv'}"]
+    result = pretrain(
+        "single/baseline", [*TINY, *data], run_dir=tmp_path / "run", max_steps=4, progress=False
+    )
+    assert result.step == 4

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from jepactl.data.decode import probe
 from jepactl.data.readers import DatasetIndex, Entry, read_dataset
 from jepactl.data.sources import IMAGE_SUFFIXES
 
@@ -66,10 +67,13 @@ def _check_one(args: tuple[Entry, int, int]) -> Problem | None:
                 img.convert("RGB").load()
             return None
         frames = count_frames(entry.path)
+        stated = probe(entry.path).num_frames
     except Exception as exc:  # any failure is a finding, not a crash
         return Problem(entry.path, "undecodable", f"{type(exc).__name__}: {exc}".replace("\n", " "))
     if frames == 0:
         return Problem(entry.path, "undecodable", "no frames decoded")
+    if frames < stated - max(3, stated // 20):  # e.g. a partial download that still opens
+        return Problem(entry.path, "undecodable", f"truncated: {frames} of {stated} frames")
     if frames < min_frames:
         return Problem(entry.path, "too_short", f"{frames} frames < {min_frames}")
     return None

@@ -253,9 +253,12 @@ def _validate_indices(indices: Sequence[int]) -> list[int]:
     return wanted
 
 
-def _output_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
-    """``(width, height)`` with the shorter side scaled to ``short_side``, keeping the aspect."""
-    if short_side is None:
+def _output_size(
+    width: int, height: int, short_side: int | None, upscale: bool = True
+) -> tuple[int, int]:
+    """``(width, height)`` with the shorter side scaled to ``short_side``, keeping the aspect;
+    with ``upscale=False`` a frame already at or below ``short_side`` keeps its size."""
+    if short_side is None or (not upscale and min(width, height) <= short_side):
         return width, height
     if width <= height:
         return short_side, max(1, int(height * short_side / width + 0.5))
@@ -272,14 +275,15 @@ class _Converter:
     frame, so a stream that changes resolution mid-way still yields frames that stack.
     """
 
-    def __init__(self, short_side: int | None) -> None:
+    def __init__(self, short_side: int | None, upscale: bool = True) -> None:
         self.short_side = short_side
+        self.upscale = upscale
         self.size: tuple[int, int] | None = None
         self.scaler = VideoReformatter()
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
         if self.size is None:
-            self.size = _output_size(frame.width, frame.height, self.short_side)
+            self.size = _output_size(frame.width, frame.height, self.short_side, self.upscale)
         width, height = self.size
         rgb = self.scaler.reformat(
             frame, width=width, height=height, format="rgb24", interpolation="BILINEAR", threads=1
@@ -383,6 +387,7 @@ def _decode(
     *,
     seek: bool,
     count: bool = False,
+    upscale: bool = True,
 ) -> dict[int, np.ndarray]:
     """RGB arrays for the sorted, distinct frame numbers ``wanted`` (see the numbering rule).
 
@@ -390,7 +395,7 @@ def _decode(
     """
     fps = _frame_rate(stream, container.name)
     tb = stream.time_base or Fraction(1, 1)
-    convert = _Converter(short_side)
+    convert = _Converter(short_side, upscale)
 
     def threshold(first_pts: int, i: int) -> int:
         # Frame i is the first frame with pts * tb >= first + (i - 1/2) / fps.
@@ -437,9 +442,17 @@ def _decode(
                 k += 1
             if k == len(wanted):
                 return out
-    # A video shorter than the clip repeats its last frame.
+    # A video shorter than the clip repeats its last frame. A video that *states* it is long
+    # enough but stops early is truncated (a partial download: WebM and AVI keep their
+    # header at the front, so they still open): that is an error, not a frozen clip.
     if last is None:
         raise DecodeError(f"no decodable frame in {container.name}")
+    stated = _num_frames(container, stream, fps)
+    if wanted[k] < stated - max(3, stated // 20):
+        raise DecodeError(
+            f"truncated video {container.name}: it states {stated} frames but decoding "
+            f"stopped before frame {wanted[k]}"
+        )
     if last_array is None:
         last_array = convert(last)
     for i in wanted[k:]:
@@ -458,6 +471,7 @@ def _read(
     threads: int,
     *,
     seek: bool,
+    upscale: bool = True,
 ) -> tuple[list[int], dict[int, np.ndarray]]:
     """The requested indices and their frames, by :func:`_decode`.
 
@@ -480,7 +494,9 @@ def _read(
                     num_frames = _num_frames(container, stream, _frame_rate(stream, path))
                     indices = _validate_indices(sampler(num_frames))
                 wanted = sorted(set(indices))
-                arrays = _decode(container, stream, wanted, short_side, seek=seek, count=count)
+                arrays = _decode(
+                    container, stream, wanted, short_side, seek=seek, count=count, upscale=upscale
+                )
                 return indices, arrays
         except _SeekFailed:
             seek = False
@@ -532,8 +548,13 @@ def read_clip(
     short_side: int | None = None,
     *,
     threads: int = 1,
+    upscale: bool = True,
 ) -> tuple[torch.Tensor, list[int]]:
     """``probe`` + choose indices + ``read_frames`` with the file opened once: the hot path.
+
+    ``upscale=False`` only shrinks: a video whose short side is already at most
+    ``short_side`` keeps its size (pretraining crops and resizes afterwards anyway, so an
+    upscale here would only interpolate twice).
 
     ``sampler`` gets the frame count (as :attr:`VideoMeta.num_frames` reports it) and returns
     the indices, e.g. ``lambda n: pretrain_indices(n, 16, 4, rng)``; it is called exactly
@@ -542,7 +563,7 @@ def read_clip(
     a 15 ms read for a 320x240 H.264 clip of 16 frames).
     """
     _check_read_args(short_side, threads)
-    indices, arrays = _read(path, sampler, short_side, threads, seek=True)
+    indices, arrays = _read(path, sampler, short_side, threads, seek=True, upscale=upscale)
     return torch.from_numpy(np.stack([arrays[i] for i in indices])), indices
 
 

@@ -52,15 +52,34 @@ class Sequential:
 
 
 @dataclass
-class Uniform:
-    """``G`` indices with replacement, from a generator seeded by (seed, step)."""
+class Epochs:
+    """Passes over the dataset without replacement: global sample ``g = step · G + j`` is item
+    ``perm_e[g mod N]`` of epoch ``e = g // N``'s permutation, seeded by (seed, epoch). Every
+    item is seen once per pass (a draw with replacement would see about 63 % of them), and the
+    position is a pure function of the step, so resuming needs no sampler state."""
 
     num_samples: int
     seed: int
 
+    def permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng(derive_seed(self.seed, "epoch", epoch)).permutation(
+            self.num_samples
+        )
+
     def draw(self, step: int, size: int) -> list[int]:
-        rng = np.random.default_rng(derive_seed(self.seed, "data", step))
-        return rng.integers(0, self.num_samples, size=size).tolist()
+        first = step * size
+        out: list[int] = []
+        for epoch in range(first // self.num_samples, (first + size - 1) // self.num_samples + 1):
+            perm = self._cached(epoch)
+            lo = max(first, epoch * self.num_samples) - epoch * self.num_samples
+            hi = min(first + size, (epoch + 1) * self.num_samples) - epoch * self.num_samples
+            out += perm[lo:hi].tolist()
+        return out
+
+    def _cached(self, epoch: int) -> np.ndarray:
+        if getattr(self, "_epoch", None) != epoch:
+            self._epoch, self._perm = epoch, self.permutation(epoch)
+        return self._perm
 
 
 @dataclass
@@ -107,18 +126,21 @@ class Mixture:
 
 
 def sampling_for(source: Source, seed: int) -> Sampling:
-    """Sequential for the synthetic source, a weighted mixture for ``mixed``, else uniform."""
+    """Sequential for the synthetic source, a weighted mixture (with replacement) for several
+    datasets, else epochs without replacement."""
     if isinstance(source, SyntheticSource):
         return Sequential(len(source))
     if isinstance(source, MixtureSource):
         frames = [s.clip_frames(0) for s in source.sources]
         return Mixture(source.offsets, source.weights, frames, seed)
-    return Uniform(len(source), seed)
+    return Epochs(len(source), seed)
 
 
-class StepBatchSampler(Sampler[list[tuple[int, int]]]):
-    """This rank's ``(step, index)`` pairs for global steps ``start_step .. end_step - 1``:
-    its slice of the global batch that ``sampling`` draws for the step."""
+class StepBatchSampler(Sampler[list[tuple[int, int, int]]]):
+    """This rank's ``(step, position, index)`` triples for global steps ``start_step ..
+    end_step - 1``: its slice of the global batch that ``sampling`` draws for the step. The
+    position in the global batch keys the sample's randomness, so an item drawn twice in one
+    step gets two different crops."""
 
     def __init__(
         self,
@@ -144,9 +166,10 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
         lo = self.rank * self.local_batch
         return self.sampling.draw(step, self.global_batch)[lo : lo + self.local_batch]
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        lo = self.rank * self.local_batch
         for step in range(self.start_step, self.end_step):
-            yield [(step, i) for i in self.indices(step)]
+            yield [(step, lo + j, i) for j, i in enumerate(self.indices(step))]
 
     def __len__(self) -> int:
         return max(0, self.end_step - self.start_step)
@@ -156,12 +179,19 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
 MAX_REPLACEMENTS = 20
 
 
-class StepDataset(Dataset[tuple[int, Sample, list[dict[str, str]]]]):
-    """Loads ``(step, index)`` with the randomness derived from (seed, step, index).
+class DataQualityError(RuntimeError):
+    """Too many samples failed to decode: the dataset needs attention, not more training."""
 
-    A sample that fails to open or decode is replaced by a deterministic random stand-in of the
-    same kind, and the failure is reported with the batch (``Batch.bad``) so the training
-    process can record it: one corrupt file never stops a run.
+
+class StepDataset(Dataset[tuple[int, Sample, list[dict[str, str]]]]):
+    """Loads ``(step, position, index)`` with the randomness derived from (seed, step,
+    position).
+
+    A sample that fails to open or decode (:class:`~jepactl.data.decode.DecodeError`, or an
+    ``OSError`` from the file system or image library) is replaced by a deterministic random
+    stand-in of the same kind, and the failure is reported with the batch (``Batch.bad``) so
+    the training process can record it: one corrupt file never stops a run. Any other
+    exception is a bug or a configuration error and propagates.
     """
 
     def __init__(self, source: Source, seed: int) -> None:
@@ -171,20 +201,22 @@ class StepDataset(Dataset[tuple[int, Sample, list[dict[str, str]]]]):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[int, Sample, list[dict[str, str]]]:
-        step, index = key
+    def __getitem__(self, key: tuple[int, int, int]) -> tuple[int, Sample, list[dict[str, str]]]:
+        from jepactl.data.decode import DecodeError
+
+        step, position, index = key
         bad: list[dict[str, str]] = []
-        rng = np.random.default_rng(derive_seed(self.seed, "replace", step, index))
+        rng = np.random.default_rng(derive_seed(self.seed, "replace", step, position))
         i = index
-        for _ in range(MAX_REPLACEMENTS):
+        for attempt in range(MAX_REPLACEMENTS):
             try:
-                sample = self.source.load(i, derive_seed(self.seed, "sample", step, i))
-                return step, sample, bad
-            except Exception as exc:  # any failure of one file: record it and replace it
+                seed = derive_seed(self.seed, "sample", step, position, attempt)
+                return step, self.source.load(i, seed), bad
+            except (DecodeError, OSError) as exc:  # one broken file: record and replace it
                 message = f"{type(exc).__name__}: {exc}".replace("\n", " ")
                 bad.append({"path": self.source.path(i), "error": message, "step": str(step)})
                 i = replacement(self.source, i, rng)
-        raise RuntimeError(
+        raise DataQualityError(
             f"{MAX_REPLACEMENTS} samples in a row failed to load (first: {bad[0]['path']}: "
             f"{bad[0]['error']}); check the dataset with `jepactl data check`"
         )
@@ -238,6 +270,7 @@ class Collator:
         return out
 
     def __call__(self, items: list[tuple[int, Sample, list[dict[str, str]]]]) -> Batch:
+        """Stack one step's samples (from :class:`StepDataset`) and sample their masks."""
         step = items[0][0]
         samples = [s for _, s, _ in items]
         clips = torch.stack([s.clip for s in samples])
@@ -276,6 +309,7 @@ def build_loader(
         collate_fn=collator,
         pin_memory=pin_memory,
         worker_init_fn=_worker_init if num_workers else None,
+        timeout=600 if num_workers else 0,  # a hung read (e.g. a stalled network mount)
         prefetch_factor=4 if num_workers else None,
         generator=torch.Generator().manual_seed(derive_seed(seed, "loader", sampler.rank)),
     )

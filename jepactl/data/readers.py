@@ -41,7 +41,7 @@ from jepactl.config import ConfigError
 from jepactl.utils import close_match, suggestion
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v")
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 DATA_ENV = "JEPACTL_DATA"
 
 PathLike = str | os.PathLike[str]
@@ -237,7 +237,7 @@ class _Layout:
         key = (folder, prefer)
         if key not in self._stems:
             by_stem: dict[str, str] = {}
-            for name in self.names(folder):
+            for name in sorted(self.names(folder)):  # deterministic on every rank
                 stem, ext = os.path.splitext(name)
                 ext = ext.lower()
                 if ext in extensions and (stem not in by_stem or ext == prefer):

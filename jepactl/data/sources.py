@@ -8,15 +8,14 @@ after any resume.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from jepactl.config import ConfigError, DataConfig
 from jepactl.data.base import Sample
+from jepactl.data.readers import IMAGE_EXTENSIONS as IMAGE_SUFFIXES
 from jepactl.data.readers import DatasetIndex, read_dataset
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 @dataclass(frozen=True)
@@ -85,6 +84,7 @@ class IndexedSource:
                 entry.path,
                 lambda n: pretrain_indices(n, spec.num_frames, spec.frame_stride, rng),
                 short_side=spec.decode_short_side,
+                upscale=False,
             )
         clip = pretrain_transform(clip, spec.crop, rng, spec.scale, spec.ratio, spec.flip)
         if clip.shape[0] == 1 and spec.images == "repeat":
@@ -155,11 +155,29 @@ class MixtureSource:
 Source = IndexedSource | SyntheticSource | MixtureSource
 
 
-def _indexed(name: str, cfg: DataConfig, spec: ClipSpec) -> IndexedSource:
+def _by_kind(index: DatasetIndex, spec: ClipSpec) -> list[tuple[str, IndexedSource, float]]:
+    """An index's entries split by clip length (one-frame images vs videos), each part
+    weighted by its share of the entries: clips of different lengths cannot share a batch."""
+    groups: dict[int, list] = {}
+    for entry in index.entries:
+        groups.setdefault(spec.frames_for(entry.path), []).append(entry)
+    total = len(index.entries)
+    return [
+        (f"{index.name}[{frames}f]", IndexedSource(replace(index, entries=e), spec), len(e) / total)
+        for frames, e in sorted(groups.items())
+    ]
+
+
+def _indexed(name: str, cfg: DataConfig, spec: ClipSpec) -> list[tuple[str, IndexedSource, float]]:
+    """One dataset as one source, or one per clip length if it mixes images and videos."""
     kwargs: dict[str, object] = {"split": cfg.split}
     if name == "ucf101":
         kwargs["fold"] = cfg.fold
-    return IndexedSource(read_dataset(name, cfg.roots.get(name), **kwargs), spec)
+    index = read_dataset(name, cfg.roots.get(name), **kwargs)
+    if not index.entries:
+        raise ConfigError(f"{index.name} ({index.split}) at {index.root} has no usable entries")
+    parts = _by_kind(index, spec)
+    return parts if len(parts) > 1 else [(name, IndexedSource(index, spec), 1.0)]
 
 
 def build_source(cfg: DataConfig, seed: int) -> Source:
@@ -174,9 +192,14 @@ def build_source(cfg: DataConfig, seed: int) -> Source:
         if any(w <= 0 for w in cfg.mix.values()):
             raise ConfigError(f"data.mix weights must be > 0, got {cfg.mix}")
         total = sum(cfg.mix.values())
-        parts = [(name, _indexed(name, cfg, spec), w / total) for name, w in cfg.mix.items()]
+        parts = [
+            (part, source, weight * share / total)
+            for name, weight in cfg.mix.items()
+            for part, source, share in _indexed(name, cfg, spec)
+        ]
         return MixtureSource(parts)
-    return _indexed(cfg.source, cfg, spec)
+    parts = _indexed(cfg.source, cfg, spec)
+    return parts[0][1] if len(parts) == 1 else MixtureSource(parts)
 
 
 def replacement(source: Source, i: int, rng: np.random.Generator) -> int:

@@ -61,15 +61,6 @@ def init_distributed(device_preference: str = "auto") -> DistInfo:
     return DistInfo(rank, world, local_rank, device, control)
 
 
-def any_rank(flag: bool, info: DistInfo) -> bool:
-    """True on every rank if ``flag`` is true on any rank (a CPU all-reduce, no GPU sync)."""
-    if not info.distributed:
-        return flag
-    t = torch.tensor([int(flag)], dtype=torch.int32)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=info.control_group)
-    return bool(t.item())
-
-
 def barrier(info: DistInfo) -> None:
     if info.distributed:
         dist.barrier(group=info.control_group)

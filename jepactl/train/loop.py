@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -29,6 +29,7 @@ from jepactl.config import ConfigError, Recipe, config_diff, dump_yaml, load_rec
 from jepactl.data.loader import (
     Batch,
     Collator,
+    DataQualityError,
     StepBatchSampler,
     StepDataset,
     build_loader,
@@ -38,7 +39,7 @@ from jepactl.data.loader import (
 from jepactl.data.sources import build_source
 from jepactl.masks import build_mask_strategy
 from jepactl.train import checkpoint as ckpt
-from jepactl.train.dist import DistInfo, any_rank, barrier, init_distributed, shutdown
+from jepactl.train.dist import DistInfo, barrier, init_distributed, shutdown
 from jepactl.train.metrics import MetricsLog
 from jepactl.train.model import JEPA
 from jepactl.train.optim import build_optimizer, ema_update, learning_rate, total_steps
@@ -126,40 +127,61 @@ def check_resumable(run_dir: Path, recipe: Recipe, force: bool) -> bool:
     return True
 
 
-class DataQualityError(RuntimeError):
-    """Too many samples failed to decode: the dataset needs attention, not more training."""
-
-
 class BadSamples:
-    """Records replaced (undecodable) samples to ``RUN/bad_samples.jsonl`` and decides when
-    there are too many: more than ``max_fraction`` of the clips drawn (and at least 10, so a
-    couple of broken files early on do not stop a run)."""
+    """Records replaced (undecodable) samples and decides, for all ranks at once, when there
+    are too many: more than ``max_fraction`` of the clips drawn by all ranks (and at least 10,
+    so a couple of broken files early on do not stop a run).
 
-    def __init__(self, path: Path, max_fraction: float) -> None:
-        self.path = path
+    Each rank appends to its own file (``bad_samples.jsonl`` on rank 0,
+    ``bad_samples.rank<r>.jsonl`` on the others: concurrent appends to one file on a network
+    file system are not atomic); the counts start from what the files already hold, so they
+    survive a resume.
+    """
+
+    def __init__(self, run_dir: Path, rank: int, max_fraction: float) -> None:
+        name = "bad_samples.jsonl" if rank == 0 else f"bad_samples.rank{rank}.jsonl"
+        self.path = run_dir / name
         self.max_fraction = max_fraction
-        self.count = 0
+        self.count = 0  # on this rank
+        self.total = 0  # on all ranks, as of the last check
         self.drawn = 0
+
+    def resume(self, step: int) -> None:
+        """Keep the records of steps before ``step`` (later ones will be replayed)."""
+        if not self.path.exists():
+            return
+        keep = [
+            ln for ln in self.path.read_text().splitlines() if int(json.loads(ln)["step"]) < step
+        ]
+        ckpt.atomic_write_text(self.path, "".join(f"{ln}\n" for ln in keep))
+        self.count = len(keep)
 
     def record(self, batch: Batch) -> None:
         self.drawn += len(batch.ids) + len(batch.bad)
         if not batch.bad:
             return
         self.count += len(batch.bad)
-        lines = "".join(json.dumps(b) + "\n" for b in batch.bad)
-        with self.path.open("a") as f:  # one append per batch; ranks append whole lines
-            f.write(lines)
-
-    def too_many(self) -> bool:
-        return self.count > max(10, self.max_fraction * self.drawn)
+        with self.path.open("a") as f:
+            f.write("".join(json.dumps(b) + "\n" for b in batch.bad))
 
     def message(self) -> str:
         return (
-            f"{self.count} of {self.drawn} samples drawn failed to load "
-            f"(> data.max_bad_fraction={self.max_fraction}); see {self.path}, and run "
-            "`jepactl data check` on the dataset. The run was checkpointed and resumes once "
-            "the data is fixed."
+            f"{self.total} samples failed to load (> data.max_bad_fraction="
+            f"{self.max_fraction} of those drawn); see {self.path.parent}/bad_samples*.jsonl "
+            "and run `jepactl data check` on the dataset. The run was checkpointed and resumes "
+            "once the data is fixed."
         )
+
+
+def stop_flags(stop: bool, bad: BadSamples, info: DistInfo) -> tuple[bool, bool]:
+    """(stop requested on any rank, too many bad samples on all ranks together): one CPU
+    all-reduce per step, never a GPU synchronisation."""
+    flags = torch.tensor([int(stop), bad.count, bad.drawn], dtype=torch.int64)
+    if info.distributed:
+        dist.all_reduce(flags, group=info.control_group)
+    bad.total = int(flags[1])
+    too_many = bad.total > max(10, bad.max_fraction * int(flags[2]))
+    return bool(flags[0]), too_many
 
 
 def train_step(
@@ -196,12 +218,14 @@ def train_step(
     return losses, logs
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop log lines past the checkpoint we resume from, so no step is logged twice."""
+def keep_records(path: Path, keep: Callable[[dict[str, Any]], bool]) -> int:
+    """Rewrite a JSON-lines file atomically with only the records ``keep`` accepts; returns
+    how many remain (used on resume, so replayed steps are not recorded twice)."""
     if not path.exists():
-        return
-    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-    ckpt.atomic_write_text(path, "".join(f"{ln}\n" for ln in keep))
+        return 0
+    lines = [ln for ln in path.read_text().splitlines() if ln and keep(json.loads(ln))]
+    ckpt.atomic_write_text(path, "".join(f"{ln}\n" for ln in lines))
+    return len(lines)
 
 
 def _gather_rng(info: DistInfo) -> list[dict[str, Any]]:
@@ -319,7 +343,7 @@ def _train(
         run_dir.mkdir(parents=True, exist_ok=True)
         ckpt.atomic_write_text(run_dir / "config.yaml", dump_yaml(recipe))
         if resume:
-            _truncate_metrics(metrics_path, step)
+            keep_records(metrics_path, lambda r: r["step"] <= step)
         else:
             metrics_path.unlink(missing_ok=True)
 
@@ -365,7 +389,11 @@ def _train(
         device.type == "cuda",
         seed,
     )
-    bad = BadSamples(run_dir / "bad_samples.jsonl", recipe.data.max_bad_fraction)
+    bad = BadSamples(run_dir, info.rank, recipe.data.max_bad_fraction)
+    if resume:
+        bad.resume(step)
+    elif bad.path.exists():
+        bad.path.unlink()
     log = MetricsLog(metrics_path if info.is_main else None, recipe.data.batch_size, device)
     cfg = recipe.train
     bar = tqdm(total=end, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
@@ -389,13 +417,12 @@ def _train(
             step += 1
             log.add(losses, logs, waited)
             bar.update(1)
+            stopped, too_bad = stop_flags(stop.requested, bad, info)
 
             if step % cfg.log_every == 0 or step == end:
                 epoch = (step - 1) // recipe.optim.iters_per_epoch
-                last = log.flush(step=step, epoch=epoch, lr=lr, bad_samples=bad.count)
+                last = log.flush(step=step, epoch=epoch, lr=lr, bad_samples=bad.total)
                 bar.set_postfix(loss=f"{last['loss']:.4f}", clips_s=f"{last['clips_per_s']:.1f}")
-            stopped = any_rank(stop.requested, info)
-            too_bad = any_rank(bad.too_many(), info)
             if stopped or too_bad or step == end or step % cfg.checkpoint_every == 0:
                 snapshot = bool(cfg.snapshot_every) and step % cfg.snapshot_every == 0
                 save_checkpoint(run_dir, model, optimizer, step, recipe, info, snapshot)
