@@ -346,6 +346,7 @@ def _train(
             keep_records(metrics_path, lambda r: r["step"] <= step)
         else:
             metrics_path.unlink(missing_ok=True)
+    barrier(info)  # the run directory exists before any rank writes into it
 
     n_params = sum(p.numel() for p in model.student.parameters())
     if info.is_main:
