@@ -8,10 +8,12 @@ baseline measured in the same process.
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import time
 from dataclasses import dataclass
 from fnmatch import fnmatch
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -149,3 +151,72 @@ def markdown(rows: list[StepTime], header: str) -> str:
         mem = f" {r.max_mem_gib:.1f} |" if r.max_mem_gib is not None else ""
         lines.append(f"| `{r.recipe}` | {r.ms_per_step:.0f} | {r.ratio:.2f} |{mem}")
     return "\n".join(lines) + "\n"
+
+
+def probe_cache_vs_reencode(
+    run_dir: Path,
+    bench: str = "synth-shapes",
+    epochs: int = 50,
+    limit: int | None = 400,
+    seed: int = 0,
+    num_workers: int = 0,
+) -> dict[str, float]:
+    """Wall time and accuracy of a probe trained from the token cache (encode once, then
+    ``epochs`` passes over the cache) against the V-JEPA protocol, which re-decodes and
+    re-encodes every training clip on every epoch. Same probe, optimiser, schedule, batch
+    size and seed; the frozen encoder's output is the same either way (no augmentation), so
+    the two accuracies should agree within the noise of float16 storage and batch order.
+    """
+    import torch.nn.functional as F
+
+    from jepactl.evaluation.benchmarks import EvalSource, eval_loader, get_benchmark
+    from jepactl.evaluation.extract import encode_clips, extract_features, load_frozen_encoder
+    from jepactl.evaluation.probes import build_probe
+    from jepactl.evaluation.train_probe import lr_factor, param_groups, train_probe
+    from jepactl.utils import derive_seed
+
+    b = get_benchmark(bench)
+    shutil.rmtree(Path(run_dir) / "features" / b.name, ignore_errors=True)  # time a real build
+    t0 = time.perf_counter()
+    paths = extract_features(run_dir, b, ("train", "val"), limit=limit,
+                             num_workers=num_workers, progress=False)  # fmt: skip
+    cached = train_probe(paths["train"], paths["val"], probe=b.probe, epochs=epochs, lr=b.lr,
+                         wd=b.wd, batch_size=b.batch_size, seed=seed, progress=False)  # fmt: skip
+    t_cache = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    frozen = load_frozen_encoder(run_dir, "auto")
+    train, val = EvalSource(b, "train", limit=limit), EvalSource(b, "val", limit=limit)
+    torch.manual_seed(seed)
+    head = build_probe(b.probe, frozen.encoder.embed_dim, b.num_classes)
+    steps = epochs * -(-len(train) // b.batch_size)
+    opt = torch.optim.AdamW(param_groups(head, b.wd), lr=b.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, 0, "cosine"))
+    gen = torch.Generator().manual_seed(derive_seed(seed, "probe-shuffle"))
+    for _ in range(epochs):  # every epoch decodes and encodes every clip again
+        order = torch.randperm(len(train), generator=gen).tolist()
+        for batch in eval_loader(train, order, b.batch_size, num_workers):
+            x = encode_clips(frozen.encoder, batch.clips).flatten(0, 1)
+            y = batch.labels.repeat_interleave(batch.clips.shape[1])
+            loss = F.cross_entropy(head(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    head.eval()
+    correct = 0
+    with torch.no_grad():
+        for batch in eval_loader(val, range(len(val)), 64, num_workers):
+            tokens = encode_clips(frozen.encoder, batch.clips)
+            probs = head(tokens.flatten(0, 1)).softmax(-1).unflatten(0, tokens.shape[:2])
+            correct += int((probs.mean(1).argmax(-1) == batch.labels).sum())
+    t_reencode = time.perf_counter() - t0
+    return {
+        "cache_s": t_cache,
+        "reencode_s": t_reencode,
+        "speedup": t_reencode / t_cache,
+        "cache_top1": cached["top1"],
+        "reencode_top1": 100.0 * correct / len(val),
+        "n_train": float(len(train)),
+        "n_val": float(len(val)),
+    }

@@ -252,6 +252,27 @@ def bench_decode(
     )
 
 
+@bench_app.command("probe")
+def bench_probe(
+    run: Annotated[Path, typer.Argument(help="A trained run directory.")],
+    bench: Annotated[str, typer.Option(help=BENCH_HELP)] = "synth-shapes",
+    epochs: Annotated[int, typer.Option(help="Probe epochs.")] = 50,
+    limit: Annotated[int, typer.Option(help="Clips per split.")] = 400,
+) -> None:
+    """Probe from the token cache vs the re-encode-every-epoch protocol: time and accuracy."""
+    from jepactl.bench import probe_cache_vs_reencode
+
+    r = probe_cache_vs_reencode(run, bench, epochs, limit)
+    typer.echo(
+        f"{bench}, {int(r['n_train'])} train / {int(r['n_val'])} val clips, {epochs} epochs:\n"
+        f"  from the cache (extract once + probe): {r['cache_s']:.1f} s, "
+        f"top-1 {r['cache_top1']:.1f}%\n"
+        f"  re-encode every epoch:                  {r['reencode_s']:.1f} s, "
+        f"top-1 {r['reencode_top1']:.1f}%\n"
+        f"  ratio: {r['speedup']:.1f}x"
+    )
+
+
 def torch_threads() -> int:
     import torch
 
@@ -262,16 +283,121 @@ def _not_yet(name: str) -> None:
     _fail(f"`jepactl {name}` is not implemented yet (see the project's open issues)")
 
 
-@app.command("extract-features", context_settings={"allow_extra_args": True})
-def extract_features(ctx: typer.Context) -> None:
-    """Encode a benchmark with a frozen encoder into an HDF5 token cache. (Not implemented yet.)"""
-    _not_yet("extract-features")
+BENCH_HELP = "Benchmark: diving48, ssv2, in100, ucf101, synth-shapes."
 
 
-@app.command(context_settings={"allow_extra_args": True})
-def probe(ctx: typer.Context) -> None:
-    """Train an attentive or linear probe from the token cache. (Not implemented yet.)"""
-    _not_yet("probe")
+def _roots(pairs: list[str] | None) -> dict[str, str]:
+    out = {}
+    for pair in pairs or []:
+        name, sep, path = pair.partition("=")
+        if not sep:
+            _fail(f"--root expects name=path, got '{pair}'")
+        out[name] = path
+    return out
+
+
+@app.command("extract-features")
+def extract_features_cmd(
+    run: Annotated[Path, typer.Argument(help="Run directory (with checkpoints/latest.pt).")],
+    bench: Annotated[
+        str, typer.Option(help="Benchmark: diving48, ssv2, in100, ucf101, synth-shapes.")
+    ],
+    split: Annotated[str, typer.Option(help="Comma-separated splits.")] = "train,val",
+    weights: Annotated[
+        str, typer.Option(help="auto (EMA teacher if trained, else student), student, teacher.")
+    ] = "auto",
+    pool: Annotated[str, typer.Option(help="none, time, space2x2 or mean.")] = "none",
+    batch_size: Annotated[int, typer.Option(help="Clips per forward pass.")] = 8,
+    workers: Annotated[int, typer.Option(help="Decoding worker processes.")] = 2,
+    root: Annotated[
+        list[str] | None, typer.Option(help="Dataset root as name=path (repeatable).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="At most N clips per split (demos).")] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild caches that do not match.")] = False,
+) -> None:
+    """Encode a benchmark once with the frozen encoder into RUN/features/BENCH/SPLIT.h5.
+
+    Resumable (a killed extraction continues), refuses a cache from another checkpoint unless
+    --force, and under torchrun each rank writes a shard that rank 0 merges.
+    """
+    from jepactl.evaluation.extract import extract_features
+
+    try:
+        paths = extract_features(
+            run, bench, split.split(","), weights, pool, batch_size, workers, force,
+            _roots(root), limit,
+        )  # fmt: skip
+    except ConfigError as exc:
+        _fail(str(exc))
+    for name, path in paths.items():
+        typer.echo(f"{name}: {path}")
+
+
+def latest_run(base: Path = Path("runs")) -> Path:
+    """The most recently modified run directory under ``base`` (that has a checkpoint)."""
+    runs = [p.parent.parent for p in base.glob("*/checkpoints/latest.pt")]
+    if not runs:
+        _fail(f"no run with a checkpoint under {base}/; pass --run RUN")
+    return max(runs, key=lambda p: (p / "checkpoints" / "latest.pt").stat().st_mtime)
+
+
+@app.command()
+def probe(
+    bench: Annotated[
+        str, typer.Argument(help="Benchmark: diving48, ssv2, in100, ucf101, synth-shapes.")
+    ],
+    run: Annotated[
+        Path | None, typer.Option(help="Run directory (default: the newest under ./runs).")
+    ] = None,
+    probe_kind: Annotated[
+        str | None,
+        typer.Option(
+            "--probe", help="attentive, attentive-reference or linear (default: the benchmark's)."
+        ),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Default: the benchmark's (Table 2).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Default: the benchmark's.")] = None,
+    wd: Annotated[float | None, typer.Option(help="Default: the benchmark's.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Default: the benchmark's.")] = None,
+    seed: Annotated[int, typer.Option(help="Probe seed (init and shuffling).")] = 0,
+    sweep: Annotated[
+        bool, typer.Option(help="lr x wd grid, selected on a held-out slice of TRAIN, never val.")
+    ] = False,
+    sklearn: Annotated[
+        bool, typer.Option(help="Linear probe: scikit-learn logistic regression.")
+    ] = False,
+    pool: Annotated[
+        str, typer.Option(help="Token pooling of the cache, if it must be built.")
+    ] = "none",
+    weights: Annotated[
+        str, typer.Option(help="Encoder weights, if the cache must be built.")
+    ] = "auto",
+    root: Annotated[list[str] | None, typer.Option(help="Dataset root as name=path.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most N clips per split (demos).")] = None,
+) -> None:
+    """Train an attentive or linear probe from the run's token cache and write
+    RUN/probes/BENCH.json (a missing cache is extracted first)."""
+    from jepactl.evaluation.benchmarks import get_benchmark
+    from jepactl.evaluation.extract import cache_path, extract_features
+    from jepactl.evaluation.train_probe import train_probe, write_result
+
+    try:
+        b = get_benchmark(bench)
+        run_dir = run or latest_run()
+        if not cache_path(run_dir, b.name, "val").exists():
+            typer.echo(f"jepactl: no {b.name} cache in {run_dir} yet; extracting it first")
+        # Returns at once for a current cache; extracts a missing one, resumes a partial one,
+        # and refuses one built from another checkpoint (the run may have trained on).
+        paths = extract_features(run_dir, b, ("train", "val"), weights, pool,
+                                 roots=_roots(root), limit=limit)  # fmt: skip
+        result = train_probe(
+            paths["train"], paths["val"], probe=probe_kind or b.probe,
+            epochs=epochs or b.epochs, lr=lr or b.lr, wd=wd if wd is not None else b.wd,
+            batch_size=batch_size or b.batch_size, seed=seed, sweep=sweep, sklearn=sklearn,
+        )  # fmt: skip
+    except (ConfigError, ValueError) as exc:  # includes the probe's cache errors
+        _fail(str(exc))
+    typer.echo(write_result(run_dir, b.name, result))
 
 
 @app.command("synth-motion", context_settings={"allow_extra_args": True})
