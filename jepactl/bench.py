@@ -173,22 +173,25 @@ def probe_cache_vs_reencode(
     from jepactl.evaluation.extract import encode_clips, extract_features, load_frozen_encoder
     from jepactl.evaluation.probes import build_probe
     from jepactl.evaluation.train_probe import lr_factor, param_groups, train_probe
+    from jepactl.train.dist import resolve_device
     from jepactl.utils import derive_seed
 
     b = get_benchmark(bench)
+    device = resolve_device("auto")  # both protocols on the same device and precision
     shutil.rmtree(Path(run_dir) / "features" / b.name, ignore_errors=True)  # time a real build
     t0 = time.perf_counter()
     paths = extract_features(run_dir, b, ("train", "val"), limit=limit,
                              num_workers=num_workers, progress=False)  # fmt: skip
     cached = train_probe(paths["train"], paths["val"], probe=b.probe, epochs=epochs, lr=b.lr,
-                         wd=b.wd, batch_size=b.batch_size, seed=seed, progress=False)  # fmt: skip
+                         wd=b.wd, batch_size=b.batch_size, seed=seed, progress=False,
+                         device=str(device), bf16=False)  # fmt: skip
     t_cache = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    frozen = load_frozen_encoder(run_dir, "auto")
+    frozen = load_frozen_encoder(run_dir, "auto", device=device)
     train, val = EvalSource(b, "train", limit=limit), EvalSource(b, "val", limit=limit)
     torch.manual_seed(seed)
-    head = build_probe(b.probe, frozen.encoder.embed_dim, b.num_classes)
+    head = build_probe(b.probe, frozen.encoder.embed_dim, b.num_classes).to(device)
     steps = epochs * -(-len(train) // b.batch_size)
     opt = torch.optim.AdamW(param_groups(head, b.wd), lr=b.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, 0, "cosine"))
@@ -197,7 +200,7 @@ def probe_cache_vs_reencode(
         order = torch.randperm(len(train), generator=gen).tolist()
         for batch in eval_loader(train, order, b.batch_size, num_workers):
             x = encode_clips(frozen.encoder, batch.clips).flatten(0, 1)
-            y = batch.labels.repeat_interleave(batch.clips.shape[1])
+            y = batch.labels.to(device).repeat_interleave(batch.clips.shape[1])
             loss = F.cross_entropy(head(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -209,7 +212,7 @@ def probe_cache_vs_reencode(
         for batch in eval_loader(val, range(len(val)), 64, num_workers):
             tokens = encode_clips(frozen.encoder, batch.clips)
             probs = head(tokens.flatten(0, 1)).softmax(-1).unflatten(0, tokens.shape[:2])
-            correct += int((probs.mean(1).argmax(-1) == batch.labels).sum())
+            correct += int((probs.mean(1).argmax(-1).cpu() == batch.labels).sum())
     t_reencode = time.perf_counter() - t0
     return {
         "cache_s": t_cache,
@@ -217,6 +220,7 @@ def probe_cache_vs_reencode(
         "speedup": t_reencode / t_cache,
         "cache_top1": cached["top1"],
         "reencode_top1": 100.0 * correct / len(val),
+        "majority": cached["majority"],
         "n_train": float(len(train)),
         "n_val": float(len(val)),
     }

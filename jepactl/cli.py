@@ -269,7 +269,7 @@ def bench_probe(
         f"top-1 {r['cache_top1']:.1f}%\n"
         f"  re-encode every epoch:                  {r['reencode_s']:.1f} s, "
         f"top-1 {r['reencode_top1']:.1f}%\n"
-        f"  ratio: {r['speedup']:.1f}x"
+        f"  ratio: {r['speedup']:.1f}x (majority-class floor {r['majority']:.1f}%)"
     )
 
 
@@ -374,26 +374,36 @@ def probe(
     ] = "auto",
     root: Annotated[list[str] | None, typer.Option(help="Dataset root as name=path.")] = None,
     limit: Annotated[int | None, typer.Option(help="At most N clips per split (demos).")] = None,
+    depth: Annotated[int, typer.Option(help="Attentive probe blocks.")] = 1,
+    heads: Annotated[int, typer.Option(help="Attentive probe heads.")] = 8,
 ) -> None:
     """Train an attentive or linear probe from the run's token cache and write
-    RUN/probes/BENCH.json (a missing cache is extracted first)."""
+    RUN/probes/BENCH.json (a missing cache is extracted first; an existing one is used with
+    the pooling and clip limit it was built with unless --pool / --limit say otherwise)."""
     from jepactl.evaluation.benchmarks import get_benchmark
-    from jepactl.evaluation.extract import cache_path, extract_features
+    from jepactl.evaluation.extract import cache_path, extract_features, read_cache_attrs
     from jepactl.evaluation.train_probe import train_probe, write_result
 
     try:
         b = get_benchmark(bench)
         run_dir = run or latest_run()
-        if not cache_path(run_dir, b.name, "val").exists():
+        existing = [cache_path(run_dir, b.name, s) for s in ("train", "val")]
+        if all(p.exists() for p in existing):
+            attrs = [read_cache_attrs(p) for p in existing]
+            pool = pool or str(attrs[0].get("pooling", "none"))
+            limit = limit or max(int(a.get("num_clips", 0)) for a in attrs) or None
+        else:
             typer.echo(f"jepactl: no {b.name} cache in {run_dir} yet; extracting it first")
         # Returns at once for a current cache; extracts a missing one, resumes a partial one,
         # and refuses one built from another checkpoint (the run may have trained on).
-        paths = extract_features(run_dir, b, ("train", "val"), weights, pool,
+        paths = extract_features(run_dir, b, ("train", "val"), weights, pool or "none",
                                  roots=_roots(root), limit=limit)  # fmt: skip
         result = train_probe(
             paths["train"], paths["val"], probe=probe_kind or b.probe,
             epochs=epochs or b.epochs, lr=lr or b.lr, wd=wd if wd is not None else b.wd,
             batch_size=batch_size or b.batch_size, seed=seed, sweep=sweep, sklearn=sklearn,
+            probe_kwargs={"depth": depth, "num_heads": heads}
+            if (probe_kind or b.probe) == "attentive" else None,
         )  # fmt: skip
     except (ConfigError, ValueError) as exc:  # includes the probe's cache errors
         _fail(str(exc))

@@ -132,7 +132,11 @@ class AttentiveProbe(nn.Module):
         mlp_ratio: MLP hidden width as a multiple of ``dim``.
 
     Initialisation follows V-JEPA: trunc-normal(0.02) linears, zero biases, unit LayerNorms,
-    and each block's output projections scaled by ``1 / sqrt(2 * layer)``.
+    and each block's output projections scaled by ``1 / sqrt(2 * layer)``. One difference from
+    V-JEPA's ``AttentiveClassifier``: a LayerNorm sits between the pooled query and the linear
+    classifier (V-JEPA feeds the pooler output straight in); without it these probes trained
+    markedly worse in our tests at the same learning rate (e.g. 52 % vs > 80 % on a 4-class
+    synthetic cache), so it stays, and is stated here.
     """
 
     def __init__(
