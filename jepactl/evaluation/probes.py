@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jepactl.models.vit import trunc_normal_init
+
 
 def _as_tokens(x: torch.Tensor) -> torch.Tensor:
     """``[B, D]`` (a pooled cache) becomes ``[B, 1, D]``; ``[B, L, D]`` passes through."""
@@ -163,14 +165,7 @@ class AttentiveProbe(nn.Module):
 
     def _init_weights(self) -> None:
         nn.init.trunc_normal_(self.query_tokens, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        trunc_normal_init(self)
         layers: list[tuple[nn.Linear, nn.Linear]] = [
             (blk.attn.proj, blk.mlp.fc2) for blk in self.blocks
         ]

@@ -49,9 +49,8 @@ def rope_blocks(
     )
 
 
-def init_weights(module: nn.Module, blocks: nn.ModuleList) -> None:
-    """V-JEPA init: trunc-normal(0.02) linears and patch embedding, then residual projections
-    scaled by 1/sqrt(2l)."""
+def trunc_normal_init(module: nn.Module) -> None:
+    """Trunc-normal(0.02) linears and convolutions with zero biases, unit LayerNorms."""
     for m in module.modules():
         if isinstance(m, nn.Linear | nn.Conv3d):
             nn.init.trunc_normal_(m.weight, std=0.02)
@@ -60,6 +59,12 @@ def init_weights(module: nn.Module, blocks: nn.ModuleList) -> None:
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def init_weights(module: nn.Module, blocks: nn.ModuleList) -> None:
+    """V-JEPA init: :func:`trunc_normal_init`, then residual projections scaled by
+    1/sqrt(2l)."""
+    trunc_normal_init(module)
     for layer_id, blk in enumerate(blocks, start=1):
         scale = math.sqrt(2.0 * layer_id)
         blk.attn.proj.weight.data.div_(scale)
