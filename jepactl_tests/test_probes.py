@@ -366,3 +366,11 @@ def test_bad_arguments(caches: tuple[Path, Path]) -> None:
         train_probe(*caches, probe="attentive", sklearn=True, **FAST)
     with pytest.raises(ValueError, match="schedule"):
         train_probe(*caches, schedule="step", **FAST)
+
+
+def test_token_count_mismatch_refused(tmp_path: Path, caches: tuple[Path, Path]) -> None:
+    """A val cache cut with another clip length or crop has another token count."""
+    x, y = separable(16, seed=8)
+    short = write_cache(tmp_path / "short.h5", np.ascontiguousarray(x[:, :, :4]), y)
+    with pytest.raises(CacheError, match="tokens"):
+        train_probe(caches[0], short, **FAST)

@@ -191,8 +191,19 @@ def read_header(path: Path) -> CacheHeader:
 
 
 def check_same_source(train: CacheHeader, val: CacheHeader) -> None:
-    """Refuse a train/val pair that is not from one checkpoint, weights, benchmark and pooling."""
-    for what in ("checkpoint_sha256", "weights", "benchmark", "pooling", "dim", "num_classes"):
+    """Refuse a train/val pair that is not from one checkpoint, weights, benchmark and pooling
+    (and so the same number of tokens per clip: a clip length or crop that differs between the
+    splits would give a different token count)."""
+    fields = (
+        "checkpoint_sha256",
+        "weights",
+        "benchmark",
+        "pooling",
+        "tokens",
+        "dim",
+        "num_classes",
+    )
+    for what in fields:
         a, b = getattr(train, what), getattr(val, what)
         if a != b:
             raise CacheError(
