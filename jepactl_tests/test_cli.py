@@ -83,24 +83,14 @@ def test_python_dash_m_entry_point() -> None:
     assert "pretrain" in res.stdout
 
 
-def test_extract_and_probe_end_to_end(tmp_path: Path) -> None:
+def test_extract_and_probe_end_to_end(tmp_path: Path, tiny_overrides: list[str]) -> None:
     """pretrain (tiny) -> probe (extracts the cache first) -> RUN/probes/<bench>.json."""
     import json
 
     from jepactl.train.loop import pretrain
 
     run = tmp_path / "run"
-    tiny = [
-        "model.preset=micro",
-        "model.pred_depth=1",
-        "model.pred_dim=32",
-        "model.pred_heads=2",
-        "data.crop=32",
-        "data.num_frames=4",
-        "data.batch_size=4",
-        "data.num_workers=0",
-        "objective.teacher=none",
-    ]
+    tiny = [*tiny_overrides, "objective.teacher=none"]
     pretrain("synth/baseline", tiny, run_dir=run, max_steps=2, progress=False)
     res = runner.invoke(
         app, ["probe", "synth-shapes", "--run", str(run), "--epochs", "2", "--limit", "24"]

@@ -665,6 +665,14 @@ def train_probe(
     predict_sklearn = None
     train_loss: float | None = None
 
+    def fit(
+        heads: Sequence[nn.Module], configs: Sequence[tuple[float, float]], rows: torch.Tensor
+    ) -> list[float]:
+        return _train_heads(
+            heads, configs, train, rows, epochs=epochs, batch_size=batch_size, schedule=schedule,
+            warmup_epochs=warmup_epochs, seed=seed, device=dev, amp=amp, progress=progress,
+        )  # fmt: skip
+
     with _deterministic(dev.type == "cpu"):
         if sklearn:
             train_rows = all_rows
@@ -677,20 +685,7 @@ def train_probe(
             for _ in configs:
                 torch.manual_seed(seed)  # every head starts from the same init
                 heads.append(build_probe(probe, th.dim, th.num_classes, **kwargs).to(dev))
-            losses = _train_heads(
-                heads,
-                configs,
-                train,
-                train_rows,
-                epochs=epochs,
-                batch_size=batch_size,
-                schedule=schedule,
-                warmup_epochs=warmup_epochs,
-                seed=seed,
-                device=dev,
-                amp=amp,
-                progress=progress,
-            )
+            losses = fit(heads, configs, train_rows)
             hold_probs, hold_labels = _predict(heads, train, hold_rows, eval_bs, dev, amp)
             grid = [
                 {
@@ -724,20 +719,7 @@ def train_probe(
             train_rows = all_rows
             torch.manual_seed(seed)
             selected_head = build_probe(probe, th.dim, th.num_classes, **kwargs).to(dev)
-            (train_loss,) = _train_heads(
-                [selected_head],
-                [(lr, wd)],
-                train,
-                train_rows,
-                epochs=epochs,
-                batch_size=batch_size,
-                schedule=schedule,
-                warmup_epochs=warmup_epochs,
-                seed=seed,
-                device=dev,
-                amp=amp,
-                progress=progress,
-            )
+            (train_loss,) = fit([selected_head], [(lr, wd)], train_rows)
             used_lr, used_wd = lr, wd
         train_mode = train.mode
         train.release()
