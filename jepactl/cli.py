@@ -279,10 +279,6 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def _not_yet(name: str) -> None:
-    _fail(f"`jepactl {name}` is not implemented yet (see the project's open issues)")
-
-
 BENCH_HELP = "Benchmark: diving48, ssv2, in100, ucf101, synth-shapes."
 
 
@@ -410,16 +406,118 @@ def probe(
     typer.echo(write_result(run_dir, b.name, result))
 
 
-@app.command("synth-motion", context_settings={"allow_extra_args": True})
-def synth_motion(ctx: typer.Context) -> None:
-    """Score frozen encoders on synthetic motion discrimination (Table 6). (Not implemented yet.)"""
-    _not_yet("synth-motion")
+@app.command("synth-motion")
+def synth_motion(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories to score.")],
+    task: Annotated[
+        str,
+        typer.Option(
+            help="directions: the reference's 8 translation directions (Table 6's numbers); "
+            "mixed: translation, rotation and scaling classes (Table 6's caption)."
+        ),
+    ] = "directions",
+    seeds: Annotated[
+        int, typer.Option(help="Repeat data draw and probe over seeds 0..N-1 (mean ± std, 95% CI).")
+    ] = 1,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="reference: 160/40 clips and the reference's probe (2.5 points per test clip); "
+            "default: 960/480 clips, logistic regression on a 2x2-pooled token grid."
+        ),
+    ] = "default",
+    weights: Annotated[
+        str, typer.Option(help="auto (EMA teacher if trained, else student), student, teacher.")
+    ] = "auto",
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where generated clips are kept (default: $JEPACTL_CACHE or ~/.cache)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Clips per forward pass.")] = 32,
+    workers: Annotated[int, typer.Option(help="Worker processes for writing/decoding.")] = 2,
+    keep_features: Annotated[
+        bool, typer.Option(help="Keep the token caches under RUN/features/.")
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    markdown: Annotated[bool, typer.Option(help="Print the table as markdown.")] = False,
+) -> None:
+    """Score frozen encoders on 8-class synthetic motion discrimination (paper Table 6).
+
+    Clips are generated once (deterministically, as H.264 files) and cached; each run's
+    result goes to RUN/probes/synth-motion-TASK.json, which `jepactl compare` reads.
+    Example: `jepactl synth-motion runs/synth/baseline runs/synth/kin_l1 --seeds 3`.
+    """
+    from jepactl.evaluation.synth_motion import format_table, run_label, score_run
+
+    rows = []
+    try:
+        for run in runs:
+            result = score_run(
+                run, task=task, protocol=protocol, seeds=seeds, weights=weights,
+                device=device, cache_dir=cache_dir, batch_size=batch_size, num_workers=workers,
+                keep_features=keep_features, say=lambda m: typer.echo(f"jepactl: {m}", err=True),
+            )  # fmt: skip
+            rows.append((run_label(run), result))
+            typer.echo(f"jepactl: wrote {run / 'probes' / f'synth-motion-{task}.json'}", err=True)
+    except (ConfigError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(format_table(rows, task, protocol, markdown=markdown))
 
 
-@app.command(context_settings={"allow_extra_args": True})
-def compare(ctx: typer.Context) -> None:
-    """Tables (Δ vs baseline) and figures over runs. (Not implemented yet.)"""
-    _not_yet("compare")
+@app.command()
+def compare(
+    runs: Annotated[
+        list[str],
+        typer.Argument(help="Run directories or globs (a folder of runs expands to its runs)."),
+    ],
+    markdown: Annotated[bool, typer.Option(help="GitHub markdown table.")] = False,
+    csv: Annotated[bool, typer.Option(help="CSV, one row per method.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Everything, as JSON.")] = False,
+    baseline: Annotated[
+        str | None,
+        typer.Option(help="The row Δ is taken against (default: the one named 'baseline')."),
+    ] = None,
+    bench: Annotated[
+        str | None, typer.Option(help="Comma-separated benchmark columns, in this order.")
+    ] = None,
+    sort: Annotated[
+        str, typer.Option(help="delta (baseline first, then by mean Δ), name, or input.")
+    ] = "delta",
+    plot: Annotated[
+        Path | None, typer.Option(help="Write Figure 2 (grouped Δ bars) to this PNG.")
+    ] = None,
+    highlight: Annotated[
+        str | None, typer.Option(help="The method highlighted in the figure (default: first).")
+    ] = None,
+) -> None:
+    """The paper's tables from run directories: one row per method (seeds grouped as
+    mean ± std (n)), Δ vs the baseline in points with a 95% interval when both sides have
+    >= 2 seeds, ↑/↓ and Univ. (improves every benchmark); --plot draws Figure 2.
+    Example: `jepactl compare 'runs/synth/*' --markdown --plot fig2.png`.
+    """
+    from jepactl import compare as cmp
+
+    if sum((markdown, csv, json_)) > 1:
+        _fail("choose one of --markdown, --csv and --json")
+    try:
+        records, unreadable = cmp.collect_runs(runs)
+        if not records:
+            reasons = "; ".join(f"{u.path}: {u.reason}" for u in unreadable)
+            _fail(f"no readable run among {' '.join(runs)}" + (f" ({reasons})" if reasons else ""))
+        table = cmp.build_table(
+            records, baseline=baseline, benches=bench.split(",") if bench else None, sort=sort,
+            unreadable=unreadable,
+        )  # fmt: skip
+        render = (
+            cmp.render_markdown if markdown else cmp.render_csv if csv
+            else cmp.render_json if json_ else cmp.render_text
+        )  # fmt: skip
+        typer.echo(render(table))
+        if plot is not None:
+            cmp.plot_deltas(table, plot, highlight=highlight)
+            typer.echo(f"jepactl: wrote {plot}", err=True)
+    except ConfigError as exc:
+        _fail(str(exc))
 
 
 def main() -> None:

@@ -21,11 +21,16 @@ def test_help_lists_every_subcommand() -> None:
         assert name in res.output
 
 
-@pytest.mark.parametrize("name", ["synth-motion", "compare"])
-def test_unimplemented_commands_exit_2(name: str) -> None:
-    res = runner.invoke(app, [name, "anything"])
+def test_compare_without_runs_says_what_it_looked_for(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["compare", str(tmp_path / "nothing-*")])
     assert res.exit_code == 2
-    assert "not implemented yet" in res.output
+    assert "nothing-*" in res.output
+
+
+def test_synth_motion_unknown_task_suggests(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["synth-motion", str(tmp_path), "--task", "direction"])
+    assert res.exit_code == 2
+    assert "directions" in res.output
 
 
 def test_recipes_lists_each_with_description() -> None:

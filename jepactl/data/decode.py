@@ -59,6 +59,7 @@ __all__ = [
     "DecodeError",
     "VideoMeta",
     "decode_benchmark",
+    "first_indices",
     "pretrain_indices",
     "probe",
     "read_clip",
@@ -638,6 +639,13 @@ def uniform_indices(num_frames: int, clip_len: int) -> list[int]:
     if num_frames < clip_len:
         return list(range(num_frames)) + [num_frames - 1] * (clip_len - num_frames)
     return [int(x) for x in np.linspace(0, num_frames - 1, clip_len).astype(np.int64)]
+
+
+def first_indices(num_frames: int, clip_len: int) -> list[int]:
+    """The first ``clip_len`` frames, ``0 .. clip_len - 1`` (the reference's synthetic-motion
+    scorer); a shorter video repeats its last frame."""
+    _check_positive(num_frames=num_frames, clip_len=clip_len)
+    return [min(i, num_frames - 1) for i in range(clip_len)]
 
 
 # --------------------------------------------------------------------------- benchmark

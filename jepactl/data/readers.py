@@ -776,11 +776,19 @@ def csv_index(
         path: the CSV file.
         root: the folder relative paths are resolved against (default: the CSV's folder).
         name: the index's name (in logs and reports).
-        split: only recorded in ``DatasetIndex.split`` (a CSV holds one split; give each
-            split its own CSV).
+        split: recorded in ``DatasetIndex.split`` (a CSV holds one split). When ``path`` is a
+            folder, the split's CSV ``<path>/<split>.csv`` is read.
     """
     layout = _Layout(name, CSV_TREE)
     csv_path = _as_path(path)
+    if csv_path.is_dir():
+        if split == "all":
+            raise layout.error(
+                f"{csv_path} is a folder: name the CSV file, or a split to read "
+                "<folder>/<split>.csv",
+                csv_path,
+            )
+        csv_path = csv_path / f"{split}.csv"
     base = csv_path.parent if root is None else _as_path(root)
     entries: list[Entry] = []
     missing: list[str] = []

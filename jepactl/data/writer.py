@@ -18,11 +18,13 @@ def write_video(
     fps: int = 25,
     codec: str | None = None,
     gop: int | None = None,
+    options: dict[str, str] | None = None,
 ) -> Path:
     """Encode uint8 RGB frames ``[T, H, W, 3]`` (even H and W) to ``path``.
 
     The codec follows the suffix (``.avi`` MPEG-4, ``.webm`` VP9, ``.mp4`` H.264) unless given;
-    ``gop`` sets the keyframe interval, which decides how far a seek lands from its target.
+    ``gop`` sets the keyframe interval, which decides how far a seek lands from its target;
+    ``options`` go to the encoder (``{"crf": "23"}`` for libx264).
     """
     array = frames.numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
     if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
@@ -35,7 +37,7 @@ def write_video(
         raise ValueError(f"no default codec for '{path.suffix}'; pass codec=")
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=fps)
+        stream = container.add_stream(codec, rate=fps, options=dict(options or {}))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if gop is not None:
             stream.codec_context.gop_size = gop

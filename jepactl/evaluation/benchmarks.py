@@ -56,7 +56,7 @@ __all__ = [
     "get_benchmark",
 ]
 
-ProbeKind = Literal["attentive", "linear"]
+ProbeKind = Literal["attentive", "attentive-reference", "linear"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,9 @@ class Benchmark:
             "val": "test"}``). ``val`` is whatever split results are reported on.
         num_classes: classes of the task (checked against the reader's class list).
         frames: frames per clip (1 = images as one-frame clips).
+        sampling: which frames: ``uniform`` spreads them over the whole video (the reference's
+            benchmark loader), ``first`` takes frames ``0 .. frames-1`` (its synthetic-motion
+            scorer; a shorter video repeats its last frame).
         crop: clip height and width in pixels (also the short side frames are resized to).
         views: spatial views per clip, 1 (centre crop) or 3 (start, centre, end).
         probe: the default probe, ``attentive`` or ``linear``.
@@ -85,6 +88,7 @@ class Benchmark:
     splits: Mapping[str, str] = field(hash=False)
     num_classes: int
     frames: int = 16
+    sampling: Literal["uniform", "first"] = "uniform"
     crop: int = 224
     views: int = 1
     probe: ProbeKind = "attentive"
@@ -100,7 +104,9 @@ class Benchmark:
             raise ValueError(f"benchmark {self.name}: views must be 1 or 3, got {self.views}")
         if self.frames < 1 or self.crop < 1:
             raise ValueError(f"benchmark {self.name}: frames and crop must be >= 1")
-        if self.probe not in ("attentive", "linear"):
+        if self.sampling not in ("uniform", "first"):
+            raise ValueError(f"benchmark {self.name}: unknown sampling '{self.sampling}'")
+        if self.probe not in ("attentive", "attentive-reference", "linear"):
             raise ValueError(f"benchmark {self.name}: unknown probe '{self.probe}'")
         if "train" not in self.splits or "val" not in self.splits:
             raise ValueError(f"benchmark {self.name}: splits must name 'train' and 'val'")
@@ -413,7 +419,11 @@ class EvalSource:
                 f"{b.crop}x{b.crop}"
             )
         else:
-            out["frame_sampling"] = "uniform over the whole video: linspace(0, L-1, frames)"
+            out["frame_sampling"] = (
+                "uniform over the whole video: linspace(0, L-1, frames)"
+                if b.sampling == "uniform"
+                else "the first frames: 0 .. frames-1"
+            )
             out["resize"] = f"short side to {b.crop}, bilinear, while decoding"
             out["spatial"] = "centre crop" if b.views == 1 else "3 crops: start, centre, end"
             out["images"] = "one-frame clips" if b.frames == 1 else f"repeated to {b.frames}"
@@ -431,7 +441,7 @@ class EvalSource:
             sample = self._synth[self._synth_first + pos]
             clip, label = sample.clip, sample.label
         else:
-            from jepactl.data.decode import read_clip, read_image, uniform_indices
+            from jepactl.data.decode import first_indices, read_clip, read_image, uniform_indices
             from jepactl.data.readers import IMAGE_EXTENSIONS
 
             entry = self._entries[pos]
@@ -439,9 +449,8 @@ class EvalSource:
             if entry.path.lower().endswith(IMAGE_EXTENSIONS):
                 clip = read_image(entry.path, short_side=b.crop)
             else:
-                clip, _ = read_clip(
-                    entry.path, lambda n: uniform_indices(n, b.frames), short_side=b.crop
-                )
+                sampler = uniform_indices if b.sampling == "uniform" else first_indices
+                clip, _ = read_clip(entry.path, lambda n: sampler(n, b.frames), short_side=b.crop)
         views = eval_transform(clip, b.crop, b.views)
         if views.shape[1] == 1 and b.frames > 1:  # an image repeated to a static clip
             views = views.expand(-1, b.frames, -1, -1, -1).contiguous()

@@ -77,6 +77,8 @@ RESULT_KEYS: tuple[str, ...] = (
 """Top-level keys of every result dict (and of ``RUN/probes/<bench>.json``)."""
 
 NO_DECAY = "biases, norm weights and query/cls tokens"
+SKLEARN_FEATURES: tuple[str, ...] = ("mean", "flat")
+"""Inputs of the scikit-learn probe: token means, or all (pooled) tokens concatenated."""
 
 SelectionCallback = Callable[[dict[str, Any]], None]
 
@@ -350,11 +352,19 @@ class TokenCache:
                 idx = local[i : i + batch_size]
                 yield block[idx], self.labels[s + idx]
 
-    def mean_features(self, rows: torch.Tensor) -> torch.Tensor:
-        """Token-mean features ``[len(rows), V, D]`` float32, in ascending row order."""
-        feats = [x.float().mean(dim=2) for x, _ in self.eval_batches(rows, self.chunk_rows)]
+    def mean_features(self, rows: torch.Tensor, how: str = "mean") -> torch.Tensor:
+        """Per-view features ``[len(rows), V, F]`` float32, in ascending row order: the token
+        mean (``how="mean"``, ``F = D``) or all tokens concatenated in cache order
+        (``how="flat"``, ``F = L·D``: keeps where and when each token is)."""
+        if how not in SKLEARN_FEATURES:
+            raise ValueError(f"features must be one of {SKLEARN_FEATURES}, got {how!r}")
+        reduce = (lambda x: x.float().mean(dim=2)) if how == "mean" else (
+            lambda x: x.float().flatten(2)
+        )  # fmt: skip
+        feats = [reduce(x) for x, _ in self.eval_batches(rows, self.chunk_rows)]
         if not feats:
-            return torch.empty(0, self.header.views, self.header.dim)
+            width = self.header.dim if how == "mean" else self.header.tokens * self.header.dim
+            return torch.empty(0, self.header.views, width)
         return torch.cat(feats)
 
 
@@ -541,13 +551,15 @@ def _sklearn_probe(
     c_reg: float,
     seed: int,
     max_iter: int,
+    features: str = "mean",
 ) -> Callable[[TokenCache, torch.Tensor], torch.Tensor]:
-    """Fit standardised logistic regression on token means; return a ``predict`` function
-    giving view-averaged probabilities ``[n, C]`` for rows of a cache."""
+    """Fit standardised logistic regression on token means (or the flattened tokens, see
+    :meth:`TokenCache.mean_features`); return a ``predict`` function giving view-averaged
+    probabilities ``[n, C]`` for rows of a cache."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    feats = train.mean_features(rows)
+    feats = train.mean_features(rows, features)
     x = feats.flatten(0, 1).numpy()
     y = train.labels[torch.sort(rows).values].repeat_interleave(train.header.views).numpy()
     scaler = StandardScaler().fit(x)
@@ -556,7 +568,7 @@ def _sklearn_probe(
     classes = torch.from_numpy(clf.classes_.astype(np.int64))
 
     def predict(cache: TokenCache, eval_rows: torch.Tensor) -> torch.Tensor:
-        f = cache.mean_features(eval_rows)
+        f = cache.mean_features(eval_rows, features)
         n, v, _ = f.shape
         p = torch.from_numpy(clf.predict_proba(scaler.transform(f.flatten(0, 1).numpy())))
         full = torch.zeros(n * v, cache.header.num_classes, dtype=torch.float64)
@@ -599,6 +611,7 @@ def train_probe(
     chunk_rows: int = 256,
     sklearn_c: float = 1.0,
     sklearn_max_iter: int = 1000,
+    sklearn_features: str = "mean",
     on_selected: SelectionCallback | None = None,
 ) -> dict[str, Any]:
     """Train a probe on ``train_h5`` and score it on ``val_h5``; return the result dict.
@@ -617,7 +630,9 @@ def train_probe(
             ``holdout`` fraction of the training clips; val is opened only after selection.
         progress: show a per-epoch progress bar.
         sklearn: (``probe="linear"``) scikit-learn logistic regression on standardised
-            token-mean features (``C = sklearn_c``) instead of the torch head.
+            token-mean features (``C = sklearn_c``) instead of the torch head;
+            ``sklearn_features="flat"`` feeds it all tokens concatenated instead (for a small
+            pooled grid, e.g. ``--pool space2x2``).
         probe_kwargs: extra constructor arguments (``depth``, ``num_heads``, ``num_queries``...).
         bf16: bf16 autocast for the probe on CUDA (never on CPU).
         max_memory_gb: budget for holding a split in memory (default: half the RAM); a larger
@@ -639,6 +654,8 @@ def train_probe(
         raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
     if sklearn and probe != "linear":
         raise ValueError("sklearn=True is the linear probe only (probe='linear')")
+    if sklearn_features not in SKLEARN_FEATURES:
+        raise ValueError(f"sklearn_features must be one of {SKLEARN_FEATURES}")
     if sklearn and sweep:
         raise ValueError("the sweep trains torch heads; it does not combine with sklearn=True")
     if epochs < 1 or batch_size < 1:
@@ -676,7 +693,9 @@ def train_probe(
     with _deterministic(dev.type == "cpu"):
         if sklearn:
             train_rows = all_rows
-            predict_sklearn = _sklearn_probe(train, train_rows, sklearn_c, seed, sklearn_max_iter)
+            predict_sklearn = _sklearn_probe(
+                train, train_rows, sklearn_c, seed, sklearn_max_iter, sklearn_features
+            )
             used_lr, used_wd = None, None
         elif sweep:
             train_rows, hold_rows = _split_holdout(th.n, holdout, seed)
@@ -741,7 +760,11 @@ def train_probe(
     if sklearn:
         hparams = {
             "impl": "sklearn",
-            "model": "LogisticRegression(lbfgs) on standardised token means",
+            "model": (
+                "LogisticRegression(lbfgs) on standardised "
+                + ("token means" if sklearn_features == "mean" else "concatenated tokens")
+            ),
+            "features": sklearn_features,
             "C": sklearn_c,
             "max_iter": sklearn_max_iter,
         }

@@ -1,0 +1,1010 @@
+"""``jepactl compare``: the paper's result tables (Tables 3, 4) and Figure 2 from run directories.
+
+Inputs. A run directory holds ``config.yaml`` (the resolved recipe, read as a plain dict, never
+validated) and ``probes/<bench>.json``, one probe result per benchmark; the column key is the
+file name's stem. A run whose config or any probe result cannot be read is *unreadable*: it is
+listed with the file and the reason and left out, and the other runs are still compared. A run
+with no ``probes/*.json`` is listed as having no results.
+
+Rows (methods). Runs whose configs are identical once ``train.seed`` and the runtime keys
+(:data:`RUNTIME_KEYS`) are removed form one row, labelled with the config's ``display_name``
+(else the directory name). Two rows that share a name but differ in config get the differing
+dotted keys appended, e.g. ``Baseline (optim.lr=0.001)``. Runs of one row that share a seed are
+still grouped, with a warning in the notes.
+
+Cells. One value prints as ``8.38``; a row of n >= 2 runs prints ``mean ± std (n)`` with the
+sample standard deviation (ddof=1). A missing value is ``—``, never 0. The best mean of each
+column (at the printed precision; ties all) is bold in markdown.
+
+Δ. Each benchmark column is followed by Δ = mean(row) − mean(baseline) in percentage points,
+computed in decimal on the values as written (so 8.38 − 8.68 is exactly −0.30), rounded half to
+even to two decimals and always signed, with ``↑``/``↓`` when it is non-zero. When the row and
+the baseline both have two or more values, Δ carries a 95 % Welch t interval
+(se = sqrt(s1²/n1 + s2²/n2), Welch–Satterthwaite degrees of freedom) and a ``*`` when the
+interval excludes 0. Δ is ``—`` when either side is missing, and empty on the baseline row.
+
+Univ. ("improves every benchmark", Table 3): ``Yes`` when every Δ of the row is > 0 as printed,
+``Yes†`` when that holds but some column has no Δ for the row, ``No`` otherwise, ``—`` when the
+row has no Δ at all; empty on the baseline row.
+
+Baseline. ``--baseline NAME`` matches a row label or display name case-insensitively (exact
+match first, then a unique substring). Without it, the baseline is the unique row whose display
+name contains the word "baseline"; when there is none or several, the table has no Δ or Univ.
+columns and a note says so.
+
+Row order. The baseline first; then ``delta`` (default): by the mean of the row's Δs,
+descending, rows without Δ last, ties by label; ``name``: by label; ``input``: by the first
+appearance of the row's runs on the command line.
+
+Notes (text and markdown footnotes, ``notes`` in JSON): the weights each row was probed with,
+each column's probe protocol (a column that mixes protocols gets ``⚠`` in its header and a note
+naming which rows used which), the seeds of multi-run rows, the baseline, runs without results
+and unreadable runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from jepactl.config import ConfigError, config_diff
+from jepactl.utils import close_match, suggestion
+
+#: Settings of how a run executes rather than what it computes; they never split a row.
+#: A copy of ``jepactl.train.loop.RUNTIME_KEYS`` (importing the loop would import torch).
+RUNTIME_KEYS = frozenset(
+    {
+        "data.num_workers",
+        "train.device",
+        "train.log_every",
+        "train.checkpoint_every",
+        "train.snapshot_every",
+    }
+)
+#: Keys removed before grouping: the seed and the runtime keys.
+GROUPING_IGNORED = RUNTIME_KEYS | {"train.seed"}
+
+#: Column order of the known benchmarks; any other benchmark follows, alphabetically.
+BENCH_ORDER: tuple[str, ...] = (
+    "diving48",
+    "in100",
+    "ssv2",
+    "ucf101",
+    "synth-motion-directions",
+    "synth-motion-mixed",
+)
+BENCH_HEADERS: dict[str, str] = {
+    "diving48": "Diving-48",
+    "in100": "ImageNet-100",
+    "ssv2": "SSv2",
+    "ucf101": "UCF-101",
+    "synth-motion-directions": "Synth. motion (dir.)",
+    "synth-motion-mixed": "Synth. motion (mixed)",
+}
+#: Figure 2's colours (the caption: Diving-48 blue, ImageNet-100 green, SSv2 red).
+BENCH_COLOURS: dict[str, str] = {"diving48": "tab:blue", "in100": "tab:green", "ssv2": "tab:red"}
+OTHER_COLOURS = ("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+WEIGHTS_NAMES = {"teacher": "EMA teacher", "student": "student"}
+SORTS = ("delta", "name", "input")
+MISSING = "—"
+DAGGER_NOTE = "† on the reported benchmarks only"
+STAR_NOTE = "* 95% interval excludes 0"
+FIGSIZE = (10.0, 4.5)
+DPI = 150
+
+
+# --------------------------------------------------------------------------------------
+# Records
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One ``probes/<bench>.json``: the value compared and what describes its protocol."""
+
+    bench: str
+    top1: float
+    weights: str
+    protocol: str
+    path: Path
+
+
+@dataclass
+class RunRecord:
+    """A readable run directory: its config (plain dict) and its probe results by bench."""
+
+    path: Path
+    config: dict[str, Any]
+    results: dict[str, ProbeResult]
+
+    @property
+    def display_name(self) -> str:
+        name = self.config.get("display_name")
+        return name if isinstance(name, str) and name.strip() else self.path.name
+
+    @property
+    def seed(self) -> Any:
+        train = self.config.get("train")
+        return train.get("seed") if isinstance(train, dict) else None
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A run left out of the table, and why."""
+
+    path: Path
+    reason: str
+
+
+@dataclass
+class Group:
+    """Runs of one method: configs equal up to the seed and the runtime keys."""
+
+    display_name: str
+    config: dict[str, Any]
+    runs: list[RunRecord]
+    order: int
+    label: str = ""
+
+    def values(self, bench: str) -> list[tuple[Any, float]]:
+        return [(r.seed, r.results[bench].top1) for r in self.runs if bench in r.results]
+
+
+@dataclass
+class Cell:
+    """One benchmark of one row: its values and, with a baseline, its Δ."""
+
+    bench: str
+    values: list[float]
+    seeds: list[Any]
+    mean: float | None = None
+    std: float | None = None
+    delta: float | None = None
+    ci95: tuple[float, float] | None = None
+    best: bool = False
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.ci95 is not None and (self.ci95[0] > 0 or self.ci95[1] < 0)
+
+
+@dataclass
+class Row:
+    """One method of the table."""
+
+    label: str
+    display_name: str
+    runs: list[Path]
+    seeds: list[Any]
+    cells: dict[str, Cell]
+    weights: list[str]
+    is_baseline: bool = False
+    univ: str = ""
+
+
+@dataclass
+class Column:
+    """One benchmark column and the probe protocols behind its values."""
+
+    bench: str
+    protocols: dict[str, list[str]]  # protocol label -> row labels using it
+
+    @property
+    def mixed(self) -> bool:
+        return len(self.protocols) > 1
+
+    @property
+    def header(self) -> str:
+        return bench_header(self.bench) + (" ⚠" if self.mixed else "")
+
+
+@dataclass
+class CompareTable:
+    """Everything the renderers print."""
+
+    columns: list[Column]
+    rows: list[Row]
+    baseline: str | None
+    notes: list[str] = field(default_factory=list)
+    unreadable: list[Unreadable] = field(default_factory=list)
+    no_results: list[Path] = field(default_factory=list)
+
+    @property
+    def has_delta(self) -> bool:
+        return self.baseline is not None
+
+    def baseline_row(self) -> Row | None:
+        return next((r for r in self.rows if r.is_baseline), None)
+
+
+def bench_header(bench: str) -> str:
+    """The printed name of a benchmark column."""
+    return BENCH_HEADERS.get(bench, bench)
+
+
+# --------------------------------------------------------------------------------------
+# Reading runs
+# --------------------------------------------------------------------------------------
+
+
+def collect_runs(patterns: Sequence[str]) -> tuple[list[RunRecord], list[Unreadable]]:
+    """Read the runs named by ``patterns`` (directories or globs), in command-line order.
+
+    A glob expands to its directories, sorted. A directory without ``config.yaml`` whose
+    children are runs (e.g. ``runs/synth``) expands to those children. A pattern matching no
+    directory is a :class:`ConfigError`.
+    """
+    runs: list[RunRecord] = []
+    bad: list[Unreadable] = []
+    seen: set[Path] = set()
+    for directory in _expand_patterns(patterns):
+        key = directory.resolve()
+        if key in seen:
+            continue
+        seen.add(key)
+        record = read_run(directory)
+        (bad if isinstance(record, Unreadable) else runs).append(record)
+    return runs, bad
+
+
+def _expand_patterns(patterns: Sequence[str]) -> list[Path]:
+    out: list[Path] = []
+    for pattern in patterns:
+        dirs = _match_dirs(pattern)
+        if not dirs:
+            raise ConfigError(
+                f"no run directory matches {pattern!r}; pass run directories "
+                "(holding config.yaml and probes/) or a glob such as 'runs/mixed-*'"
+            )
+        for d in dirs:
+            out += _runs_below(d)
+    return out
+
+
+def _match_dirs(pattern: str) -> list[Path]:
+    if glob.has_magic(pattern):
+        return [Path(p) for p in sorted(glob.glob(pattern)) if Path(p).is_dir()]
+    path = Path(pattern)
+    if path.is_file():
+        raise ConfigError(f"{pattern} is a file; pass the run directory that holds it")
+    return [path] if path.is_dir() else []
+
+
+def _runs_below(directory: Path) -> list[Path]:
+    """The directory itself if it is a run, else its child runs, else itself (unreadable)."""
+    if (directory / "config.yaml").is_file():
+        return [directory]
+    children = sorted(c for c in directory.iterdir() if (c / "config.yaml").is_file())
+    return children or [directory]
+
+
+def read_run(directory: Path) -> RunRecord | Unreadable:
+    """One run directory, or why it cannot be compared."""
+    config_path = directory / "config.yaml"
+    if not config_path.is_file():
+        return Unreadable(directory, "no config.yaml (not a run directory)")
+    try:
+        config = yaml.safe_load(config_path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        return Unreadable(directory, f"config.yaml: {_one_line(exc)}")
+    if not isinstance(config, dict):
+        return Unreadable(directory, "config.yaml: not a mapping")
+    results: dict[str, ProbeResult] = {}
+    for path in _probe_files(directory):
+        result = read_result(path)
+        if isinstance(result, str):
+            return Unreadable(directory, f"probes/{path.name}: {result}")
+        results[result.bench] = result
+    return RunRecord(directory, config, results)
+
+
+def _probe_files(directory: Path) -> list[Path]:
+    probes = directory / "probes"
+    if not probes.is_dir():
+        return []
+    return sorted(p for p in probes.glob("*.json") if p.is_file() and not p.name.startswith("."))
+
+
+def read_result(path: Path) -> ProbeResult | str:
+    """A probe result, or the reason it is unusable (a one-line string)."""
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        return f"invalid JSON ({exc})"
+    except (OSError, UnicodeDecodeError) as exc:
+        return _one_line(exc)
+    if not isinstance(data, dict):
+        return f"not a JSON object (a {type(data).__name__})"
+    top1 = data.get("top1")
+    if isinstance(top1, bool) or not isinstance(top1, int | float) or not math.isfinite(top1):
+        return f"no numeric 'top1' (got {top1!r})"
+    weights = data.get("weights")
+    return ProbeResult(
+        bench=path.stem,
+        top1=float(top1),
+        weights=weights if isinstance(weights, str) else "unknown",
+        protocol=protocol_label(data),
+        path=path,
+    )
+
+
+def protocol_label(result: dict[str, Any]) -> str:
+    """E.g. ``attentive probe, 50 epochs, pooled space2x2, reference protocol``."""
+    hparams = result.get("hparams")
+    hparams = hparams if isinstance(hparams, dict) else {}
+    if hparams.get("impl") == "sklearn":
+        label = "scikit-learn logistic regression"
+    else:
+        label = f"{result.get('probe', 'unknown')} probe"
+        if "epochs" in hparams:
+            label += f", {hparams['epochs']} epochs"
+    pooling = result.get("pooling")
+    if pooling not in (None, "none"):
+        label += f", pooled {pooling}"
+    if result.get("protocol_name"):
+        label += f", {result['protocol_name']} protocol"
+    return label
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+# --------------------------------------------------------------------------------------
+# Grouping
+# --------------------------------------------------------------------------------------
+
+
+def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
+    """Group runs by config (up to seed and runtime keys); give each group a unique label."""
+    groups: dict[str, Group] = {}
+    for order, run in enumerate(runs):
+        config = strip_keys(run.config, GROUPING_IGNORED)
+        key = json.dumps(_str_keys(config), sort_keys=True, default=str)
+        if key not in groups:
+            groups[key] = Group(run.display_name, config, [], order)
+        groups[key].runs.append(run)
+    out = list(groups.values())
+    _assign_labels(out)
+    return out
+
+
+def strip_keys(config: dict[str, Any], dotted: Iterable[str]) -> dict[str, Any]:
+    """A copy of ``config`` without the given dotted keys (absent ones are ignored)."""
+    out = json.loads(json.dumps(_str_keys(config), default=str))
+    for key in dotted:
+        *parents, last = key.split(".")
+        node: Any = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return out
+
+
+def _str_keys(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _str_keys(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_str_keys(v) for v in obj]
+    return obj
+
+
+def _assign_labels(groups: list[Group]) -> None:
+    by_name: dict[str, list[Group]] = {}
+    for g in groups:
+        by_name.setdefault(g.display_name, []).append(g)
+    for same in by_name.values():
+        for g in same:
+            g.label = g.display_name if len(same) == 1 else _disambiguated(g, same)
+    _make_unique(groups)
+
+
+def _disambiguated(group: Group, same: list[Group]) -> str:
+    keys: list[str] = []
+    for other in same:
+        if other is not group:
+            keys += [k for k in config_diff(group.config, other.config) if k not in keys]
+    shown = [f"{k}={_fmt_config_value(_get_dotted(group.config, k))}" for k in keys[:3]]
+    more = ", …" if len(keys) > 3 else ""
+    return f"{group.display_name} ({', '.join(shown)}{more})"
+
+
+def _make_unique(groups: list[Group]) -> None:
+    seen: dict[str, int] = {}
+    for g in groups:
+        seen[g.label] = seen.get(g.label, 0) + 1
+        if seen[g.label] > 1:
+            g.label = f"{g.label} #{seen[g.label]}"
+
+
+_UNSET = object()
+
+
+def _get_dotted(config: Any, key: str) -> Any:
+    node = config
+    for part in key.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return _UNSET
+    return node
+
+
+def _fmt_config_value(value: Any) -> str:
+    if value is _UNSET:
+        return "unset"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return str(value)
+
+
+# --------------------------------------------------------------------------------------
+# Statistics
+# --------------------------------------------------------------------------------------
+
+
+def decimal_delta(a: float, b: float) -> Decimal:
+    """``a − b`` in decimal on the values as written (8.38 − 8.68 is exactly −0.30)."""
+    return Decimal(repr(float(a))) - Decimal(repr(float(b)))
+
+
+def round2(value: float | Decimal) -> Decimal:
+    """Two decimals, half to even; −0.00 becomes 0.00."""
+    d = value if isinstance(value, Decimal) else Decimal(repr(float(value)))
+    q = d.quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN)
+    return q if q != 0 else Decimal("0.00")
+
+
+def signed(value: float | Decimal) -> str:
+    """``+5.92``, ``-0.30``, ``+0.00`` (ASCII signs)."""
+    return f"{round2(value):+.2f}"
+
+
+def welch_interval(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """95 % Welch t interval of mean(a) − mean(b); both need two or more values."""
+    from scipy import stats
+
+    delta = float(np.mean(a)) - float(np.mean(b))
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    se2 = float(va + vb)
+    if se2 == 0:
+        return delta, delta
+    df = se2**2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = float(stats.t.ppf(0.975, df)) * math.sqrt(se2)
+    return delta - half, delta + half
+
+
+# --------------------------------------------------------------------------------------
+# Building the table
+# --------------------------------------------------------------------------------------
+
+
+def build_table(
+    runs: Sequence[RunRecord],
+    baseline: str | None = None,
+    benches: Sequence[str] | None = None,
+    sort: str = "delta",
+    unreadable: Sequence[Unreadable] = (),
+) -> CompareTable:
+    """The comparison table of ``runs`` (see the module docstring for the semantics).
+
+    Raises:
+        ConfigError: an unknown ``baseline``, bench or ``sort``.
+    """
+    if sort not in SORTS:
+        raise ConfigError(f"unknown sort {sort!r}{suggestion(sort, SORTS)}")
+    with_results = [r for r in runs if r.results]
+    groups = group_runs(with_results)
+    order = column_order(groups, benches)
+    rows = [_row(g, order) for g in groups]
+    base, base_note = _choose_baseline(rows, baseline)
+    if base is not None:
+        base.is_baseline = True
+        _fill_deltas(rows, base, order)
+    _mark_best(rows, order)
+    rows = sort_rows(rows, sort, {r.label: g.order for r, g in zip(rows, groups, strict=True)})
+    table = CompareTable(
+        columns=[Column(b, _protocols(groups, b)) for b in order],
+        rows=rows,
+        baseline=base.label if base else None,
+        unreadable=list(unreadable),
+        no_results=[r.path for r in runs if not r.results],
+    )
+    table.notes = _notes(table, groups, base_note)
+    return table
+
+
+def column_order(groups: Sequence[Group], benches: Sequence[str] | None) -> list[str]:
+    """The benchmark columns: ``benches`` as given, else every benchmark present, in order."""
+    present = {b for g in groups for r in g.runs for b in r.results}
+    if benches:
+        for b in benches:
+            if b not in present:
+                raise ConfigError(
+                    f"no run has results for bench {b!r}{suggestion(b, present or ['(none)'])}"
+                )
+        return list(dict.fromkeys(benches))
+    known = [b for b in BENCH_ORDER if b in present]
+    return known + sorted(present - set(BENCH_ORDER))
+
+
+def _row(group: Group, order: Sequence[str]) -> Row:
+    cells = {}
+    for bench in order:
+        pairs = group.values(bench)
+        values = [v for _, v in pairs]
+        cell = Cell(bench, values, [s for s, _ in pairs])
+        if values:
+            cell.mean = float(np.mean(values))
+            cell.std = float(np.std(values, ddof=1)) if len(values) > 1 else None
+        cells[bench] = cell
+    weights = sorted({res.weights for r in group.runs for res in r.results.values()})
+    return Row(
+        label=group.label,
+        display_name=group.display_name,
+        runs=[r.path for r in group.runs],
+        seeds=[r.seed for r in group.runs],
+        cells=cells,
+        weights=weights,
+    )
+
+
+def _fill_deltas(rows: Sequence[Row], base: Row, order: Sequence[str]) -> None:
+    for row in rows:
+        if row is base:
+            continue
+        for bench in order:
+            cell, ref = row.cells[bench], base.cells[bench]
+            if cell.mean is None or ref.mean is None:
+                continue
+            cell.delta = float(decimal_delta(cell.mean, ref.mean))
+            if cell.n >= 2 and ref.n >= 2:
+                cell.ci95 = welch_interval(cell.values, ref.values)
+        row.univ = universal(row, order)
+
+
+def universal(row: Row, order: Sequence[str]) -> str:
+    """``Yes``/``Yes†``/``No``/``—``: whether the row improves every benchmark it has."""
+    deltas = [row.cells[b].delta for b in order if row.cells[b].delta is not None]
+    if not deltas:
+        return MISSING
+    if any(round2(d) <= 0 for d in deltas):
+        return "No"
+    return "Yes" if len(deltas) == len(order) else "Yes†"
+
+
+def _mark_best(rows: Sequence[Row], order: Sequence[str]) -> None:
+    for bench in order:
+        means = [round2(r.cells[bench].mean) for r in rows if r.cells[bench].mean is not None]
+        if not means:
+            continue
+        top = max(means)
+        for r in rows:
+            mean = r.cells[bench].mean
+            r.cells[bench].best = mean is not None and round2(mean) == top
+
+
+def sort_rows(rows: Sequence[Row], sort: str, first_seen: dict[str, int]) -> list[Row]:
+    """The baseline first, then the rest by ``sort`` (``delta``, ``name`` or ``input``)."""
+    base = [r for r in rows if r.is_baseline]
+    rest = [r for r in rows if not r.is_baseline]
+    if sort == "name":
+        rest.sort(key=lambda r: (r.label.casefold(), r.label))
+    elif sort == "input":
+        rest.sort(key=lambda r: first_seen[r.label])
+    else:
+        rest.sort(key=_delta_key)
+    return base + rest
+
+
+def _delta_key(row: Row) -> tuple[int, float, str, str]:
+    deltas = [c.delta for c in row.cells.values() if c.delta is not None]
+    if not deltas:
+        return (1, 0.0, row.label.casefold(), row.label)
+    return (0, -float(np.mean(deltas)), row.label.casefold(), row.label)
+
+
+# --------------------------------------------------------------------------------------
+# Baseline
+# --------------------------------------------------------------------------------------
+
+
+def find_row(rows: Sequence[Row], name: str, what: str = "--baseline") -> Row:
+    """The row ``name`` names: exact label/display name first, then a unique substring."""
+    wanted = name.casefold()
+    exact = [r for r in rows if wanted in (r.label.casefold(), r.display_name.casefold())]
+    if len(exact) == 1:
+        return exact[0]
+    partial = exact or [r for r in rows if wanted in r.label.casefold()]
+    if len(partial) == 1:
+        return partial[0]
+    labels = [r.label for r in rows]
+    if partial:
+        matches = ", ".join(r.label for r in partial)
+        raise ConfigError(f"{what} {name!r} matches several rows ({matches}); give a full label")
+    close = close_match(name, labels)
+    hint = f"; did you mean {close!r}?" if close else ""
+    raise ConfigError(f"no row matches {what} {name!r}{hint}; rows: {'; '.join(labels)}")
+
+
+def _choose_baseline(rows: Sequence[Row], name: str | None) -> tuple[Row | None, str]:
+    """The baseline row and a note for when there is none."""
+    if name is not None:
+        return find_row(rows, name), ""
+    candidates = [r for r in rows if re.search(r"\bbaseline\b", r.display_name, re.IGNORECASE)]
+    if len(candidates) == 1:
+        return candidates[0], ""
+    if candidates:
+        listed = "; ".join(r.label for r in candidates)
+        return None, f"No Δ: several rows could be the baseline ({listed}); pass --baseline NAME."
+    if not rows:
+        return None, ""
+    return None, "No Δ: no row is named like a baseline; pass --baseline NAME to add Δ columns."
+
+
+# --------------------------------------------------------------------------------------
+# Notes
+# --------------------------------------------------------------------------------------
+
+
+def _protocols(groups: Sequence[Group], bench: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for g in groups:
+        for run in g.runs:
+            result = run.results.get(bench)
+            if result is not None and g.label not in out.setdefault(result.protocol, []):
+                out[result.protocol].append(g.label)
+    return out
+
+
+def _notes(table: CompareTable, groups: Sequence[Group], base_note: str) -> list[str]:
+    notes = _marker_notes(table)
+    notes += [_weights_note(table.rows)] if table.rows else []
+    notes += _protocol_notes(table.columns)
+    notes += [
+        f"{r.label}: {len(r.runs)} runs, seeds {_seeds(r.seeds)}"
+        for r in table.rows
+        if len(r.runs) > 1
+    ]
+    notes += _duplicate_seed_notes(groups)
+    notes += [base_note] if base_note else []
+    notes += [f"no results: {p} (no probes/*.json)" for p in table.no_results]
+    notes += [f"unreadable: {u.path}: {u.reason}" for u in table.unreadable]
+    return notes
+
+
+def _marker_notes(table: CompareTable) -> list[str]:
+    notes = []
+    if table.baseline is not None:
+        notes.append(f"Δ: top-1 change in percentage points vs {table.baseline}.")
+    cells = [c for r in table.rows for c in r.cells.values()]
+    if any(c.ci95 is not None for c in cells):
+        notes.append("[lo, hi]: 95% Welch t interval of Δ (both rows have ≥ 2 runs).")
+    if any(c.excludes_zero for c in cells):
+        notes.append(STAR_NOTE)
+    if any(r.univ == "Yes†" for r in table.rows):
+        notes.append(DAGGER_NOTE)
+    return notes
+
+
+def _weights_note(rows: Sequence[Row]) -> str:
+    by_weights: dict[str, list[str]] = {}
+    for row in rows:
+        for w in row.weights:
+            by_weights.setdefault(WEIGHTS_NAMES.get(w, w), []).append(row.label)
+    if len(by_weights) == 1:
+        return f"Weights: {next(iter(by_weights))} (all rows)."
+    parts = [f"{w} — {', '.join(labels)}" for w, labels in by_weights.items()]
+    return "Weights: " + "; ".join(parts) + "."
+
+
+def _protocol_notes(columns: Sequence[Column]) -> list[str]:
+    """One line for the columns with a single protocol, one ⚠ line per mixed column."""
+    uniform = [
+        f"{bench_header(c.bench)}: {next(iter(c.protocols))}"
+        for c in columns
+        if len(c.protocols) == 1
+    ]
+    notes = ["Probes: " + "; ".join(uniform) + "."] if uniform else []
+    for column in columns:
+        if column.mixed:
+            parts = [f"{p} ({', '.join(labels)})" for p, labels in column.protocols.items()]
+            notes.append(f"⚠ {bench_header(column.bench)} mixes protocols: " + "; ".join(parts))
+    return notes
+
+
+def _duplicate_seed_notes(groups: Sequence[Group]) -> list[str]:
+    notes = []
+    for g in groups:
+        seeds = [r.seed for r in g.runs if r.seed is not None]
+        dupes = sorted({s for s in seeds if seeds.count(s) > 1}, key=str)
+        for s in dupes:
+            paths = ", ".join(str(r.path) for r in g.runs if r.seed == s)
+            notes.append(f"warning: {g.label}: runs {paths} share train.seed {s} (grouped anyway)")
+    return notes
+
+
+def _seeds(seeds: Sequence[Any]) -> str:
+    return ", ".join("?" if s is None else str(s) for s in seeds)
+
+
+# --------------------------------------------------------------------------------------
+# Cell text
+# --------------------------------------------------------------------------------------
+
+
+def value_text(cell: Cell, group_size: int = 1) -> str:
+    """``8.38``, ``8.38 ± 0.21 (3)``, ``8.38 (1)`` (one value of a multi-run row) or ``—``."""
+    if cell.mean is None:
+        return MISSING
+    if cell.n == 1:
+        return f"{cell.mean:.2f}" + (" (1)" if group_size > 1 else "")
+    return f"{cell.mean:.2f} ± {cell.std:.2f} ({cell.n})"
+
+
+def delta_text(cell: Cell) -> str:
+    """``+5.92 ↑``, ``-0.30 ↓``, ``+0.00``, ``+1.20 ↑ [+0.31, +2.09] *`` or ``—``."""
+    if cell.delta is None:
+        return MISSING
+    d = round2(cell.delta)
+    text = signed(d) + (" ↑" if d > 0 else " ↓" if d < 0 else "")
+    if cell.ci95 is not None:
+        text += f" [{signed(cell.ci95[0])}, {signed(cell.ci95[1])}]"
+        text += " *" if cell.excludes_zero else ""
+    return text
+
+
+def _header(table: CompareTable) -> list[str]:
+    out = ["Method"]
+    for column in table.columns:
+        out += [column.header, "Δ"] if table.has_delta else [column.header]
+    return out + (["Univ."] if table.has_delta else [])
+
+
+def _cells(table: CompareTable, row: Row, bold: bool) -> list[str]:
+    out = [row.label]
+    for column in table.columns:
+        cell = row.cells[column.bench]
+        value = value_text(cell, len(row.runs))
+        out.append(f"**{value}**" if bold and cell.best else value)
+        if table.has_delta:
+            out.append("" if row.is_baseline else delta_text(cell))
+    return out + ([row.univ] if table.has_delta else [])
+
+
+# --------------------------------------------------------------------------------------
+# Renderers
+# --------------------------------------------------------------------------------------
+
+
+def render_text(table: CompareTable) -> str:
+    """Aligned plain-text columns, a header rule, then the notes."""
+    if not table.rows:
+        return "\n".join(["no runs with results to compare", *table.notes]) + "\n"
+    lines = [_header(table)] + [_cells(table, r, bold=False) for r in table.rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+
+    def fmt(cells: list[str]) -> str:
+        parts = [cells[0].ljust(widths[0])]
+        parts += [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+        return "  ".join(parts).rstrip()
+
+    out = [fmt(lines[0]), "  ".join("-" * w for w in widths)]
+    out += [fmt(line) for line in lines[1:]]
+    return "\n".join(out + (["", *table.notes] if table.notes else [])) + "\n"
+
+
+def render_markdown(table: CompareTable) -> str:
+    """A GitHub table (best values bold), then the notes as a list after a blank line."""
+    if not table.rows:
+        return "\n".join(["No runs with results to compare.", "", *_md_notes(table)]) + "\n"
+    header = _header(table)
+    lines = [_md_line(header), "|" + "---|" * len(header)]
+    lines += [_md_line(_cells(table, r, bold=True)) for r in table.rows]
+    notes = _md_notes(table)
+    return "\n".join(lines + (["", *notes] if notes else [])) + "\n"
+
+
+def _md_line(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def _md_notes(table: CompareTable) -> list[str]:
+    return ["- " + re.sub(r"^([*†])", r"\\\1", n) for n in table.notes]
+
+
+def render_csv(table: CompareTable) -> str:
+    """One row per method; per bench: n, mean, std, delta, ci_lo, ci_hi (empty if missing)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    fields = ("n", "mean", "std", "delta", "ci_lo", "ci_hi")
+    head = ["method", "display_name", "baseline", "runs"]
+    head += [f"{c.bench}_{f}" for c in table.columns for f in fields]
+    writer.writerow([*head, "univ"])
+    for row in table.rows:
+        out: list[Any] = [row.label, row.display_name, int(row.is_baseline), len(row.runs)]
+        for column in table.columns:
+            out += _csv_cell(row.cells[column.bench])
+        writer.writerow([*out, row.univ])
+    return buf.getvalue()
+
+
+def _csv_cell(cell: Cell) -> list[Any]:
+    lo, hi = cell.ci95 if cell.ci95 is not None else (None, None)
+    values = [cell.n, cell.mean, cell.std, cell.delta, lo, hi]
+    return ["" if v is None else v for v in values]
+
+
+def render_json(table: CompareTable) -> str:
+    """The whole table as JSON (rows, per-bench cells, columns, notes, unreadable runs)."""
+    doc = {
+        "baseline": table.baseline,
+        "columns": [
+            {"bench": c.bench, "header": bench_header(c.bench), "protocols": c.protocols}
+            for c in table.columns
+        ],
+        "rows": [_json_row(r) for r in table.rows],
+        "notes": table.notes,
+        "no_results": [str(p) for p in table.no_results],
+        "unreadable": [{"path": str(u.path), "reason": u.reason} for u in table.unreadable],
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n"
+
+
+def _json_row(row: Row) -> dict[str, Any]:
+    return {
+        "label": row.label,
+        "display_name": row.display_name,
+        "baseline": row.is_baseline,
+        "runs": [str(p) for p in row.runs],
+        "seeds": row.seeds,
+        "weights": row.weights,
+        "univ": row.univ or None,
+        "cells": {b: _json_cell(c) for b, c in row.cells.items()},
+    }
+
+
+def _json_cell(cell: Cell) -> dict[str, Any]:
+    return {
+        "mean": cell.mean,
+        "std": cell.std,
+        "n": cell.n,
+        "values": cell.values,
+        "seeds": cell.seeds,
+        "delta": cell.delta,
+        "ci95": list(cell.ci95) if cell.ci95 is not None else None,
+        "excludes_zero": cell.excludes_zero,
+        "best": cell.best,
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Figure 2
+# --------------------------------------------------------------------------------------
+
+
+def plot_deltas(table: CompareTable, path: Path, highlight: str | None = None) -> Path:
+    """Figure 2: grouped bars of Δ (pp) per benchmark, one group per non-baseline row.
+
+    ``highlight`` names the row drawn on a shaded span with a bold tick label (default: the
+    first non-baseline row). The PNG is 1500×675 pixels (10×4.5 in at 150 dpi), written
+    atomically.
+
+    Raises:
+        ConfigError: no baseline (no Δ to plot), no other row, or an unknown ``highlight``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = _plot_rows(table)
+    marked = highlight_row(table, highlight)
+    fig = Figure(figsize=FIGSIZE, dpi=DPI)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    _draw_bars(ax, table, rows)
+    _decorate(ax, table, rows, rows.index(marked))
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    path = Path(path)
+    _atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _plot_rows(table: CompareTable) -> list[Row]:
+    if table.baseline is None:
+        raise ConfigError("the plot shows Δ vs a baseline; pass --baseline NAME")
+    rows = [r for r in table.rows if not r.is_baseline]
+    if not rows:
+        raise ConfigError("nothing to plot: the table has only the baseline row")
+    return rows
+
+
+def highlight_row(table: CompareTable, highlight: str | None = None) -> Row:
+    """The row Figure 2 highlights: ``highlight`` if given, else the first non-baseline row."""
+    rows = _plot_rows(table)
+    return find_row(rows, highlight, "highlight") if highlight else rows[0]
+
+
+def bench_colours(benches: Sequence[str]) -> dict[str, str]:
+    """Figure 2's colour per benchmark (the paper's three, then a fixed cycle)."""
+    spare = [c for c in OTHER_COLOURS if c not in BENCH_COLOURS.values()]
+    out = {}
+    for bench in benches:
+        out[bench] = BENCH_COLOURS.get(bench) or spare[len(out) % len(spare)]
+    return out
+
+
+def _draw_bars(ax: Any, table: CompareTable, rows: Sequence[Row]) -> None:
+    benches = [c.bench for c in table.columns]
+    colours = bench_colours(benches)
+    width = 0.8 / max(len(benches), 1)
+    x = np.arange(len(rows), dtype=float)
+    for j, bench in enumerate(benches):
+        pos = x + (j - (len(benches) - 1) / 2) * width
+        cells = [r.cells[bench] for r in rows]
+        heights = [c.delta if c.delta is not None else np.nan for c in cells]
+        ax.bar(pos, heights, width, color=colours[bench], label=bench_header(bench))
+        with_ci = [(p, c) for p, c in zip(pos, cells, strict=True) if c.ci95 is not None]
+        if with_ci:
+            err = [
+                [c.delta - c.ci95[0] for _, c in with_ci],
+                [c.ci95[1] - c.delta for _, c in with_ci],
+            ]
+            ys = [c.delta for _, c in with_ci]
+            xs = [p for p, _ in with_ci]
+            ax.errorbar(xs, ys, yerr=err, fmt="none", ecolor="black", elinewidth=1, capsize=2)
+
+
+def _decorate(ax: Any, table: CompareTable, rows: Sequence[Row], marked: int) -> None:
+    ax.axvspan(marked - 0.5, marked + 0.5, color="gold", alpha=0.18, zorder=0)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xlim(-0.6, len(rows) - 0.4)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([r.label for r in rows], rotation=35, ha="right", fontsize=8)
+    ax.get_xticklabels()[marked].set_fontweight("bold")
+    ax.set_ylabel(f"Δ accuracy vs {table.baseline} (pp)")
+    ax.grid(axis="y", linestyle=":", alpha=0.6)
+    ax.set_axisbelow(True)
+    ax.legend(fontsize=8, frameon=False)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file beside ``path``, then rename over it (never a torn file).
+
+    ``jepactl.train.checkpoint.atomic_write_bytes`` does the same but imports torch.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
