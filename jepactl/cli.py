@@ -413,7 +413,7 @@ def synth_motion(
         str,
         typer.Option(
             help="directions: the reference's 8 translation directions (Table 6's numbers); "
-            "mixed: translation, rotation and scaling classes (Table 6's caption)."
+            "mixed: translation, rotation and scaling classes (Table 6's caption); all: both."
         ),
     ] = "directions",
     seeds: Annotated[
@@ -445,23 +445,37 @@ def synth_motion(
 
     Clips are generated once (deterministically, as H.264 files) and cached; each run's
     result goes to RUN/probes/synth-motion-TASK.json, which `jepactl compare` reads.
-    Example: `jepactl synth-motion runs/synth/baseline runs/synth/kin_l1 --seeds 3`.
+    Example: `jepactl synth-motion runs/synth-baseline runs/synth-kin_l1 --seeds 3`.
     """
-    from jepactl.evaluation.synth_motion import format_table, run_label, score_run
+    from jepactl.evaluation.synth_motion import (
+        TASKS,
+        check_task,
+        format_table,
+        get_protocol,
+        run_label,
+        score_run,
+    )
 
-    rows = []
     try:
-        for run in runs:
-            result = score_run(
-                run, task=task, protocol=protocol, seeds=seeds, weights=weights,
-                device=device, cache_dir=cache_dir, batch_size=batch_size, num_workers=workers,
-                keep_features=keep_features, say=lambda m: typer.echo(f"jepactl: {m}", err=True),
-            )  # fmt: skip
-            rows.append((run_label(run), result))
-            typer.echo(f"jepactl: wrote {run / 'probes' / f'synth-motion-{task}.json'}", err=True)
+        tasks = list(TASKS) if task == "all" else [check_task(task)]
+        get_protocol(protocol)
+        tables = []
+        for name in tasks:
+            rows = []
+            for run in runs:
+                result = score_run(
+                    run, task=name, protocol=protocol, seeds=seeds, weights=weights,
+                    device=device, cache_dir=cache_dir, batch_size=batch_size,
+                    num_workers=workers, keep_features=keep_features,
+                    say=lambda m: typer.echo(f"jepactl: {m}", err=True),
+                )  # fmt: skip
+                rows.append((run_label(run), result))
+                out = run / "probes" / f"synth-motion-{name}.json"
+                typer.echo(f"jepactl: wrote {out}", err=True)
+            tables.append(format_table(rows, name, protocol, markdown=markdown))
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
-    typer.echo(format_table(rows, task, protocol, markdown=markdown))
+    typer.echo("\n\n".join(tables))
 
 
 @app.command()
@@ -493,7 +507,7 @@ def compare(
     """The paper's tables from run directories: one row per method (seeds grouped as
     mean ± std (n)), Δ vs the baseline in points with a 95% interval when both sides have
     >= 2 seeds, ↑/↓ and Univ. (improves every benchmark); --plot draws Figure 2.
-    Example: `jepactl compare 'runs/synth/*' --markdown --plot fig2.png`.
+    Example: `jepactl compare 'runs/synth-*' --markdown --plot fig2.png`.
     """
     from jepactl import compare as cmp
 

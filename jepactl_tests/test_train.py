@@ -290,3 +290,16 @@ def test_paper_size_vit_b_runs_two_steps(tmp_path: Path) -> None:
     assert "encoder 86.2M params" in res.stdout
     log = read_metrics(tmp_path / "metrics.jsonl")
     assert log[-1]["step"] == 2 and log[-1]["loss"] > 0
+
+
+def test_max_steps_zero_saves_the_initialisation(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    """`--max-steps 0` writes the untrained encoder (a control for evaluation), and the run
+    then resumes from it exactly as a fresh run would have trained."""
+    run(tmp_path / "init", tiny_overrides, 0)
+    state = load(tmp_path / "init" / "checkpoints" / "latest.pt")
+    assert state["step"] == 0
+    assert torch.equal(state["student"]["patch_embed.weight"],
+                       state["teacher"]["patch_embed.weight"])  # fmt: skip
+    run(tmp_path / "init", tiny_overrides, 3)
+    run(tmp_path / "straight", tiny_overrides, 3)
+    assert_same_state(tmp_path / "init", tmp_path / "straight")

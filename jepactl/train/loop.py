@@ -402,6 +402,9 @@ def _train(
     last: dict[str, Any] = {}
     stopped = False
 
+    if step == end == 0:
+        # --max-steps 0 on a new run: save the initialisation, an untrained control encoder.
+        save_checkpoint(run_dir, model, optimizer, 0, recipe, info, False)
     with stop.installed():
         batches = iter(loader)
         model.train()
@@ -438,6 +441,10 @@ def _train(
             print(f"jepactl: stopped by signal at step {step}; rerun the same command to resume")
         elif step >= total:
             print(f"jepactl: finished {total} steps; checkpoint in {run_dir / 'checkpoints'}")
+        elif step == 0:
+            print(
+                f"jepactl: saved the untrained initialisation (step 0) in {run_dir / 'checkpoints'}"
+            )
         else:
             print(f"jepactl: paused at step {step}/{total}; rerun without --max-steps to go on")
     return RunResult(run_dir, step, total, stopped, last)
