@@ -444,14 +444,17 @@ def synth_motion(
     """Score frozen encoders on 8-class synthetic motion discrimination (paper Table 6).
 
     Clips are generated once (deterministically, as H.264 files) and cached; each run's
-    result goes to RUN/probes/synth-motion-TASK.json, which `jepactl compare` reads.
+    result goes to RUN/probes/synth-motion-TASK.json (…-TASK-reference.json under
+    --protocol reference), which `jepactl compare` reads.
     Example: `jepactl synth-motion runs/synth-baseline runs/synth-kin_l1 --seeds 3`.
     """
+    from jepactl.data.decode import DecodeError
     from jepactl.evaluation.synth_motion import (
         TASKS,
         check_task,
         format_table,
         get_protocol,
+        result_name,
         run_label,
         score_run,
     )
@@ -470,10 +473,10 @@ def synth_motion(
                     say=lambda m: typer.echo(f"jepactl: {m}", err=True),
                 )  # fmt: skip
                 rows.append((run_label(run), result))
-                out = run / "probes" / f"synth-motion-{name}.json"
+                out = run / "probes" / f"{result_name(name, protocol)}.json"
                 typer.echo(f"jepactl: wrote {out}", err=True)
             tables.append(format_table(rows, name, protocol, markdown=markdown))
-    except (ConfigError, ValueError) as exc:
+    except (ConfigError, ValueError, OSError, DecodeError) as exc:
         _fail(str(exc))
     typer.echo("\n\n".join(tables))
 
@@ -531,6 +534,8 @@ def compare(
             cmp.plot_deltas(table, plot, highlight=highlight)
             typer.echo(f"jepactl: wrote {plot}", err=True)
     except ConfigError as exc:
+        _fail(str(exc))
+    except OSError as exc:  # an unwritable --plot path, a run folder that vanished
         _fail(str(exc))
 
 

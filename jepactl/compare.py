@@ -86,6 +86,8 @@ BENCH_ORDER: tuple[str, ...] = (
     "ucf101",
     "synth-motion-directions",
     "synth-motion-mixed",
+    "synth-motion-directions-reference",
+    "synth-motion-mixed-reference",
 )
 BENCH_HEADERS: dict[str, str] = {
     "diving48": "Diving-48",
@@ -94,6 +96,8 @@ BENCH_HEADERS: dict[str, str] = {
     "ucf101": "UCF-101",
     "synth-motion-directions": "Synth. motion (dir.)",
     "synth-motion-mixed": "Synth. motion (mixed)",
+    "synth-motion-directions-reference": "Synth. motion (dir., ref. protocol)",
+    "synth-motion-mixed-reference": "Synth. motion (mixed, ref. protocol)",
 }
 #: Figure 2's colours (the caption: Diving-48 blue, ImageNet-100 green, SSv2 red).
 BENCH_COLOURS: dict[str, str] = {"diving48": "tab:blue", "in100": "tab:green", "ssv2": "tab:red"}
@@ -103,7 +107,9 @@ SORTS = ("delta", "name", "input")
 MISSING = "—"
 DAGGER_NOTE = "† on the reported benchmarks only"
 STAR_NOTE = "* 95% interval excludes 0"
+NO_SPREAD_NOTE = "Δ without [lo, hi] although both rows have ≥ 2 runs: neither side varies."
 FIGSIZE = (10.0, 4.5)
+MIN_PLOT_GROUPS = 4  # the x-range of the figure spans at least this many groups
 DPI = 150
 
 
@@ -175,6 +181,7 @@ class Cell:
     std: float | None = None
     delta: float | None = None
     ci95: tuple[float, float] | None = None
+    no_spread: bool = False  # both sides have >= 2 values, all equal: no interval to give
     best: bool = False
 
     @property
@@ -303,7 +310,7 @@ def read_run(directory: Path) -> RunRecord | Unreadable:
         return Unreadable(directory, "no config.yaml (not a run directory)")
     try:
         config = yaml.safe_load(config_path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         return Unreadable(directory, f"config.yaml: {_one_line(exc)}")
     if not isinstance(config, dict):
         return Unreadable(directory, "config.yaml: not a mapping")
@@ -361,6 +368,9 @@ def protocol_label(result: dict[str, Any]) -> str:
         label += f", pooled {pooling}"
     if result.get("protocol_name"):
         label += f", {result['protocol_name']} protocol"
+    n_seeds = result.get("n_seeds")
+    if isinstance(n_seeds, int) and n_seeds > 1:
+        label += f", mean of {n_seeds} data/probe seeds"
     return label
 
 
@@ -483,15 +493,17 @@ def signed(value: float | Decimal) -> str:
     return f"{round2(value):+.2f}"
 
 
-def welch_interval(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
-    """95 % Welch t interval of mean(a) − mean(b); both need two or more values."""
+def welch_interval(a: Sequence[float], b: Sequence[float]) -> tuple[float, float] | None:
+    """95 % Welch t interval of mean(a) − mean(b); both need two or more values. ``None`` when
+    neither side varies: a zero-width interval would claim a certainty the seeds cannot give
+    (e.g. two probes that both hit the same 2.5-point step of a 40-clip test set)."""
     from scipy import stats
 
     delta = float(np.mean(a)) - float(np.mean(b))
     va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
     se2 = float(va + vb)
     if se2 == 0:
-        return delta, delta
+        return None
     df = se2**2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     half = float(stats.t.ppf(0.975, df)) * math.sqrt(se2)
     return delta - half, delta + half
@@ -583,6 +595,7 @@ def _fill_deltas(rows: Sequence[Row], base: Row, order: Sequence[str]) -> None:
             cell.delta = float(decimal_delta(cell.mean, ref.mean))
             if cell.n >= 2 and ref.n >= 2:
                 cell.ci95 = welch_interval(cell.values, ref.values)
+                cell.no_spread = cell.ci95 is None
         row.univ = universal(row, order)
 
 
@@ -705,6 +718,8 @@ def _marker_notes(table: CompareTable) -> list[str]:
         notes.append("[lo, hi]: 95% Welch t interval of Δ (both rows have ≥ 2 runs).")
     if any(c.excludes_zero for c in cells):
         notes.append(STAR_NOTE)
+    if any(c.no_spread for c in cells):
+        notes.append(NO_SPREAD_NOTE)
     if any(r.univ == "Yes†" for r in table.rows):
         notes.append(DAGGER_NOTE)
     return notes
@@ -982,11 +997,13 @@ def _draw_bars(ax: Any, table: CompareTable, rows: Sequence[Row]) -> None:
 def _decorate(ax: Any, table: CompareTable, rows: Sequence[Row], marked: int) -> None:
     ax.axvspan(marked - 0.5, marked + 0.5, color="gold", alpha=0.18, zorder=0)
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xlim(-0.6, len(rows) - 0.4)
+    pad = max(0.0, (MIN_PLOT_GROUPS - len(rows)) / 2)  # a lone group keeps a sane bar width
+    ax.set_xlim(-0.6 - pad, len(rows) - 0.4 + pad)
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels([r.label for r in rows], rotation=35, ha="right", fontsize=8)
     ax.get_xticklabels()[marked].set_fontweight("bold")
-    ax.set_ylabel(f"Δ accuracy vs {table.baseline} (pp)")
+    ax.set_ylabel("Δ top-1 accuracy (pp)")
+    ax.set_title(f"Δ vs {table.baseline}", fontsize=10)
     ax.grid(axis="y", linestyle=":", alpha=0.6)
     ax.set_axisbelow(True)
     ax.legend(fontsize=8, frameon=False)
@@ -1004,6 +1021,9 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes it private; a figure is for sharing
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -289,14 +289,17 @@ def test_welch_interval_and_star(tmp_path: Path) -> None:
     assert STAR_NOTE in t.notes
 
 
-def test_zero_variance_interval_is_the_point(tmp_path: Path) -> None:
+def test_zero_variance_gives_no_interval_and_no_star(tmp_path: Path) -> None:
+    """Two probes each hitting the same 2.5-point step: no spread, so no (zero-width)
+    interval and no claim that Δ excludes 0."""
     for seed in range(2):
-        make_run(tmp_path / f"b{seed}", "Baseline", {"ssv2": 5.0}, seed=seed)
-        make_run(tmp_path / f"x{seed}", "X", {"ssv2": 5.0}, seed=seed)
+        make_run(tmp_path / f"b{seed}", "Baseline", {"ssv2": 27.5}, seed=seed)
+        make_run(tmp_path / f"x{seed}", "X", {"ssv2": 30.0}, seed=seed)
     cell = row(table(tmp_path), "X").cells["ssv2"]
-    assert cell.ci95 == (0.0, 0.0)
-    assert not cell.excludes_zero
-    assert render_text(table(tmp_path)).count("+0.00 [+0.00, +0.00]") == 1
+    assert cell.ci95 is None and cell.no_spread and not cell.excludes_zero
+    text = render_text(table(tmp_path))
+    assert "+2.50 ↑" in text and "+2.50 ↑ [" not in text and " *" not in text
+    assert "neither side varies" in text
 
 
 def test_same_name_different_config_is_disambiguated(tmp_path: Path) -> None:
@@ -432,9 +435,10 @@ def test_protocol_labels() -> None:
     sk = result("in100", 1.0, hparams={"impl": "sklearn", "C": 1.0})
     assert protocol_label(sk) == "scikit-learn logistic regression"
     pooled = result("ssv2", 1.0, pooling="space2x2", protocol_name="reference", n_seeds=5)
-    assert (
-        protocol_label(pooled) == "attentive probe, 50 epochs, pooled space2x2, reference protocol"
-    )
+    assert protocol_label(pooled) == (
+        "attentive probe, 50 epochs, pooled space2x2, reference protocol, "
+        "mean of 5 data/probe seeds"
+    )  # results averaged over another number of seeds are flagged as another protocol
     assert protocol_label({"top1": 1.0}) == "unknown probe"
 
 

@@ -30,6 +30,10 @@ import torch
 
 from jepactl.data.base import Sample
 
+RENDER_VERSION = 1
+"""Bump whenever :func:`render_clip` (or a shape or texture) draws different pixels: cached
+clips made from it (``jepactl synth-motion``) are keyed by it and rebuilt."""
+
 SHAPES: tuple[str, ...] = ("disc", "square", "triangle", "ring", "cross")
 """Shape names; a shape's position in this tuple is its class label."""
 

@@ -76,7 +76,7 @@ class Benchmark:
             scorer; a shorter video repeats its last frame).
         crop: clip height and width in pixels (also the short side frames are resized to).
         views: spatial views per clip, 1 (centre crop) or 3 (start, centre, end).
-        probe: the default probe, ``attentive`` or ``linear``.
+        probe: the default probe: ``attentive``, ``attentive-reference`` or ``linear``.
         epochs, lr, wd, batch_size: the default probe's training hyper-parameters.
         options: extra reader keyword arguments (``{"fold": 1}`` for UCF-101), or the
             generator settings of a ``synth`` benchmark.
@@ -225,9 +225,9 @@ BENCHMARKS: dict[str, Benchmark] = {
             },
             doc=(
                 "A small synthetic shape benchmark for tests and CPU demos (the motion task is "
-                "`jepactl synth-motion`): clips from SyntheticVideoSource rendered at the crop size "
-                "(8 frames, 64x64), one moving, rotating, textured object each, labelled by its "
-                "shape (5 classes: disc, square, triangle, ring, cross). Train is clips "
+                "`jepactl synth-motion`): clips from SyntheticVideoSource rendered at the crop "
+                "size (8 frames, 64x64), one moving, rotating, textured object each, labelled by "
+                "its shape (5 classes: disc, square, triangle, ring, cross). Train is clips "
                 "[0, n_train) of seed `seed`, val is clips [n_train, n_train + n_val) of seed "
                 "`seed + 1`, so no clip is in both. Probe: attentive, 50 epochs."
             ),

@@ -48,8 +48,9 @@ Protocols:
 
 ``--seeds N`` repeats the data draw and the probe over seeds ``0 .. N-1`` (data seed = probe
 seed); the result is the mean with the sample standard deviation and a 95% Student-t interval
-of the mean. The per-run result is written to ``RUN/probes/synth-motion-<task>.json``, which
-``jepactl compare`` reads.
+of the mean. The per-run result is written to ``RUN/probes/synth-motion-<task>.json``
+(``synth-motion-<task>-reference.json`` under the reference protocol), which ``jepactl compare``
+reads as one column each.
 """
 
 from __future__ import annotations
@@ -59,10 +60,11 @@ import json
 import math
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -70,7 +72,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from jepactl.config import ConfigError
-from jepactl.evaluation.benchmarks import Benchmark
+from jepactl.data.synthetic import RENDER_VERSION, BackgroundSpec, ObjectSpec
+from jepactl.evaluation.benchmarks import Benchmark, ProbeKind
 from jepactl.utils import available_cpus, suggestion
 
 __all__ = [
@@ -82,14 +85,20 @@ __all__ = [
     "TASKS",
     "MotionDataSpec",
     "Protocol",
+    "check_task",
     "data_spec",
     "default_cache_dir",
     "direction_scene",
     "ensure_dataset",
+    "format_cell",
     "format_table",
+    "get_protocol",
+    "mixed_scene",
     "motion_benchmark",
     "render_direction_clip",
     "render_mixed_clip",
+    "result_name",
+    "run_label",
     "score_run",
     "summarize",
 ]
@@ -129,13 +138,13 @@ class Protocol:
     n_train: int
     n_val: int
     pool: str
-    probe: str
+    probe: ProbeKind
     sklearn_features: str | None  # a scikit-learn probe on these features, else a torch head
     epochs: int
     lr: float
     wd: float
     batch_size: int
-    schedule: str
+    schedule: Literal["cosine", "constant"]
     doc: str
     frames: int = FRAMES
     size: int = SIZE
@@ -237,9 +246,22 @@ class MotionDataSpec:
         return TASKS[self.task]
 
     def key(self) -> str:
-        """12 hex digits of sha256 over the generator version, parameters and codec."""
+        """12 hex digits of sha256 over everything the clips depend on: the parameters, the
+        generator versions (this module's and :data:`jepactl.data.synthetic.RENDER_VERSION`),
+        the seeding constants, the codec settings and the PyAV version (its bundled x264)."""
+        import av
+
         blob = json.dumps(
-            {**asdict(self), "generator_version": GENERATOR_VERSION, "codec": CODEC_OPTIONS},
+            {
+                **asdict(self),
+                "generator_version": GENERATOR_VERSION,
+                "render_version": RENDER_VERSION,
+                "reference_seed": REFERENCE_SEED,
+                "mixed_stream": MIXED_STREAM,
+                "fps": FPS,
+                "codec": CODEC_OPTIONS,
+                "av": av.__version__,
+            },
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -333,32 +355,22 @@ def render_direction_clip(
     return clip
 
 
-def render_mixed_clip(
+def mixed_scene(
     rng_seed: int | Sequence[int], label: int, frames: int = FRAMES, size: int = SIZE
-) -> np.ndarray:
-    """One clip of the ``mixed`` task: uint8 ``[frames, size, size, 3]``.
-
-    Class motions (per frame, ``span = frames - 1`` steps in all): translation at 2-5 px/frame
-    (right, left, up, down), rotation at 0.06-0.14 rad/frame (clockwise on screen is a positive
-    angle, as y points down; anticlockwise), scaling by ``exp(+-u)`` per frame with ``u`` in
-    0.04-0.08 (grow, shrink). Nuisances drawn for every class alike: shape, texture (always
-    textured for the rotation-symmetric disc and ring), colours, the circumradius at mid-clip
-    (12-20 % of the frame side), the mid-clip centre (30-70 % of the frame on each axis), the
-    start angle, a two-colour gradient backdrop and uniform camera noise (std 0.03).
-    """
-    from jepactl.data.synthetic import SHAPES, TEXTURES, BackgroundSpec, ObjectSpec, render_clip
+) -> tuple[ObjectSpec, BackgroundSpec]:
+    """The object and backdrop of one ``mixed`` clip (see :func:`render_mixed_clip`)."""
+    from jepactl.data.synthetic import SHAPES, TEXTURES, BackgroundSpec, ObjectSpec
 
     if not 0 <= label < 8:
         raise ValueError(f"label must be in [0, 8), got {label}")
     rng = np.random.default_rng(rng_seed)
-    span = frames - 1
-    mid = span / 2.0
+    mid = (frames - 1) / 2.0
     shape = SHAPES[int(rng.integers(len(SHAPES)))]
     plain = shape in ("disc", "ring")  # rotation-symmetric: needs a texture to show turning
     textures = TEXTURES[1:] if plain else TEXTURES
     texture = textures[int(rng.integers(len(textures)))]
-    color = tuple(float(c) for c in rng.uniform(0.0, 1.0, size=3))
-    color2 = tuple(float(c) for c in (np.asarray(color) + 0.5 + rng.uniform(-0.15, 0.15, 3)) % 1)
+    color = _color(rng.uniform(0.0, 1.0, size=3))
+    color2 = _color((np.asarray(color) + 0.5 + rng.uniform(-0.15, 0.15, 3)) % 1.0)
     mid_radius = float(rng.uniform(0.12, 0.20))
     mid_center = rng.uniform(0.3, 0.7, size=2)
     angle = float(rng.uniform(0.0, 2.0 * math.pi))
@@ -388,17 +400,44 @@ def render_mixed_clip(
         angle=angle - mid * angular_velocity,
         angular_velocity=angular_velocity,
         texture=texture,
-        color=color,  # type: ignore[arg-type]
-        color2=color2,  # type: ignore[arg-type]
+        color=color,
+        color2=color2,
         texture_seed=int(rng.integers(2**32)),
     )
     background = BackgroundSpec(
-        color=tuple(float(c) for c in rng.uniform(0.0, 1.0, size=3)),  # type: ignore[arg-type]
-        color2=tuple(float(c) for c in rng.uniform(0.0, 1.0, size=3)),  # type: ignore[arg-type]
+        color=_color(rng.uniform(0.0, 1.0, size=3)),
+        color2=_color(rng.uniform(0.0, 1.0, size=3)),
         gradient_angle=float(rng.uniform(0.0, 2.0 * math.pi)),
         noise_std=0.03,
         noise_seed=int(rng.integers(2**32)),
     )
+    return obj, background
+
+
+def _color(values: np.ndarray) -> tuple[float, float, float]:
+    red, green, blue = (float(v) for v in values)
+    return red, green, blue
+
+
+def render_mixed_clip(
+    rng_seed: int | Sequence[int], label: int, frames: int = FRAMES, size: int = SIZE
+) -> np.ndarray:
+    """One clip of the ``mixed`` task: uint8 ``[frames, size, size, 3]``.
+
+    Class motions (per frame, ``frames - 1`` steps in all): translation at 2-5 px/frame
+    (right, left, up, down), rotation at 0.06-0.14 rad/frame (clockwise on screen is a positive
+    angle, as y points down; anticlockwise), scaling by ``exp(+-u)`` per frame with ``u`` in
+    0.04-0.08 (grow, shrink). Nuisances drawn for every class alike: shape, texture (always
+    textured for the rotation-symmetric disc and ring), colours, the circumradius at mid-clip
+    (12-20 % of the frame side), the mid-clip centre (30-70 % of the frame on each axis), the
+    mid-clip angle, a two-colour gradient backdrop and uniform camera noise (std 0.03). So the
+    middle frame carries no class information; the first frame carries a little (a "right"
+    object starts left of its uniformly placed mid-clip centre, a "grow" one starts small),
+    which is motion seen from one end.
+    """
+    from jepactl.data.synthetic import render_clip
+
+    obj, background = mixed_scene(rng_seed, label, frames, size)
     return render_clip([obj], background, frames, size).numpy()
 
 
@@ -463,9 +502,10 @@ def ensure_dataset(
 ) -> Path:
     """The folder holding ``spec``'s clips, ``train.csv`` and ``val.csv``; generated if absent.
 
-    The folder is written as ``<name>.tmp-<pid>`` and renamed, so it exists only complete
-    (``dataset.json`` is written last, before the rename). A folder whose ``dataset.json``
-    does not match ``spec`` is an error rather than silently reused.
+    The folder is built in a fresh ``<name>.tmp-XXXX`` beside it and renamed, so it exists
+    only complete (``dataset.json`` is written last, before the rename); a failed or
+    interrupted build removes its temporary folder. A folder whose ``dataset.json`` does not
+    match ``spec`` is an error rather than silently reused.
     """
     root = (cache_dir or default_cache_dir()) / "synth-motion" / spec.folder_name()
     manifest = _manifest(spec)
@@ -479,9 +519,25 @@ def ensure_dataset(
         if found != manifest:
             raise ConfigError(f"{root}/dataset.json does not match its key; delete the folder")
         return root
-    tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "clips").mkdir(parents=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{root.name}.tmp-", dir=root.parent))
+    try:
+        _build(spec, manifest, tmp, num_workers, progress)
+        try:
+            os.rename(tmp, root)
+        except OSError:
+            if not (root / "dataset.json").is_file():  # not another process finishing first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone after a rename; a partial build otherwise
+    return root
+
+
+def _build(
+    spec: MotionDataSpec, manifest: dict[str, Any], tmp: Path, num_workers: int, progress: bool
+) -> None:
+    """Render and encode every clip into ``tmp``, then the split CSVs and ``dataset.json``."""
+    (tmp / "clips").mkdir()
     workers = max(0, min(num_workers, available_cpus()))
     loader = DataLoader(
         _ClipWriter(spec, tmp),
@@ -504,13 +560,13 @@ def ensure_dataset(
         rows = "".join(f"{clip_name(spec, i)} {labels[i]}\n" for i in range(first, end))
         (tmp / f"{split}.csv").write_text(rows)
     (tmp / "dataset.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    try:
-        os.rename(tmp, root)
-    except OSError:
-        if not (root / "dataset.json").is_file():  # not another process finishing first
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the cache is shareable
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def motion_benchmark(spec: MotionDataSpec, protocol: Protocol) -> Benchmark:
@@ -524,7 +580,7 @@ def motion_benchmark(spec: MotionDataSpec, protocol: Protocol) -> Benchmark:
         sampling="first",
         crop=spec.size,
         views=1,
-        probe=protocol.probe,  # type: ignore[arg-type]
+        probe=protocol.probe,
         epochs=protocol.epochs,
         lr=protocol.lr,
         wd=protocol.wd,
@@ -575,20 +631,25 @@ def score_run(
 ) -> dict[str, Any]:
     """Score ``run_dir``'s frozen encoder on ``task`` over ``seeds`` data draws and probes.
 
-    Returns the result written to ``RUN/probes/synth-motion-<task>.json``: the probe result
+    Returns the result written to ``RUN/probes/<result_name(task, protocol)>.json``
+    (``synth-motion-<task>.json`` for the default protocol): the probe result
     of the first seed (checkpoint, weights, protocol...) with ``top1``/``top5`` replaced by
     their means over seeds, plus ``top1_std``, ``top1_ci95``, ``n_seeds``, ``per_seed``,
     ``protocol_name`` and ``task``. Feature caches are deleted after probing unless
     ``keep_features`` (they are cheap to recompute from the cached clips); a kept cache built
     with other settings (e.g. an older protocol) is rebuilt, a matching one reused.
     """
-    from jepactl.evaluation.extract import extract_features
+    from jepactl.evaluation.extract import WEIGHTS, extract_features
     from jepactl.evaluation.train_probe import train_probe, write_result
 
     check_task(task)
     proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    if weights not in WEIGHTS:  # checked before minutes of clip writing, not after
+        raise ConfigError(f"unknown weights '{weights}'{suggestion(weights, WEIGHTS)}")
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise ConfigError(f"unknown device '{device}': use auto, cpu or cuda[:N]")
     run_dir = Path(run_dir)
     if not (run_dir / "checkpoints" / "latest.pt").is_file():
         raise ConfigError(
@@ -596,6 +657,7 @@ def score_run(
             "`jepactl pretrain --recipe synth/baseline`"
         )
     per_seed: list[dict[str, Any]] = []
+    kept: list[dict[str, str]] = []
     first: dict[str, Any] | None = None
     for seed in range(seeds):
         spec = data_spec(task, proto, seed)
@@ -617,7 +679,9 @@ def score_run(
                 sklearn_features=proto.sklearn_features or "mean",
             )  # fmt: skip
         finally:
-            if not keep_features:
+            if keep_features:
+                kept.append({split: str(path) for split, path in caches.items()})
+            else:
                 shutil.rmtree(caches["train"].parent, ignore_errors=True)
         first = first or result
         per_seed.append(
@@ -650,13 +714,21 @@ def score_run(
             "seed": 0,
             "seeds": list(range(seeds)),
             "per_seed": per_seed,
-            "caches": None if not keep_features else first["caches"],
+            "caches": kept or None,
             "generator_version": GENERATOR_VERSION,
             "wall_time_s": round(sum(r["wall_time_s"] for r in per_seed), 3),
         }
     )
-    write_result(run_dir, f"synth-motion-{task}", out)
+    write_result(run_dir, result_name(task, proto), out)
     return out
+
+
+def result_name(task: str, protocol: str | Protocol) -> str:
+    """``synth-motion-<task>`` for the default protocol, ``synth-motion-<task>-<protocol>``
+    otherwise: the result file's name (``RUN/probes/<name>.json``) and so ``compare``'s column,
+    so scoring with another protocol never overwrites, or mixes with, the default's result."""
+    name = protocol if isinstance(protocol, str) else protocol.name
+    return f"synth-motion-{task}" if name == "default" else f"synth-motion-{task}-{name}"
 
 
 def run_label(run_dir: Path) -> str:
@@ -700,7 +772,8 @@ def format_table(
     )
     header = ("Method", "Accuracy (%)")
     body = [(label, format_cell(r)) for label, r in rows]
-    weights = sorted({f"{r.get('weights', '?')}" for _, r in rows})
+    names = {"teacher": "EMA teacher", "student": "student"}
+    weights = sorted({names.get(str(r.get("weights")), str(r.get("weights"))) for _, r in rows})
     foot = f"Weights: {', '.join(weights)}."
     if n_seeds > 1:
         foot += " Cells: mean ± std (seeds) [95% t-interval of the mean]."
