@@ -475,6 +475,11 @@ def synth_motion(
                 rows.append((run_label(run), result))
                 out = run / "probes" / f"{result_name(name, protocol)}.json"
                 typer.echo(f"jepactl: wrote {out}", err=True)
+            labels = [label for label, _ in rows]
+            rows = [  # several runs of one recipe (seeds): tell them apart by folder
+                (f"{label} [{run.name}]" if labels.count(label) > 1 else label, result)
+                for (label, result), run in zip(rows, runs, strict=True)
+            ]
             tables.append(format_table(rows, name, protocol, markdown=markdown))
     except (ConfigError, ValueError, OSError, DecodeError) as exc:
         _fail(str(exc))

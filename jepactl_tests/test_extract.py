@@ -158,7 +158,7 @@ def test_video_source_reference_protocol(tmp_path: Path) -> None:
 def test_schema(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     paths = extract(run)
     assert paths == {s: run / "features" / "synth-shapes" / f"{s}.h5" for s in ("train", "val")}
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "12 clips x 1 view(s) x 8 tokens x 64 dims, float16 = 12.3 kB" in out
     latest = run / "checkpoints" / "latest.pt"
     frozen = load_frozen_encoder(run, "teacher")
@@ -190,7 +190,7 @@ def test_schema(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert extract(run) == paths
     assert extract(run, force=True) == paths  # force rebuilds only caches that do not match
     assert os.stat(paths["train"]).st_mtime_ns == before
-    assert "complete and current" in capsys.readouterr().out
+    assert "complete and current" in capsys.readouterr().err
 
 
 def test_weights_choice(runs: dict[str, Path], tmp_path: Path) -> None:
@@ -253,7 +253,7 @@ def test_stale_cache_refused(run: Path, capsys: pytest.CaptureFixture[str]) -> N
         extract(run, splits=("val",))
     old = read(path)["tokens"]
     extract(run, splits=("val",), force=True)
-    assert "--force: rebuilding" in capsys.readouterr().out
+    assert "--force: rebuilding" in capsys.readouterr().err
     with h5py.File(path, "r") as f:
         assert f.attrs["complete"] and f.attrs["checkpoint_step"] == 2
         assert f.attrs["checkpoint_sha256"] == file_sha256(latest)

@@ -51,6 +51,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -575,8 +576,9 @@ def _agree(info: DistInfo, error: str | None) -> None:
 
 
 def _say(info: DistInfo, message: str) -> None:
+    """A progress/diagnostic line on stderr (stdout stays for results), from rank 0 only."""
     if info.is_main:
-        print(f"jepactl: {message}", flush=True)
+        print(f"jepactl: {message}", file=sys.stderr, flush=True)
 
 
 def extract_features(
