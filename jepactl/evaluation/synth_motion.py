@@ -8,7 +8,7 @@ Two tasks, both 8 classes of 8-frame 160x160 clips:
     translating in one of 8 directions N, NE, E, SE, S, SW, W, NW at 4 px/frame (3 px per axis
     on the diagonals); a disc that reaches a wall sticks there. Clip ``i`` has label ``i % 8``
     and is drawn from ``numpy.random.default_rng(base + i)`` exactly as the reference draws it
-    (32 frames of noise are drawn, then colour, radius and position), so data seed 0 with
+    (background colour, 32 frames of noise, disc colour, radius, position), so data seed 0 with
     200 clips is the reference's evaluation set. Data seed ``s`` uses ``base = 42 + s * n``
     for ``n`` clips, so draws of different seeds share no clip.
 ``mixed``
@@ -17,8 +17,8 @@ Two tasks, both 8 classes of 8-frame 160x160 clips:
     object of random shape, texture, colours and mid-clip size, at a random place, over a
     random gradient backdrop with camera noise; the speed of its motion is random too. Sizes
     are drawn at mid-clip for every class, and rotation-symmetric shapes (disc, ring) always
-    carry a texture, so neither size, colour, shape nor a static frame gives the class away:
-    only the motion does.
+    carry a texture, so neither size, colour nor shape gives the class away, and the middle
+    frame carries no class information: only the motion does.
 
 Clips are rendered deterministically and written once as real H.264 files with PyAV (crf 23,
 yuv420p, 8 fps, as the reference) into a cache folder keyed by the generator version and every
