@@ -49,9 +49,7 @@ import glob
 import io
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -61,21 +59,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from jepactl.config import ConfigError, config_diff
-from jepactl.utils import close_match, suggestion
+from jepactl.config import RUNTIME_KEYS, ConfigError, config_diff
+from jepactl.utils import atomic_write_bytes, close_match, suggestion
 
-#: Settings of how a run executes rather than what it computes; they never split a row.
-#: A copy of ``jepactl.train.loop.RUNTIME_KEYS`` (importing the loop would import torch).
-RUNTIME_KEYS = frozenset(
-    {
-        "data.num_workers",
-        "train.device",
-        "train.log_every",
-        "train.checkpoint_every",
-        "train.snapshot_every",
-    }
-)
-#: Keys removed before grouping: the seed and the runtime keys.
+#: Keys removed before grouping: the seed and the runtime keys (how a run executed, not what it
+#: computed), so they never split a row.
 GROUPING_IGNORED = RUNTIME_KEYS | {"train.seed"}
 
 #: Column order of the known benchmarks; any other benchmark follows, alphabetically.
@@ -945,7 +933,7 @@ def plot_deltas(table: CompareTable, path: Path, highlight: str | None = None) -
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
     path = Path(path)
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
     return path
 
 
@@ -1007,24 +995,3 @@ def _decorate(ax: Any, table: CompareTable, rows: Sequence[Row], marked: int) ->
     ax.grid(axis="y", linestyle=":", alpha=0.6)
     ax.set_axisbelow(True)
     ax.legend(fontsize=8, frameon=False)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file beside ``path``, then rename over it (never a torn file).
-
-    ``jepactl.train.checkpoint.atomic_write_bytes`` does the same but imports torch.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes it private; a figure is for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -167,6 +167,19 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+#: Settings of how a run executes rather than what it computes: a resumed run may change them
+#: (another machine, more workers) without --force.
+RUNTIME_KEYS = frozenset(
+    {
+        "data.num_workers",
+        "train.device",
+        "train.log_every",
+        "train.checkpoint_every",
+        "train.snapshot_every",
+    }
+)
+
+
 # --------------------------------------------------------------------------------------
 # Locating recipes
 # --------------------------------------------------------------------------------------

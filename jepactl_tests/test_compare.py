@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import math
+import stat
 import struct
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from jepactl.compare import (
     render_text,
 )
 from jepactl.config import ConfigError
+from jepactl.utils import current_umask
 
 BENCHES = ("diving48", "in100", "ssv2")
 
@@ -582,6 +584,8 @@ def test_plot_table4(tmp_path: Path) -> None:
     assert out == tmp_path / "fig" / "fig2.png"
     assert png_size(out) == (1500, 675)
     assert [p.name for p in out.parent.iterdir()] == ["fig2.png"]  # no temp file left
+    # As readable as a plainly created file (the temp file behind it was private).
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~current_umask()
     with pytest.raises(ConfigError, match="did you mean"):
         plot_deltas(t, tmp_path / "x.png", highlight="FWM-HW-LX")
 

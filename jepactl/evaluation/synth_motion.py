@@ -74,7 +74,7 @@ from tqdm import tqdm
 from jepactl.config import ConfigError
 from jepactl.data.synthetic import RENDER_VERSION, BackgroundSpec, ObjectSpec
 from jepactl.evaluation.benchmarks import Benchmark, ProbeKind
-from jepactl.utils import available_cpus, suggestion
+from jepactl.utils import available_cpus, current_umask, suggestion
 
 __all__ = [
     "DIRECTIONS",
@@ -560,13 +560,7 @@ def _build(
         rows = "".join(f"{clip_name(spec, i)} {labels[i]}\n" for i in range(first, end))
         (tmp / f"{split}.csv").write_text(rows)
     (tmp / "dataset.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the cache is shareable
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it private; the cache is shareable
 
 
 def motion_benchmark(spec: MotionDataSpec, protocol: Protocol) -> Benchmark:
@@ -772,8 +766,10 @@ def format_table(
     )
     header = ("Method", "Accuracy (%)")
     body = [(label, format_cell(r)) for label, r in rows]
-    names = {"teacher": "EMA teacher", "student": "student"}
-    weights = sorted({names.get(str(r.get("weights")), str(r.get("weights"))) for _, r in rows})
+    from jepactl.compare import WEIGHTS_NAMES
+
+    names = {str(r.get("weights")) for _, r in rows}
+    weights = sorted(WEIGHTS_NAMES.get(w, w) for w in names)
     foot = f"Weights: {', '.join(weights)}."
     if n_seeds > 1:
         foot += " Cells: mean ± std (seeds) [95% t-interval of the mean]."

@@ -2,45 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from jepactl.utils import atomic_write_bytes, atomic_write_text
 
-def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Write through ``write(fileobj)`` to a temp file beside ``path``, fsync, then rename.
-
-    A crash at any point leaves either the old file or the new one, never a torn file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+__all__ = ["atomic_save", "atomic_write_bytes", "atomic_write_text", "load", "rng_state",
+           "set_rng_state"]  # fmt: skip
 
 
 def atomic_save(obj: dict[str, Any], path: Path) -> None:
     atomic_write_bytes(path, lambda f: torch.save(obj, f))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
 def load(

@@ -25,7 +25,15 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from jepactl.config import ConfigError, Recipe, config_diff, dump_yaml, load_recipe, to_dict
+from jepactl.config import (
+    RUNTIME_KEYS,
+    ConfigError,
+    Recipe,
+    config_diff,
+    dump_yaml,
+    load_recipe,
+    to_dict,
+)
 from jepactl.data.loader import (
     Batch,
     Collator,
@@ -46,18 +54,6 @@ from jepactl.train.optim import build_optimizer, ema_update, learning_rate, tota
 from jepactl.utils import derive_seed
 
 CHECKPOINT_VERSION = 1
-
-#: Settings of how a run executes rather than what it computes: a resumed run may change them
-#: (another machine, more workers) without --force.
-RUNTIME_KEYS = frozenset(
-    {
-        "data.num_workers",
-        "train.device",
-        "train.log_every",
-        "train.checkpoint_every",
-        "train.snapshot_every",
-    }
-)
 
 
 @dataclass
