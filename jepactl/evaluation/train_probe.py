@@ -352,7 +352,7 @@ class TokenCache:
                 idx = local[i : i + batch_size]
                 yield block[idx], self.labels[s + idx]
 
-    def mean_features(self, rows: torch.Tensor, how: str = "mean") -> torch.Tensor:
+    def clip_features(self, rows: torch.Tensor, how: str = "mean") -> torch.Tensor:
         """Per-view features ``[len(rows), V, F]`` float32, in ascending row order: the token
         mean (``how="mean"``, ``F = D``) or all tokens concatenated in cache order
         (``how="flat"``, ``F = L·D``: keeps where and when each token is)."""
@@ -554,12 +554,12 @@ def _sklearn_probe(
     features: str = "mean",
 ) -> Callable[[TokenCache, torch.Tensor], torch.Tensor]:
     """Fit standardised logistic regression on token means (or the flattened tokens, see
-    :meth:`TokenCache.mean_features`); return a ``predict`` function giving view-averaged
+    :meth:`TokenCache.clip_features`); return a ``predict`` function giving view-averaged
     probabilities ``[n, C]`` for rows of a cache."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    feats = train.mean_features(rows, features)
+    feats = train.clip_features(rows, features)
     x = feats.flatten(0, 1).numpy()
     y = train.labels[torch.sort(rows).values].repeat_interleave(train.header.views).numpy()
     scaler = StandardScaler().fit(x)
@@ -568,7 +568,7 @@ def _sklearn_probe(
     classes = torch.from_numpy(clf.classes_.astype(np.int64))
 
     def predict(cache: TokenCache, eval_rows: torch.Tensor) -> torch.Tensor:
-        f = cache.mean_features(eval_rows, features)
+        f = cache.clip_features(eval_rows, features)
         n, v, _ = f.shape
         p = torch.from_numpy(clf.predict_proba(scaler.transform(f.flatten(0, 1).numpy())))
         full = torch.zeros(n * v, cache.header.num_classes, dtype=torch.float64)
