@@ -229,6 +229,7 @@ def test_cli_synth_motion_reference_split(
     )  # its own file: the default protocol's result is not overwritten
     assert (saved["n_train"], saved["n_val"]) == (160, 40)
     assert saved["probe"] == "attentive-reference" and saved["protocol_name"] == "reference"
+    assert saved["bench"] == "synth-motion-directions-reference"  # the file stem, as compare reads
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:

@@ -650,6 +650,7 @@ def score_run(
             f"{run_dir} has no checkpoint (checkpoints/latest.pt); train it first, e.g. "
             "`jepactl pretrain --recipe synth/baseline`"
         )
+    name = result_name(task, proto)  # the result's file stem and its ``bench``
     per_seed: list[dict[str, Any]] = []
     kept: list[dict[str, str]] = []
     first: dict[str, Any] | None = None
@@ -696,7 +697,7 @@ def score_run(
     out = dict(first)
     out.update(
         {
-            "bench": f"synth-motion-{task}",
+            "bench": name,
             "task": task,
             "classes": list(TASKS[task]),
             "protocol_name": proto.name,
@@ -713,7 +714,7 @@ def score_run(
             "wall_time_s": round(sum(r["wall_time_s"] for r in per_seed), 3),
         }
     )
-    write_result(run_dir, result_name(task, proto), out)
+    write_result(run_dir, name, out)
     return out
 
 
