@@ -260,4 +260,6 @@ def test_failed_build_leaves_no_partial_dataset(
 def test_bad_weights_fail_before_any_clip_is_written(tiny_run: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="student"):
         score_run(tiny_run, "directions", TINY, weights="studnet", cache_dir=tmp_path)
+    with pytest.raises(ConfigError, match="device 'gpu'"):
+        score_run(tiny_run, "directions", TINY, device="gpu", cache_dir=tmp_path)
     assert not (tmp_path / "synth-motion").exists()

@@ -634,7 +634,7 @@ def score_run(
     with other settings (e.g. an older protocol) is rebuilt, a matching one reused.
     """
     from jepactl.evaluation.extract import WEIGHTS, extract_features
-    from jepactl.evaluation.train_probe import train_probe, write_result
+    from jepactl.evaluation.train_probe import resolve_device, train_probe, write_result
 
     check_task(task)
     proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
@@ -642,8 +642,10 @@ def score_run(
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     if weights not in WEIGHTS:  # checked before minutes of clip writing, not after
         raise ConfigError(f"unknown weights '{weights}'{suggestion(weights, WEIGHTS)}")
-    if device not in ("auto", "cpu") and not device.startswith("cuda"):
-        raise ConfigError(f"unknown device '{device}': use auto, cpu or cuda[:N]")
+    try:
+        resolve_device(device)
+    except RuntimeError as exc:  # an unknown device, or CUDA asked for and not visible
+        raise ConfigError(f"device '{device}': {exc}") from None
     run_dir = Path(run_dir)
     if not (run_dir / "checkpoints" / "latest.pt").is_file():
         raise ConfigError(

@@ -368,7 +368,9 @@ class TokenCache:
         return torch.cat(feats)
 
 
-def _resolve_device(device: str) -> torch.device:
+def resolve_device(device: str) -> torch.device:
+    """``auto`` (CUDA when visible), ``cpu`` or ``cuda[:i]``; a RuntimeError for an unknown
+    device or CUDA that is not there."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -663,7 +665,7 @@ def train_probe(
     if sweep and (not sweep_lrs or not sweep_wds):
         raise ValueError("the sweep needs at least one lr and one wd")
     train_h5, val_h5 = Path(train_h5), Path(val_h5)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     amp = bf16 and dev.type == "cuda"
     kwargs = dict(probe_kwargs or {})
     eval_bs = max(batch_size, 64)  # no gradients, so larger batches
