@@ -534,7 +534,7 @@ def compare(
             cmp.render_markdown if markdown else cmp.render_csv if csv
             else cmp.render_json if json_ else cmp.render_text
         )  # fmt: skip
-        typer.echo(render(table))
+        typer.echo(render(table), nl=False)  # every renderer ends its text with a newline
         if plot is not None:
             cmp.plot_deltas(table, plot, highlight=highlight)
             typer.echo(f"jepactl: wrote {plot}", err=True)
