@@ -23,6 +23,8 @@ from jepactl.config import Recipe, list_recipes, load_recipe, recipes_root
 from jepactl.data.loader import Collator, StepDataset
 from jepactl.data.sources import build_source
 from jepactl.masks import build_mask_strategy
+from jepactl.train.dist import DistInfo
+from jepactl.train.guard import NonFiniteGuard
 from jepactl.train.loop import train_step
 from jepactl.train.model import JEPA
 from jepactl.train.optim import build_optimizer, learning_rate
@@ -96,6 +98,7 @@ def time_recipe(
     if cuda:
         batch = batch.pin_memory()
         torch.cuda.reset_peak_memory_stats(device)
+    guard, info = NonFiniteGuard(0, device), DistInfo(0, 1, 0, device)  # as the loop runs it
     times = []
     for step in range(warmup + steps):
         lr = learning_rate(step, recipe.optim)
@@ -105,7 +108,7 @@ def time_recipe(
                 torch.cuda.set_sync_debug_mode("error")
         t0 = time.perf_counter()
         try:
-            train_step(model, model, optimizer, batch, step, lr, recipe, device)
+            train_step(model, model, optimizer, batch, step, lr, recipe, device, guard, info)
             if cuda:
                 torch.cuda.set_sync_debug_mode("default")
                 torch.cuda.synchronize(device)

@@ -2,14 +2,54 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from jepactl.config import ConfigError, list_recipes, load_raw, resolve_recipe_path
+from jepactl.errors import SPACE_ERRNOS, JepactlError, disk_full, one_line
+
+#: ``errno`` values of a file operation the user can fix (a path, a permission, a disk).
+USER_ERRNOS = SPACE_ERRNOS | {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR}
+
+
+class _OneLineErrors(TyperGroup):
+    """Every command runs inside this: a user's mistake or a full disk becomes one line on
+    stderr and a non-zero exit (2: fix the input; 1: the run stopped on a condition such as
+    a full disk); anything else is a bug and keeps its traceback. ``--debug`` shows all."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except JepactlError as exc:
+            if DEBUG:
+                raise
+            _report(one_line(exc), exc.exit_code)
+        except OSError as exc:
+            if DEBUG or exc.errno not in USER_ERRNOS:
+                raise
+            if exc.errno in SPACE_ERRNOS and exc.filename:
+                _report(one_line(disk_full(Path(exc.filename), None, exc)), 1)
+            where = f" {exc.filename}" if exc.filename else ""
+            _report(
+                f"{exc.strerror or one_line(exc)}:{where}", 1 if exc.errno in SPACE_ERRNOS else 2
+            )
+
+
+def _report(message: str, code: int) -> None:
+    rank = os.environ.get("RANK", "0")
+    prefix = f"jepactl (rank {rank})" if rank != "0" else "jepactl"
+    typer.echo(f"{prefix}: error: {message}", err=True)
+    raise typer.Exit(code)
+
 
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="jepactl",
     help=(
         "Pretrain Video-JEPA encoders with auxiliary objectives, probe them frozen, and "
@@ -25,6 +65,21 @@ app = typer.Typer(
 def _fail(message: str, code: int = 2) -> None:
     typer.echo(f"jepactl: error: {message}", err=True)
     raise typer.Exit(code)
+
+
+#: ``--debug``: let errors show their traceback.
+DEBUG = os.environ.get("JEPACTL_DEBUG", "") not in ("", "0")
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", help="Show the full traceback of an error (also JEPACTL_DEBUG=1)."),
+    ] = False,
+) -> None:
+    global DEBUG
+    DEBUG = DEBUG or debug
 
 
 @app.command()
@@ -49,29 +104,35 @@ def pretrain(
     force: Annotated[
         bool, typer.Option(help="Resume a run even though its saved recipe differs.")
     ] = False,
+    skip_nonfinite: Annotated[
+        int,
+        typer.Option(
+            help="Skip the update of up to N steps whose loss is NaN/inf (logged); by default "
+            "the first one stops the run, keeping the last good checkpoint."
+        ),
+    ] = 0,
 ) -> None:
     """Pretrain an encoder from a recipe; resumes the run directory's checkpoint if present.
 
     Multi-GPU / multi-node: launch with torchrun, e.g.
     `torchrun --nproc-per-node 8 -m jepactl pretrain --recipe mixed/baseline`.
-    SIGTERM or Ctrl-C checkpoints at the next step and exits 0; rerun to resume.
+    SIGTERM or Ctrl-C checkpoints at the next step and exits 0; rerun to resume. One process
+    at a time may use a run directory (a second is refused, naming the first).
     """
     from jepactl.train.loop import pretrain as run_pretrain
 
     overrides = list(set_ or [])
     if seed is not None:
         overrides.append(f"train.seed={seed}")
-    from jepactl.data.loader import DataQualityError
     from jepactl.data.readers import DatasetLayoutError
 
     try:
-        run_pretrain(recipe, overrides, run_dir=run_dir, max_steps=max_steps, force=force)
+        run_pretrain(
+            recipe, overrides, run_dir=run_dir, max_steps=max_steps, force=force,
+            skip_nonfinite=skip_nonfinite,
+        )  # fmt: skip
     except DatasetLayoutError as exc:
         _fail(f"{exc}\n(to try the recipe without the dataset: --set data.source=synth)")
-    except ConfigError as exc:
-        _fail(str(exc))
-    except DataQualityError as exc:
-        _fail(str(exc), code=1)
 
 
 @app.command()
@@ -85,10 +146,7 @@ def recipes(
     """List the shipped recipes with a one-line description each."""
     rows = []
     for name in list_recipes():
-        try:
-            raw = load_raw(resolve_recipe_path(name))
-        except ConfigError as exc:
-            _fail(str(exc))
+        raw = load_raw(resolve_recipe_path(name))
         paper = raw.get("paper") or {}
         table, row = paper.get("table", ""), paper.get("row", "")
         where = f"Table {table}, {row}" if table else str(row)
@@ -116,10 +174,7 @@ def show_recipe(
     """Print the fully resolved recipe (what `pretrain` would write to RUN/config.yaml)."""
     from jepactl.config import dump_yaml, load_recipe
 
-    try:
-        typer.echo(dump_yaml(load_recipe(recipe, set_ or [])), nl=False)
-    except ConfigError as exc:
-        _fail(str(exc))
+    typer.echo(dump_yaml(load_recipe(recipe, set_ or [])), nl=False)
 
 
 data_app = typer.Typer(help="Inspect datasets.")
@@ -144,11 +199,8 @@ def data_check(
     (exit 1 if any)."""
     from jepactl.data.check import check_dataset
 
-    try:
-        min_frames = (frames - 1) * stride + 1  # what one clip spans
-        result = check_dataset(name, root, split, min_frames, workers)
-    except ConfigError as exc:
-        _fail(str(exc))
+    min_frames = (frames - 1) * stride + 1  # what one clip spans
+    result = check_dataset(name, root, split, min_frames, workers)
     counts = result.counts()
     typer.echo(
         f"{result.dataset}/{result.split} at {result.root}: {result.checked} files checked, "
@@ -318,13 +370,10 @@ def extract_features_cmd(
     """
     from jepactl.evaluation.extract import extract_features
 
-    try:
-        paths = extract_features(
-            run, bench, split.split(","), weights, pool, batch_size, workers, force,
-            _roots(root), limit,
-        )  # fmt: skip
-    except ConfigError as exc:
-        _fail(str(exc))
+    paths = extract_features(
+        run, bench, split.split(","), weights, pool, batch_size, workers, force, _roots(root),
+        limit,
+    )  # fmt: skip
     for name, path in paths.items():
         typer.echo(f"{name}: {path}")
 

@@ -12,8 +12,10 @@ replaces what was there. Setting an objective term to ``false`` removes it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
+import math
 import os
 import types
 import typing
@@ -26,11 +28,10 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from jepactl.errors import ConfigError
 from jepactl.utils import close_match, suggestion
 
-
-class ConfigError(ValueError):
-    """A recipe problem the user can fix; the message is one line."""
+__all__ = ["ConfigError"]  # re-exported: the error type recipes raise
 
 
 # --------------------------------------------------------------------------------------
@@ -280,7 +281,15 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set expects key=value, got '{text}'")
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(
+            f"--set {text}: the value is not valid YAML ({problem}); quote it, e.g. "
+            f"--set '{key}=\"...\"'"
+        ) from None
+    return key.strip().split("."), value
 
 
 def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
@@ -373,14 +382,17 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected true/false, got {value!r}")
     if tp is float:
         # PyYAML reads 6e-4 (no dot) as a string; accept any number-like text for floats.
+        number: float | None = None
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+            number = float(value)
+        elif isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if number is None:
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -512,6 +524,8 @@ def validate_components_of(recipe: Recipe) -> None:
         )
     _built("model", check_model_config, recipe.model)
     _built("data", check_data_config, recipe.data)
+    _built("optim", check_optim_config, recipe.optim)
+    _built("train", check_train_config, recipe.train)
     if not recipe.objective.terms:
         raise ConfigError("objective.terms is empty: a recipe needs at least one loss term")
     for name, params in recipe.objective.terms.items():
@@ -551,6 +565,47 @@ def check_data_config(cfg: DataConfig) -> None:
     for name in ("flip", "max_bad_fraction"):
         if not 0 <= getattr(cfg, name) <= 1:
             raise ValueError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
+    if any(w <= 0 for w in cfg.mix.values()):
+        raise ValueError(f"mix weights must be > 0, got {cfg.mix}")
+    s = cfg.synth
+    if s.length < 1 or not 1 <= s.min_objects <= s.max_objects:
+        raise ValueError(
+            "synth needs length >= 1 and 1 <= min_objects <= max_objects, got "
+            f"{s.length}, {s.min_objects}, {s.max_objects}"
+        )
+
+
+def _at_least(cfg: Any, minimum: float, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and value < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def check_optim_config(cfg: OptimConfig) -> None:
+    """Ranges of the optimiser and schedule (a negative lr would train uphill)."""
+    _at_least(cfg, 1, "epochs", "iters_per_epoch")
+    _at_least(cfg, 0, "start_lr", "final_lr", "warmup_epochs", "weight_decay")
+    if cfg.lr <= 0:
+        raise ValueError(f"lr must be > 0, got {cfg.lr}")
+    if cfg.warmup_epochs > cfg.epochs:
+        raise ValueError(f"warmup_epochs {cfg.warmup_epochs} is longer than epochs {cfg.epochs}")
+    if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
+        raise ValueError(f"betas must be two numbers in [0, 1), got {cfg.betas}")
+    if cfg.eps <= 0:
+        raise ValueError(f"eps must be > 0, got {cfg.eps}")
+    if cfg.clip_grad is not None and cfg.clip_grad <= 0:
+        raise ValueError(f"clip_grad must be > 0 (or null for none), got {cfg.clip_grad}")
+    if not 0 <= cfg.ema <= 1:
+        raise ValueError(f"ema must be in [0, 1] (the teacher's momentum), got {cfg.ema}")
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    """Intervals are step counts (0 would divide by zero); ``snapshot_every: 0`` means none."""
+    _at_least(cfg, 1, "log_every", "checkpoint_every")
+    _at_least(cfg, 0, "snapshot_every", "seed")
+    if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {cfg.device!r}")
 
 
 def _built(where: str, build: Any, *args: Any, **kwargs: Any) -> Any:

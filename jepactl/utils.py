@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import ctypes
 import difflib
+import errno
 import hashlib
+import json
 import os
+import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+from jepactl.errors import disk_full, free_bytes, is_space_error
 
 
 def derive_seed(*parts: int | str) -> int:
@@ -60,14 +67,22 @@ def current_umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+def atomic_write_bytes(
+    path: Path, write: Callable[[IO[bytes]], object], expected_size: int | None = None
+) -> None:
     """Write through ``write(fileobj)`` to a temp file beside ``path``, fsync, then rename.
 
     A crash at any point leaves either the old file or the new one, never a torn file. The file
     gets the permissions a plain ``open`` would give it (``mkstemp`` makes it private), so
     results, figures and checkpoints stay readable by collaborators.
+
+    A write that does not fit (no space, a quota, a file-size limit) removes the temp file and
+    raises :class:`~jepactl.errors.DiskFullError` naming the path and the space needed; with
+    ``expected_size`` that is checked before anything is written.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    if expected_size is not None and free_bytes(path.parent) < expected_size:
+        raise disk_full(path, expected_size)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -76,8 +91,10 @@ def atomic_write_bytes(path: Path, write: Callable[[IO[bytes]], object]) -> None
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if is_space_error(exc):
+            raise disk_full(path, expected_size, exc) from exc
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -89,3 +106,56 @@ def atomic_write_bytes(path: Path, write: Callable[[IO[bytes]], object]) -> None
 def atomic_write_text(path: Path, text: str) -> None:
     """:func:`atomic_write_bytes` of ``text`` in UTF-8."""
     atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
+def atomic_copy(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` as an independent file, atomically (temp file, fsync, rename)."""
+    with open(src, "rb") as source:
+        atomic_write_bytes(
+            dst, lambda f: shutil.copyfileobj(source, f, 8 << 20), os.fstat(source.fileno()).st_size
+        )
+
+
+def reserve_space(fd: int, size: int) -> bool:
+    """Allocate ``size`` bytes of disk for the open file ``fd`` now (Linux ``fallocate``), so
+    later writes into that range cannot fail for lack of space. Returns False where the file
+    system cannot reserve (nothing is reserved then); raises ``OSError`` (ENOSPC, EDQUOT,
+    EFBIG) when the space is not there. Never emulated byte by byte, unlike
+    ``posix_fallocate`` on file systems without the call."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fallocate = libc.fallocate
+    except (OSError, AttributeError):  # not Linux/glibc
+        return False
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    if fallocate(fd, 0, 0, size) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+        return False
+    raise OSError(err, os.strerror(err))
+
+
+def read_jsonl(path: Path, warn: Callable[[str], object] | None = None) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file, skipping lines that do not parse (a line torn by a
+    kill or a full disk) with a warning naming the file and line."""
+    records = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if not isinstance(record, dict):
+                if warn is not None:
+                    warn(f"{path}:{number}: dropped an unreadable (torn) line: {line[:60]!r}")
+                continue
+            records.append(record)
+    return records
+
+
+def warn(message: str) -> None:
+    """A one-line warning on stderr."""
+    print(f"jepactl: warning: {message}", file=sys.stderr, flush=True)

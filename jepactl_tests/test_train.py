@@ -1,45 +1,17 @@
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from runfixtures import TORCHRUN, assert_same_state, cli_args, run
 
 from jepactl.config import ConfigError
 from jepactl.train.checkpoint import load
 from jepactl.train.loop import pretrain
 from jepactl.train.metrics import read_metrics
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def run(run_dir: Path, overrides: list[str], max_steps: int | None, **kw: object):
-    return pretrain(
-        "synth/baseline", overrides, run_dir=run_dir, max_steps=max_steps, progress=False, **kw
-    )  # type: ignore[arg-type]
-
-
-def assert_same_state(a: Path, b: Path) -> None:
-    sa, sb = load(a / "checkpoints" / "latest.pt"), load(b / "checkpoints" / "latest.pt")
-    assert sa["step"] == sb["step"]
-    for key in ("student", "teacher", "predictor", "terms"):
-        if sa[key] is None:
-            assert sb[key] is None
-            continue
-        assert sa[key].keys() == sb[key].keys()
-        for name in sa[key]:
-            assert torch.equal(sa[key][name], sb[key][name]), f"{key}.{name} differs"
-    for pa, pb in zip(
-        sa["optimizer"]["state"].values(), sb["optimizer"]["state"].values(), strict=True
-    ):
-        assert torch.equal(pa["exp_avg"], pb["exp_avg"])
-        assert torch.equal(pa["exp_avg_sq"], pb["exp_avg_sq"])
-
 
 LOSS_FIELDS = ("step", "epoch", "lr", "loss", "jepa", "jepa_context", "jepa_context_unweighted")
 
@@ -132,125 +104,8 @@ def test_finished_run_is_not_restarted(tmp_path: Path, tiny_overrides: list[str]
     assert len(read_metrics(tmp_path / "metrics.jsonl")) == 3
 
 
-PYTHON = [sys.executable, "-m"]
-TORCHRUN = [
-    sys.executable,
-    "-m",
-    "torch.distributed.run",
-    "--nproc-per-node",
-    "2",
-    "--standalone",
-    "-m",
-]
-
-
-def _cli(
-    run_dir: Path, overrides: list[str], max_steps: int, launcher: list[str] = PYTHON
-) -> list[str]:
-    args = [
-        *launcher,
-        "jepactl",
-        "pretrain",
-        "--recipe",
-        "synth/baseline",
-        "--run-dir",
-        str(run_dir),
-        "--max-steps",
-        str(max_steps),
-    ]
-    for o in overrides:
-        args += ["--set", o]
-    return args
-
-
-def _terminate_after(args: list[str], run_dir: Path, steps: int, cwd: Path) -> tuple[int, str]:
-    """Start a run, send SIGTERM once ``steps`` steps are logged; (exit code, output)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    metrics = run_dir / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and len(read_metrics(metrics)) >= steps):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
-    return proc.returncode, out
-
-
-def test_sigterm_checkpoints_and_resume_matches_straight_run(
-    tmp_path: Path, tiny_overrides: list[str]
-) -> None:
-    d = tmp_path / "killed"
-    # Two DataLoader workers: pre-emption must not kill them before the checkpoint is written.
-    code, out = _terminate_after(
-        _cli(d, [*tiny_overrides, "data.num_workers=2"], 40), d, 3, tmp_path
-    )
-    assert code == 0, out
-    assert "stopped by signal" in out
-    stopped_at = load(d / "checkpoints" / "latest.pt")["step"]
-    assert 3 <= stopped_at < 40
-    target = stopped_at + 3
-    resumed = subprocess.run(
-        _cli(d, tiny_overrides, target),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert f"resuming {d} at step {stopped_at}" in resumed.stdout
-    run(tmp_path / "straight", tiny_overrides, target)
-    assert_same_state(tmp_path / "straight", d)
-
-
-def test_checkpoint_is_weights_only_loadable_and_complete(
-    tmp_path: Path, tiny_overrides: list[str]
-) -> None:
-    run(tmp_path, [*tiny_overrides, "train.snapshot_every=2", "train.checkpoint_every=2"], 4)
-    state = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)
-    assert {
-        "student",
-        "teacher",
-        "predictor",
-        "terms",
-        "optimizer",
-        "rng",
-        "step",
-        "config",
-    } <= set(state)
-    assert {"torch", "numpy", "python"} <= set(state["rng"][0])
-    snaps = sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*.pt"))
-    assert snaps == ["step_0000002.pt", "step_0000004.pt"]
-    assert not list((tmp_path / "checkpoints").glob(".*tmp"))
-    # The teacher moved away from the student by EMA, but only slightly.
-    s, t = state["student"], state["teacher"]
-    w = "patch_embed.weight"
-    assert not torch.equal(s[w], t[w])
-
-
-def test_sigterm_under_torchrun_checkpoints_every_rank(
-    tmp_path: Path, tiny_overrides: list[str]
-) -> None:
-    """torchrun forwards SIGTERM to the ranks; they agree on a step, save, and stop."""
-    d = tmp_path / "ddp"
-    _, out = _terminate_after(_cli(d, tiny_overrides, 40, TORCHRUN), d, 3, tmp_path)
-    assert "stopped by signal" in out, out
-    state = load(d / "checkpoints" / "latest.pt")
-    assert 3 <= state["step"] < 40 and len(state["rng"]) == 2
-    resumed = subprocess.run(
-        _cli(d, tiny_overrides, state["step"] + 2, TORCHRUN),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert f"resuming {d} at step {state['step']}" in resumed.stdout
-
-
 def test_torchrun_two_ranks_on_cpu(tmp_path: Path, tiny_overrides: list[str]) -> None:
-    args = _cli(tmp_path / "ddp", tiny_overrides, 5, TORCHRUN)
+    args = cli_args(tmp_path / "ddp", tiny_overrides, 5, TORCHRUN)
     res = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "2 rank(s) on cpu" in res.stdout

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from jepactl.config import ConfigError
 from jepactl.data.base import Sample
 from jepactl.data.sources import MixtureSource, Source, SyntheticSource, replacement
+from jepactl.errors import JepactlError
 from jepactl.masks.base import Masks, MaskStrategy, TokenGrid
 from jepactl.utils import available_cpus, derive_seed
 
@@ -179,8 +180,10 @@ class StepBatchSampler(Sampler[list[tuple[int, int, int]]]):
 MAX_REPLACEMENTS = 20
 
 
-class DataQualityError(RuntimeError):
+class DataQualityError(JepactlError, RuntimeError):
     """Too many samples failed to decode: the dataset needs attention, not more training."""
+
+    exit_code = 1
 
 
 class StepDataset(Dataset[tuple[int, Sample, list[dict[str, str]]]]):

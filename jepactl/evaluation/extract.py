@@ -50,7 +50,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -67,13 +66,23 @@ from tqdm import tqdm
 
 from jepactl.config import ConfigError, Recipe, recipe_from_dict
 from jepactl.data.loader import to_model_input
+from jepactl.errors import (
+    CheckpointError,
+    DiskFullError,
+    JepactlError,
+    disk_full,
+    format_bytes,
+    free_bytes,
+    is_space_error,
+)
 from jepactl.evaluation.benchmarks import Benchmark, EvalSource, eval_loader, get_benchmark
+from jepactl.lock import RunLock
 from jepactl.masks.base import TokenGrid
 from jepactl.models import build_encoder
 from jepactl.models.vit import VideoViT
 from jepactl.train import checkpoint as ckpt
-from jepactl.train.dist import DistInfo, barrier, init_distributed, shutdown
-from jepactl.utils import suggestion
+from jepactl.train.dist import DistInfo, agree, barrier, init_distributed, shutdown
+from jepactl.utils import reserve_space, suggestion
 
 __all__ = [
     "POOLS",
@@ -100,6 +109,10 @@ WEIGHTS: tuple[str, ...] = ("auto", "student", "teacher")
 #: Above this many bytes in all (unpooled), the size message suggests ``--pool``.
 LARGE_CACHE_BYTES = 10 * 1000**3
 ENCODER_OUTPUT = "last block, final LayerNorm"
+#: Beyond the tokens, a cache file holds per row a label, an id, a done flag and a chunk-index
+#: entry, and a fixed header: budgeted generously when checking free space.
+ROW_OVERHEAD_BYTES = 128
+FILE_OVERHEAD_BYTES = 64 << 10
 
 Pool = Literal["none", "time", "space2x2", "mean"]
 BatchCallback = Callable[[str, int, int], None]
@@ -149,14 +162,6 @@ def file_sha256(path: Path, chunk_bytes: int = 8 << 20) -> str:
         while block := f.read(chunk_bytes):
             h.update(block)
     return h.hexdigest()
-
-
-def format_bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError  # unreachable
 
 
 def projected_bytes(clips: int, views: int, tokens: int, dim: int) -> int:
@@ -238,7 +243,15 @@ def load_frozen_encoder(
     for _ in range(attempts):
         before = os.stat(path)
         sha = file_sha256(path)
-        state = ckpt.load(path, mmap=True)
+        try:
+            state = ckpt.load(path, mmap=True)
+        except PermissionError:
+            raise
+        except Exception as exc:
+            raise CheckpointError(
+                f"{path} cannot be loaded ({ckpt.why_unreadable(path, exc)}); `jepactl pretrain` "
+                "on the run falls back to its newest readable snapshot"
+            ) from None
         after = os.stat(path)
         same = (before.st_ino, before.st_size, before.st_mtime_ns) == (
             after.st_ino,
@@ -373,10 +386,27 @@ def _create_cache(path: Path, attrs: Mapping[str, Any], shape: tuple[int, ...], 
             for key, value in attrs.items():
                 f.attrs[key] = value
             f.attrs["complete"] = n == 0
+        _reserve(tmp, path)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if is_space_error(exc):
+            raise disk_full(path, projected_bytes(1, 1, 1, int(np.prod(shape))), exc) from None
         raise
+
+
+def _reserve(path: Path, name: Path | None = None) -> None:
+    """Allocate every byte of the cache file on disk now (``fallocate``), so writing rows can
+    never run out of space half-way: a cache that does not fit fails here, before any clip is
+    encoded. A no-op where the file system cannot reserve space (rows are then still only
+    marked done once written and synced)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        reserve_space(fd, os.fstat(fd).st_size)
+    except OSError as exc:
+        raise disk_full(name or path, os.fstat(fd).st_size, exc) from None
+    finally:
+        os.close(fd)
 
 
 def _check_existing(
@@ -453,50 +483,87 @@ def _fill(
     ``source``), batch by batch, then set ``complete``."""
     local_of = {row: k for k, row in enumerate(rows)}
     expected = [source.id(row) for row in rows]
-    with h5py.File(path, "r+") as f:
-        done = f["done"][:]
-        pending = [rows[k] for k in np.flatnonzero(~done)]
-        written = len(rows) - len(pending)
-        bar = tqdm(
-            total=len(rows),
-            initial=written,
-            disable=not progress,
-            unit="clip",
-            desc=f"{source.bench.name}/{source.split}",
-            dynamic_ncols=True,
-        )
-        loader = eval_loader(source, pending, batch_size, num_workers, device.type == "cuda")
-        for batch in loader:
-            local = [local_of[row] for row in batch.rows]
-            if [expected[k] for k in local] != batch.ids:
-                raise RuntimeError(f"{path}: clips arrived out of order ({batch.ids[:3]} ...)")
-            feats = encode_clips(frozen.encoder, batch.clips, pool, device).cpu().numpy()
-            if not np.isfinite(feats).all():
-                raise RuntimeError(
-                    f"the encoder produced non-finite tokens for {batch.ids[:3]} ...; the "
-                    "checkpoint may have diverged"
-                )
-            half = feats.astype(np.float16)
-            if not np.isfinite(half).all():
-                raise RuntimeError(f"tokens of {batch.ids[:3]} ... exceed float16's range")
-            labels = batch.labels.numpy()
-            # Tokens and labels reach the file before the rows are marked done.
-            for a, b, j in _runs(local):
-                f["tokens"][a:b] = half[j : j + b - a]
-                f["labels"][a:b] = labels[j : j + b - a]
+    _reserve(path)  # also for a cache created where space could not be reserved before
+    try:
+        _fill_rows(
+            path, source, rows, local_of, expected, frozen, pool, batch_size, num_workers,
+            device, progress, on_batch,
+        )  # fmt: skip
+    except OSError as exc:
+        if is_space_error(exc):
+            raise disk_full(path, None, exc) from None
+        raise
+
+
+def _fill_rows(
+    path: Path,
+    source: EvalSource,
+    rows: Sequence[int],
+    local_of: Mapping[int, int],
+    expected: Sequence[str],
+    frozen: FrozenEncoder,
+    pool: str,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+    progress: bool,
+    on_batch: BatchCallback | None,
+) -> None:
+    # No chunk cache (rdcc_nbytes=0), and the datasets held open: every write reaches the
+    # file in the call that makes it, so a failure (a full disk) is raised there. With a
+    # cache, h5py reports it only when the chunk is evicted, from a destructor that cannot
+    # raise: the error is printed and lost while the rows are marked done.
+    sync_fd = os.open(path, os.O_RDONLY)
+    try:
+        with h5py.File(path, "r+", rdcc_nbytes=0) as f:
+            tokens, labels_ds, done_ds = f["tokens"], f["labels"], f["done"]
+            done = done_ds[:]
+            pending = [rows[k] for k in np.flatnonzero(~done)]
+            written = len(rows) - len(pending)
+            bar = tqdm(
+                total=len(rows),
+                initial=written,
+                disable=not progress,
+                unit="clip",
+                desc=f"{source.bench.name}/{source.split}",
+                dynamic_ncols=True,
+            )
+            loader = eval_loader(source, pending, batch_size, num_workers, device.type == "cuda")
+            for batch in loader:
+                local = [local_of[row] for row in batch.rows]
+                if [expected[k] for k in local] != batch.ids:
+                    raise RuntimeError(f"{path}: clips arrived out of order ({batch.ids[:3]} ...)")
+                feats = encode_clips(frozen.encoder, batch.clips, pool, device).cpu().numpy()
+                if not np.isfinite(feats).all():
+                    raise RuntimeError(
+                        f"the encoder produced non-finite tokens for {batch.ids[:3]} ...; the "
+                        "checkpoint may have diverged"
+                    )
+                half = feats.astype(np.float16)
+                if not np.isfinite(half).all():
+                    raise RuntimeError(f"tokens of {batch.ids[:3]} ... exceed float16's range")
+                labels = batch.labels.numpy()
+                # Tokens and labels reach the disk (fsync) before the rows are marked done.
+                for a, b, j in _runs(local):
+                    tokens[a:b] = half[j : j + b - a]
+                    labels_ds[a:b] = labels[j : j + b - a]
+                f.flush()
+                os.fsync(sync_fd)
+                for a, b, _ in _runs(local):
+                    done_ds[a:b] = True
+                f.flush()
+                written += len(local)
+                bar.update(len(local))
+                if on_batch is not None:
+                    on_batch(source.split, written, len(rows))
+            bar.close()
+            if not done_ds[:].all():
+                raise RuntimeError(f"{path}: rows left undone after extraction")
+            f.attrs["complete"] = True
             f.flush()
-            for a, b, _ in _runs(local):
-                f["done"][a:b] = True
-            f.flush()
-            written += len(local)
-            bar.update(len(local))
-            if on_batch is not None:
-                on_batch(source.split, written, len(rows))
-        bar.close()
-        if not f["done"][:].all():
-            raise RuntimeError(f"{path}: rows left undone after extraction")
-        f.attrs["complete"] = True
-        f.flush()
+        os.fsync(sync_fd)
+    finally:
+        os.close(sync_fd)
 
 
 def merge_shards(shards: Sequence[Path], out: Path, block_bytes: int = 256 << 20) -> None:
@@ -541,7 +608,7 @@ def merge_shards(shards: Sequence[Path], out: Path, block_bytes: int = 256 << 20
     row_bytes = max(1, int(np.prod(shape[1:])) * 2)
     block = max(1, block_bytes // row_bytes)
     try:
-        with h5py.File(tmp, "r+") as g:
+        with h5py.File(tmp, "r+", rdcc_nbytes=0) as g:
             for r, shard in enumerate(shards):
                 with h5py.File(shard, "r") as f:
                     m = f["tokens"].shape[0]
@@ -554,25 +621,16 @@ def merge_shards(shards: Sequence[Path], out: Path, block_bytes: int = 256 << 20
             g.attrs["complete"] = True
             g.flush()
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if is_space_error(exc):
+            raise disk_full(out, None, exc) from None
         raise
 
 
 # --------------------------------------------------------------------------------------
 # The command
 # --------------------------------------------------------------------------------------
-
-
-def _agree(info: DistInfo, error: str | None) -> None:
-    """Raise the first rank's error on every rank (so no rank waits for one that gave up)."""
-    errors: list[str | None] = [error]
-    if info.distributed:
-        errors = [None] * info.world_size
-        dist.all_gather_object(errors, error, group=info.control_group)
-    first = next((e for e in errors if e), None)
-    if first:
-        raise CacheError(first)
 
 
 def _say(info: DistInfo, message: str) -> None:
@@ -659,9 +717,7 @@ def _extract(
     on_batch: BatchCallback | None,
 ) -> dict[str, Path]:
     frozen = load_frozen_encoder(run_dir, weights, info.device)
-    encoder = frozen.encoder
-    grid = token_grid(encoder, bench.frames, bench.crop)
-    length, dim = pooled_length(grid, pool), encoder.embed_dim
+    token_grid(frozen.encoder, bench.frames, bench.crop)  # clips that fit the encoder
     _say(
         info,
         f"{bench.name}: encoding with the {frozen.weights} weights of {frozen.checkpoint} "
@@ -670,11 +726,45 @@ def _extract(
     )
 
     sources = {split: EvalSource(bench, split, roots, limit) for split in splits}
+    lock, error = None, None
+    if info.is_main:  # one extraction of a benchmark at a time (rank 0 holds it for all)
+        try:
+            lock = RunLock(cache_path(run_dir, bench.name, splits[0]).parent).acquire()
+        except JepactlError as exc:
+            error = exc
+    agree(info, error)
+    try:
+        return _write_caches(
+            run_dir, bench, frozen, sources, pool, batch_size, num_workers, force, progress,
+            info, on_batch,
+        )  # fmt: skip
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _write_caches(
+    run_dir: Path,
+    bench: Benchmark,
+    frozen: FrozenEncoder,
+    sources: Mapping[str, EvalSource],
+    pool: str,
+    batch_size: int,
+    num_workers: int,
+    force: bool,
+    progress: bool,
+    info: DistInfo,
+    on_batch: BatchCallback | None,
+) -> dict[str, Path]:
+    """Plan, check space for, create and fill the caches of ``sources`` (lock held)."""
+    splits = list(sources)
+    grid = token_grid(frozen.encoder, bench.frames, bench.crop)
+    length, dim = pooled_length(grid, pool), frozen.encoder.embed_dim
     world, rank = info.world_size, info.rank
     merged = {split: cache_path(run_dir, bench.name, split) for split in splits}
     todo: list[str] = []
     plans: dict[str, tuple[Path, list[int], dict[str, Any], str]] = {}
-    error: str | None = None
+    error: JepactlError | None = None
     try:
         for split, source in sources.items():
             n = len(source)
@@ -714,8 +804,8 @@ def _extract(
             shard_status = _status(shard, shard_identity, (len(rows), *shape[1:]), force)
             plans[split] = (shard, rows, shard_identity, shard_status)
     except CacheError as exc:
-        error = str(exc)
-    _agree(info, error)
+        error = exc
+    agree(info, error)
 
     for split in splits:
         if split not in todo:
@@ -744,9 +834,24 @@ def _extract(
         _say(info, f"that is a large cache; --pool shrinks it: {options}")
     folder = merged[todo[0]].parent
     folder.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(folder).free
-    if total > free:
-        _say(info, f"warning: only {format_bytes(free)} free in {folder}")
+    new = sum(
+        projected_bytes(len(plans[s][1]), bench.views, length, dim)
+        + len(plans[s][1]) * ROW_OVERHEAD_BYTES
+        + FILE_OVERHEAD_BYTES
+        for s in todo
+        if plans[s][3] in ("missing", "stale")
+    )
+    free = free_bytes(folder)
+    agree(
+        info,
+        DiskFullError(
+            f"the new cache files need {format_bytes(new)} but only {format_bytes(free)} is "
+            f"free in {folder}; free some space, choose a smaller --pool, or put RUN/features "
+            "on a larger disk (a symbolic link will do)"
+        )
+        if new > free
+        else None,
+    )
 
     for split in todo:
         path, rows, identity, status = plans[split]

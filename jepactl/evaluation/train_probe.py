@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jepactl.errors import ConfigError
 from jepactl.evaluation.probes import PROBES, build_probe
 from jepactl.train.checkpoint import atomic_write_text
 from jepactl.utils import derive_seed
@@ -83,7 +84,7 @@ SKLEARN_FEATURES: tuple[str, ...] = ("mean", "flat")
 SelectionCallback = Callable[[dict[str, Any]], None]
 
 
-class CacheError(ValueError):
+class CacheError(ConfigError):
     """A token cache that cannot be used (incomplete, malformed or mismatched)."""
 
 

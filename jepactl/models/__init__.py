@@ -52,6 +52,14 @@ def check_model_config(cfg: ModelConfig) -> None:
             raise ValueError(f"{what} head width {dim // heads} is too small for 3D RoPE (>= 6)")
     if cfg.pred_depth < 1 or cfg.pred_mask_tokens < 1:
         raise ValueError("pred_depth and pred_mask_tokens must be >= 1")
+    if cfg.patch_size < 1 or cfg.tubelet < 1:
+        raise ValueError(
+            f"patch_size and tubelet must be >= 1, got {cfg.patch_size}, {cfg.tubelet}"
+        )
+    if cfg.rope_theta <= 0:
+        raise ValueError(f"rope_theta must be > 0, got {cfg.rope_theta}")
+    if not 0 <= cfg.drop_path < 1:
+        raise ValueError(f"drop_path must be in [0, 1), got {cfg.drop_path}")
     if cfg.deep_supervision_blocks and not cfg.deep_supervision:
         raise ValueError("deep_supervision_blocks is set but deep_supervision is false")
     blocks = deep_supervision_blocks(cfg)

@@ -1,22 +1,62 @@
-"""Atomic checkpoint files and RNG-state capture, loadable with ``weights_only=True``."""
+"""Checkpoint files: atomic writes, independent snapshots, a resume that survives a torn file,
+and RNG-state capture, all loadable with ``weights_only=True``.
+
+A run's ``checkpoints/`` holds ``latest.pt`` (rewritten by rename at every checkpoint) and
+``step_NNNNNNN.pt`` snapshots, each an independent file (a copy, never a hard link: one torn
+file must not take a second one with it). Resuming takes the newest of them that loads:
+``latest.pt``, else the snapshots from the newest down. A file that does not load (truncated,
+empty, random bytes, pickled objects beyond tensors) is moved aside as ``NAME.corrupt`` with a
+warning naming it, so it is never silently overwritten and never tried again.
+"""
 
 from __future__ import annotations
 
+import os
+import pickle
 import random
+import re
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from jepactl.utils import atomic_write_bytes, atomic_write_text
+from jepactl.errors import CheckpointError, one_line
+from jepactl.utils import atomic_copy, atomic_write_bytes, atomic_write_text
 
-__all__ = ["atomic_save", "atomic_write_bytes", "atomic_write_text", "load", "rng_state",
-           "set_rng_state"]  # fmt: skip
+__all__ = ["CHECKPOINT_VERSION", "Found", "atomic_copy", "atomic_save", "atomic_write_bytes",
+           "atomic_write_text", "candidates", "find_resumable", "load", "rng_state",
+           "set_rng_state", "state_nbytes"]  # fmt: skip
+
+CHECKPOINT_VERSION = 1
+LATEST = "latest.pt"
+SNAPSHOT = re.compile(r"step_(\d+)\.pt")
+#: Bytes a checkpoint takes beyond its tensors (pickled structure, zip headers, config).
+OVERHEAD_BYTES = 1 << 20
+
+
+def state_nbytes(obj: Any) -> int:
+    """Bytes of the tensors in a (nested) checkpoint state, plus a margin for the rest."""
+
+    def walk(x: Any) -> int:
+        if isinstance(x, torch.Tensor):
+            return x.nelement() * x.element_size()
+        if isinstance(x, dict):
+            return sum(walk(v) for v in x.values())
+        if isinstance(x, list | tuple):
+            return sum(walk(v) for v in x)
+        return 0
+
+    return walk(obj) + OVERHEAD_BYTES
 
 
 def atomic_save(obj: dict[str, Any], path: Path) -> None:
-    atomic_write_bytes(path, lambda f: torch.save(obj, f))
+    """``torch.save`` to ``path`` atomically; a full disk is a one-line
+    :class:`~jepactl.errors.DiskFullError`, found before writing where the size is known."""
+    atomic_write_bytes(path, lambda f: torch.save(obj, f), state_nbytes(obj))
 
 
 def load(
@@ -62,3 +102,88 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------------------
+# Choosing the checkpoint to resume from
+# --------------------------------------------------------------------------------------
+
+
+def candidates(folder: Path) -> list[Path]:
+    """``latest.pt``, then the snapshots from the newest step down (those that exist)."""
+    snaps = [
+        (int(m.group(1)), p) for p in folder.glob("step_*.pt") if (m := SNAPSHOT.fullmatch(p.name))
+    ]
+    latest = [folder / LATEST] if (folder / LATEST).is_file() else []
+    return latest + [p for _, p in sorted(snaps, reverse=True)]
+
+
+def why_unreadable(path: Path, exc: BaseException) -> str:
+    """A short reason a checkpoint did not load."""
+    if isinstance(exc, EOFError) or path.stat().st_size == 0:
+        return "empty file"
+    if not zipfile.is_zipfile(path):
+        return "not a checkpoint archive (truncated, overwritten or another format)"
+    if isinstance(exc, pickle.UnpicklingError):
+        return "holds pickled objects other than tensors (refused: loading it could run code)"
+    return one_line(exc)[:160]
+
+
+@dataclass
+class Found:
+    """The checkpoint a resume starts from."""
+
+    path: Path
+    state: dict[str, Any]
+
+
+def check_state(state: Any, path: Path) -> None:
+    """Raise ``ValueError`` unless ``state`` looks like a jepactl training checkpoint, and a
+    :class:`~jepactl.errors.CheckpointError` for one from an unsupported format version."""
+    if not isinstance(state, dict):
+        raise ValueError(f"holds a {type(state).__name__}, not a checkpoint")
+    missing = [k for k in ("version", "step", "student", "optimizer", "config") if k not in state]
+    if missing:
+        raise ValueError(f"not a jepactl training checkpoint (no {', '.join(missing)})")
+    if state["version"] != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {state['version']} is not supported by this jepactl "
+            f"(format {CHECKPOINT_VERSION})"
+        )
+
+
+def find_resumable(folder: Path, warn: Callable[[str], object]) -> Found | None:
+    """The newest checkpoint in ``folder`` that loads, or None where there is none at all.
+
+    Unreadable files are moved aside as ``NAME.corrupt`` with a warning. When files exist but
+    none loads, a :class:`~jepactl.errors.CheckpointError` refuses to start over (that would
+    overwrite the run's snapshots and metrics). A file this user may not read is an error too,
+    not a reason to fall back.
+    """
+    problems = []
+    for path in candidates(folder):
+        try:
+            state = load(path)
+            check_state(state, path)
+        except PermissionError as exc:
+            raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
+        except CheckpointError:
+            raise
+        except Exception as exc:  # torn, empty, foreign or unsafe: try the next one
+            reason = why_unreadable(path, exc) if not isinstance(exc, ValueError) else str(exc)
+            aside = path.with_name(f"{path.name}.corrupt")
+            os.replace(path, aside)
+            problems.append(f"{path.name}: {reason}")
+            warn(f"{path} cannot be loaded ({reason}); moved it to {aside.name}")
+            continue
+        if problems or path.name != LATEST:
+            warn(f"resuming from {path} (step {state['step']})")
+        return Found(path, state)
+    if not problems:
+        problems = [f"{p.name} set aside earlier" for p in sorted(folder.glob("*.pt.corrupt"))]
+    if problems:  # never restart over a run whose checkpoints were all unreadable
+        raise CheckpointError(
+            f"{folder} holds no readable checkpoint ({'; '.join(problems)}); move the run "
+            "directory away to start over, or restore a checkpoint into it"
+        )
+    return None

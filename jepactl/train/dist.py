@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
+from jepactl.errors import JepactlError
 from jepactl.utils import available_cpus
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -69,3 +73,23 @@ def barrier(info: DistInfo) -> None:
 def shutdown(info: DistInfo) -> None:
     if info.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def agree(info: DistInfo, error: JepactlError | None) -> None:
+    """Raise the first rank's error on every rank, so no rank waits for one that gave up."""
+    errors: list[JepactlError | None] = [error]
+    if info.distributed:
+        errors = [None] * info.world_size
+        dist.all_gather_object(errors, error, group=info.control_group)
+    first = next((e for e in errors if e is not None), None)
+    if first is not None:
+        raise first
+
+
+def broadcast(info: DistInfo, obj: T) -> T:
+    """Rank 0's ``obj`` on every rank."""
+    if not info.distributed:
+        return obj
+    box: list[Any] = [obj]
+    dist.broadcast_object_list(box, src=0, group=info.control_group)
+    return box[0]

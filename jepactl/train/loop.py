@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -45,15 +44,17 @@ from jepactl.data.loader import (
     to_model_input,
 )
 from jepactl.data.sources import build_source
+from jepactl.errors import JepactlError, NonFiniteLossError
+from jepactl.lock import RunLock
 from jepactl.masks import build_mask_strategy
 from jepactl.train import checkpoint as ckpt
-from jepactl.train.dist import DistInfo, barrier, init_distributed, shutdown
+from jepactl.train.checkpoint import CHECKPOINT_VERSION
+from jepactl.train.dist import DistInfo, agree, barrier, broadcast, init_distributed, shutdown
+from jepactl.train.guard import NonFiniteGuard
 from jepactl.train.metrics import MetricsLog
 from jepactl.train.model import JEPA
 from jepactl.train.optim import build_optimizer, ema_update, learning_rate, total_steps
-from jepactl.utils import derive_seed
-
-CHECKPOINT_VERSION = 1
+from jepactl.utils import derive_seed, read_jsonl, warn
 
 
 @dataclass
@@ -101,17 +102,31 @@ def default_run_dir(recipe_name: str) -> Path:
     return Path("runs") / Path(recipe_name).with_suffix("").as_posix().replace("/", "-")
 
 
-def check_resumable(run_dir: Path, recipe: Recipe, force: bool) -> bool:
-    """True if ``run_dir`` holds a checkpoint to resume; refuse a different recipe unless forced.
+def find_resume_point(
+    run_dir: Path, recipe: Recipe, force: bool, info: DistInfo
+) -> ckpt.Found | None:
+    """The checkpoint to resume from (the newest readable one), or None for a new run.
 
-    Never silently restarts over an existing run (the reference code does, when its
+    Rank 0 chooses (moving unreadable files aside, see :func:`~jepactl.train.checkpoint.
+    find_resumable`) and every rank loads what it chose. A different recipe is refused unless
+    ``force``: never silently restarts over an existing run (the reference code does, when its
     checkpoint fails to load). Only :data:`RUNTIME_KEYS` may change freely.
     """
-    latest = run_dir / "checkpoints" / "latest.pt"
-    if not latest.exists():
-        return False
+    found: ckpt.Found | None = None
+    error: JepactlError | None = None
+    if info.is_main:
+        try:
+            found = ckpt.find_resumable(run_dir / "checkpoints", warn)
+        except JepactlError as exc:
+            error = exc
+    agree(info, error)
+    path = broadcast(info, found.path if found is not None else None)
+    if path is None:
+        return None
+    if found is None:
+        found = ckpt.Found(path, ckpt.load(path))
     # The checkpoint's own copy of the recipe is authoritative (config.yaml is for people).
-    saved = yaml.safe_load(ckpt.load(latest, mmap=True)["config"])
+    saved = yaml.safe_load(found.state["config"])
     diff = config_diff(saved, to_dict(recipe))
     diff = [key for key in diff if key not in RUNTIME_KEYS]
     if diff and not force:
@@ -120,7 +135,7 @@ def check_resumable(run_dir: Path, recipe: Recipe, force: bool) -> bool:
             f"{run_dir} holds a run of a different recipe (differs in: {shown}); "
             "pass --force to continue it with the new settings, or choose another --run-dir"
         )
-    return True
+    return found
 
 
 class BadSamples:
@@ -144,13 +159,7 @@ class BadSamples:
 
     def resume(self, step: int) -> None:
         """Keep the records of steps before ``step`` (later ones will be replayed)."""
-        if not self.path.exists():
-            return
-        keep = [
-            ln for ln in self.path.read_text().splitlines() if int(json.loads(ln)["step"]) < step
-        ]
-        ckpt.atomic_write_text(self.path, "".join(f"{ln}\n" for ln in keep))
-        self.count = len(keep)
+        self.count = keep_records(self.path, lambda r: int(r.get("step", step)) < step)
 
     def record(self, batch: Batch) -> None:
         self.drawn += len(batch.ids) + len(batch.bad)
@@ -189,11 +198,14 @@ def train_step(
     lr: float,
     recipe: Recipe,
     device: torch.device,
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    guard: NonFiniteGuard,
+    info: DistInfo,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], bool]:
     """One optimisation step: forward every term under autocast, backward, (clip,) AdamW, EMA.
 
     ``ddp_model`` is ``model`` or its DDP wrapper. Returns the weighted loss terms and the
-    diagnostics, still on the device.
+    diagnostics, still on the device, and whether the update was skipped (a non-finite loss
+    under ``--skip-nonfinite``; the guard is told of every step).
     """
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -205,23 +217,28 @@ def train_step(
     loss = torch.stack(list(losses.values())).sum()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    finite = guard.observe(losses, step + 1)
+    if guard.skips and guard.skip(finite, step + 1, info):
+        optimizer.zero_grad(set_to_none=True)
+        return losses, logs, True
     if recipe.optim.clip_grad is not None:
         params = [p for m in model.trainable() for p in m.parameters()]
         torch.nn.utils.clip_grad_norm_(params, recipe.optim.clip_grad)
     optimizer.step()
     if model.teacher is not None:
         ema_update(model.teacher, model.student, recipe.optim.ema)
-    return losses, logs
+    return losses, logs, False
 
 
 def keep_records(path: Path, keep: Callable[[dict[str, Any]], bool]) -> int:
     """Rewrite a JSON-lines file atomically with only the records ``keep`` accepts; returns
-    how many remain (used on resume, so replayed steps are not recorded twice)."""
+    how many remain (used on resume, so replayed steps are not recorded twice). A torn line
+    (a kill or a full disk mid-write) is dropped with a warning."""
     if not path.exists():
         return 0
-    lines = [ln for ln in path.read_text().splitlines() if ln and keep(json.loads(ln))]
-    ckpt.atomic_write_text(path, "".join(f"{ln}\n" for ln in lines))
-    return len(lines)
+    records = [r for r in read_jsonl(path, warn) if keep(r)]
+    ckpt.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+    return len(records)
 
 
 def _gather_rng(info: DistInfo) -> list[dict[str, Any]]:
@@ -241,45 +258,63 @@ def save_checkpoint(
     recipe: Recipe,
     info: DistInfo,
     snapshot: bool,
+    guard: NonFiniteGuard,
 ) -> None:
-    """Rank 0 writes ``checkpoints/latest.pt`` atomically (every rank's RNG state included)."""
+    """Rank 0 writes ``checkpoints/latest.pt`` atomically (every rank's RNG state included),
+    and a snapshot as an independent copy of it. Weights that are not finite are never
+    written; a write that fails (a full disk) fails on every rank, the old file intact."""
     rng = _gather_rng(info)
+    error: JepactlError | None = None
     if info.is_main:
-        state = {
-            "version": CHECKPOINT_VERSION,
-            "step": step,
-            "student": model.student.state_dict(),
-            "teacher": model.teacher.state_dict() if model.teacher is not None else None,
-            # Which encoders trained: feature extraction must never pick an untrained one.
-            "trained_encoders": ["student"] + (["teacher"] if model.teacher is not None else []),
-            "predictor": model.predictor.state_dict(),
-            "terms": model.terms.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "rng": rng,
-            "data": {"next_step": step},
-            "config": dump_yaml(recipe),
-        }
-        latest = run_dir / "checkpoints" / "latest.pt"
-        ckpt.atomic_save(state, latest)
-        if snapshot:
-            snap = latest.with_name(f"step_{step:07d}.pt")
-            snap.unlink(missing_ok=True)
-            try:
-                os.link(latest, snap)  # latest is replaced by rename later; the link keeps this one
-            except OSError:
-                ckpt.atomic_save(state, snap)
-    barrier(info)
+        try:
+            _write_checkpoint(run_dir, model, optimizer, step, recipe, rng, snapshot, guard)
+        except JepactlError as exc:
+            error = exc
+    agree(info, error)
 
 
-def load_checkpoint(
-    run_dir: Path, model: JEPA, optimizer: torch.optim.Optimizer, info: DistInfo
-) -> int:
-    state = ckpt.load(run_dir / "checkpoints" / "latest.pt")
-    if state.get("version") != CHECKPOINT_VERSION:
-        raise ConfigError(
-            f"{run_dir}: checkpoint format {state.get('version')} is not supported by this "
-            f"jepactl (format {CHECKPOINT_VERSION})"
+def _write_checkpoint(
+    run_dir: Path,
+    model: JEPA,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    recipe: Recipe,
+    rng: list[dict[str, Any]],
+    snapshot: bool,
+    guard: NonFiniteGuard,
+) -> None:
+    params = list(model.parameters())
+    if params and not bool(torch.stack([p.isfinite().all() for p in params]).all()):
+        raise NonFiniteLossError(
+            f"the weights at step {step} are not finite (the loss was finite: a gradient or "
+            "update overflowed); not saved, the last checkpoint is the last good state: lower "
+            "optim.lr or set optim.clip_grad, then rerun to resume"
         )
+    state = {
+        "version": CHECKPOINT_VERSION,
+        "step": step,
+        "student": model.student.state_dict(),
+        "teacher": model.teacher.state_dict() if model.teacher is not None else None,
+        # Which encoders trained: feature extraction must never pick an untrained one.
+        "trained_encoders": ["student"] + (["teacher"] if model.teacher is not None else []),
+        "predictor": model.predictor.state_dict(),
+        "terms": model.terms.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": rng,
+        "data": {"next_step": step},
+        "nonfinite_skipped": guard.skipped,
+        "config": dump_yaml(recipe),
+    }
+    latest = run_dir / "checkpoints" / ckpt.LATEST
+    ckpt.atomic_save(state, latest)
+    if snapshot:  # an independent file: a torn latest.pt must not take the snapshot with it
+        ckpt.atomic_copy(latest, latest.with_name(f"step_{step:07d}.pt"))
+
+
+def restore(
+    state: dict[str, Any], model: JEPA, optimizer: torch.optim.Optimizer, info: DistInfo
+) -> int:
+    """Load a checkpoint's state into the model and optimizer; returns the step to go on at."""
     model.student.load_state_dict(state["student"])
     if model.teacher is not None:
         model.teacher.load_state_dict(state["teacher"])
@@ -298,16 +333,39 @@ def pretrain(
     max_steps: int | None = None,
     force: bool = False,
     progress: bool = True,
+    skip_nonfinite: int = 0,
 ) -> RunResult:
     """Train (or resume) the run in ``run_dir``. Stops at the recipe's end, at ``max_steps``,
-    or at the first step boundary after SIGTERM/SIGINT, always with a checkpoint written."""
+    or at the first step boundary after SIGTERM/SIGINT, always with a checkpoint written.
+
+    ``skip_nonfinite``: skip the update of up to this many steps whose loss is not finite
+    (over the run's whole life); by default the first one stops the run.
+    """
+    if max_steps is not None and max_steps < 0:
+        raise ConfigError(f"--max-steps must be >= 0, got {max_steps}")
+    if skip_nonfinite < 0:
+        raise ConfigError(f"--skip-nonfinite must be >= 0, got {skip_nonfinite}")
     recipe = load_recipe(recipe_name, overrides)
     run_dir = run_dir or default_run_dir(recipe_name)
     info = init_distributed(recipe.train.device)
     try:
-        return _train(recipe, run_dir, max_steps, force, progress and info.is_main, info)
+        return _train(
+            recipe, run_dir, max_steps, force, progress and info.is_main, info, skip_nonfinite
+        )
     finally:
         shutdown(info)
+
+
+def _lock_run(run_dir: Path, info: DistInfo) -> RunLock | None:
+    """Rank 0 takes the run directory's lock; every rank fails if it cannot."""
+    lock, error = None, None
+    if info.is_main:
+        try:
+            lock = RunLock(run_dir, ", or choose another --run-dir").acquire()
+        except JepactlError as exc:
+            error = exc
+    agree(info, error)
+    return lock
 
 
 def _train(
@@ -317,6 +375,7 @@ def _train(
     force: bool,
     progress: bool,
     info: DistInfo,
+    skip_nonfinite: int,
 ) -> RunResult:
     # Everything that can fail on bad input fails here, before the run directory is touched.
     source = build_source(recipe.data, recipe.train.seed)
@@ -324,22 +383,46 @@ def _train(
         raise ConfigError(
             f"data.batch_size {recipe.data.batch_size} is not divisible by {info.world_size} ranks"
         )
-    resume = check_resumable(run_dir, recipe, force)
+    lock = _lock_run(run_dir, info)  # held until this run ends, however it ends
+    try:
+        return _train_locked(
+            recipe, run_dir, max_steps, force, progress, info, skip_nonfinite, source
+        )
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(
+    recipe: Recipe,
+    run_dir: Path,
+    max_steps: int | None,
+    force: bool,
+    progress: bool,
+    info: DistInfo,
+    skip_nonfinite: int,
+    source: Any,
+) -> RunResult:
+    found = find_resume_point(run_dir, recipe, force, info)
+    resume = found is not None
     seed, device = recipe.train.seed, info.device
     torch.manual_seed(seed)  # same initial weights on every rank
     model = JEPA(recipe).to(device)
     optimizer = build_optimizer(model.trainable(), recipe.optim)
-    step = load_checkpoint(run_dir, model, optimizer, info) if resume else 0
-    if not resume:
+    step = restore(found.state, model, optimizer, info) if found is not None else 0
+    guard = NonFiniteGuard(
+        skip_nonfinite, device, int(found.state.get("nonfinite_skipped", 0)) if found else 0
+    )
+    if found is None:
         torch.manual_seed(derive_seed(seed, "rank", info.rank))
+    del found  # the loaded state is in the model now; free its memory
 
     barrier(info)
     metrics_path = run_dir / "metrics.jsonl"
     if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
         ckpt.atomic_write_text(run_dir / "config.yaml", dump_yaml(recipe))
         if resume:
-            keep_records(metrics_path, lambda r: r["step"] <= step)
+            keep_records(metrics_path, lambda r: r.get("step", step + 1) <= step)
         else:
             metrics_path.unlink(missing_ok=True)
     barrier(info)  # the run directory exists before any rank writes into it
@@ -397,41 +480,67 @@ def _train(
     stop = StopFlag()
     last: dict[str, Any] = {}
     stopped = False
+    saved = f"checkpoints/latest.pt (step {step}) is the last good state" if resume else (
+        "nothing was saved yet"
+    )  # fmt: skip
 
     if step == end == 0:
         # --max-steps 0 on a new run: save the initialisation, an untrained control encoder.
-        save_checkpoint(run_dir, model, optimizer, 0, recipe, info, False)
-    with stop.installed():
-        batches = iter(loader)
-        model.train()
-        while step < end:
-            t_wait = time.perf_counter()
-            batch = next(batches)
-            waited = time.perf_counter() - t_wait
+        save_checkpoint(run_dir, model, optimizer, 0, recipe, info, False, guard)
+    batches = iter(loader)
+    try:
+        with stop.installed():
+            model.train()
+            while step < end:
+                t_wait = time.perf_counter()
+                batch = next(batches)
+                waited = time.perf_counter() - t_wait
 
-            if batch.step != step:
-                raise RuntimeError(f"data loader is at step {batch.step}, training at {step}")
-            lr = learning_rate(step, recipe.optim)
-            losses, logs = train_step(ddp_model, model, optimizer, batch, step, lr, recipe, device)
-            bad.record(batch)
-            step += 1
-            log.add(losses, logs, waited)
-            bar.update(1)
-            stopped, too_bad = stop_flags(stop.requested, bad, info)
+                if batch.step != step:
+                    raise RuntimeError(f"data loader is at step {batch.step}, training at {step}")
+                lr = learning_rate(step, recipe.optim)
+                losses, logs, skipped = train_step(
+                    ddp_model, model, optimizer, batch, step, lr, recipe, device, guard, info
+                )
+                bad.record(batch)
+                step += 1
+                if skipped:
+                    warn(f"step {step}: non-finite loss, update skipped ({guard.skipped} of "
+                         f"--skip-nonfinite {guard.tolerate})")  # fmt: skip
+                else:
+                    log.add(losses, logs, waited)
+                bar.update(1)
+                stopped, too_bad = stop_flags(stop.requested, bad, info)
 
-            if step % cfg.log_every == 0 or step == end:
-                epoch = (step - 1) // recipe.optim.iters_per_epoch
-                last = log.flush(step=step, epoch=epoch, lr=lr, bad_samples=bad.total)
-                bar.set_postfix(loss=f"{last['loss']:.4f}", clips_s=f"{last['clips_per_s']:.1f}")
-            if stopped or too_bad or step == end or step % cfg.checkpoint_every == 0:
-                snapshot = bool(cfg.snapshot_every) and step % cfg.snapshot_every == 0
-                save_checkpoint(run_dir, model, optimizer, step, recipe, info, snapshot)
-            if too_bad:
-                raise DataQualityError(bad.message())
-            if stopped:
-                break
-    bar.close()
-    del batches
+                logging = step % cfg.log_every == 0 or step == end
+                saving = stopped or too_bad or step == end or step % cfg.checkpoint_every == 0
+                if logging or saving:
+                    guard.check(info, saved)  # before anything of a diverged interval is kept
+                if logging:
+                    epoch = (step - 1) // recipe.optim.iters_per_epoch
+                    last = log.flush(
+                        step=step, epoch=epoch, lr=lr, bad_samples=bad.total,
+                        nonfinite_skipped=guard.skipped,
+                    )  # fmt: skip
+                    bar.set_postfix(
+                        loss=f"{last['loss']:.4f}", clips_s=f"{last['clips_per_s']:.1f}"
+                    )
+                if saving:
+                    snapshot = bool(cfg.snapshot_every) and step % cfg.snapshot_every == 0
+                    save_checkpoint(run_dir, model, optimizer, step, recipe, info, snapshot, guard)
+                    saved = f"checkpoints/latest.pt (step {step}) is the last good state"
+                if too_bad:
+                    raise DataQualityError(bad.message())
+                if stopped:
+                    break
+    finally:
+        bar.close()
+        # Shut the decoding workers down now, also on an error: they ignore SIGTERM (that is
+        # the trainer's to handle), so leaving them to the interpreter's exit would hang it.
+        shutdown_workers = getattr(batches, "_shutdown_workers", None)
+        if shutdown_workers is not None:
+            shutdown_workers()
+        del batches
     if info.is_main:
         if stopped:
             print(f"jepactl: stopped by signal at step {step}; rerun the same command to resume")
