@@ -8,8 +8,10 @@ is a :class:`JepactlError`; its message is one line that says what to fix, and i
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -90,6 +92,17 @@ def is_space_error(exc: BaseException | None) -> bool:
             return True
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return False
+
+
+@contextlib.contextmanager
+def space_errors(path: Path, needed: int | None = None) -> Iterator[None]:
+    """Turn an out-of-space failure inside the block into :func:`disk_full` for ``path``."""
+    try:
+        yield
+    except Exception as exc:
+        if is_space_error(exc):
+            raise disk_full(path, needed, exc) from exc
+        raise
 
 
 def one_line(exc: BaseException) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from jepactl.errors import disk_full, free_bytes, is_space_error
+from jepactl.errors import disk_full, free_bytes, space_errors
 
 
 def derive_seed(*parts: int | str) -> int:
@@ -85,16 +85,14 @@ def atomic_write_bytes(
         raise disk_full(path, expected_size)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with space_errors(path, expected_size), os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
-    except BaseException as exc:
+    except BaseException:
         Path(tmp).unlink(missing_ok=True)
-        if is_space_error(exc):
-            raise disk_full(path, expected_size, exc) from exc
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:

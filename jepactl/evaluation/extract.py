@@ -73,7 +73,7 @@ from jepactl.errors import (
     disk_full,
     format_bytes,
     free_bytes,
-    is_space_error,
+    space_errors,
 )
 from jepactl.evaluation.benchmarks import Benchmark, EvalSource, eval_loader, get_benchmark
 from jepactl.lock import RunLock
@@ -368,7 +368,7 @@ def _create_cache(path: Path, attrs: Mapping[str, Any], shape: tuple[int, ...], 
     tmp = path.with_name(f"{path.name}.creating")
     n = shape[0]
     try:
-        with h5py.File(tmp, "w") as f:
+        with space_errors(path, projected_bytes(*shape)), h5py.File(tmp, "w") as f:
             if n > 0:
                 dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
                 dcpl.set_chunk((1, *shape[1:]))
@@ -388,10 +388,8 @@ def _create_cache(path: Path, attrs: Mapping[str, Any], shape: tuple[int, ...], 
             f.attrs["complete"] = n == 0
         _reserve(tmp, path)
         os.replace(tmp, path)
-    except BaseException as exc:
+    except BaseException:
         tmp.unlink(missing_ok=True)
-        if is_space_error(exc):
-            raise disk_full(path, projected_bytes(1, 1, 1, int(np.prod(shape))), exc) from None
         raise
 
 
@@ -484,38 +482,13 @@ def _fill(
     local_of = {row: k for k, row in enumerate(rows)}
     expected = [source.id(row) for row in rows]
     _reserve(path)  # also for a cache created where space could not be reserved before
-    try:
-        _fill_rows(
-            path, source, rows, local_of, expected, frozen, pool, batch_size, num_workers,
-            device, progress, on_batch,
-        )  # fmt: skip
-    except OSError as exc:
-        if is_space_error(exc):
-            raise disk_full(path, None, exc) from None
-        raise
-
-
-def _fill_rows(
-    path: Path,
-    source: EvalSource,
-    rows: Sequence[int],
-    local_of: Mapping[int, int],
-    expected: Sequence[str],
-    frozen: FrozenEncoder,
-    pool: str,
-    batch_size: int,
-    num_workers: int,
-    device: torch.device,
-    progress: bool,
-    on_batch: BatchCallback | None,
-) -> None:
     # No chunk cache (rdcc_nbytes=0), and the datasets held open: every write reaches the
     # file in the call that makes it, so a failure (a full disk) is raised there. With a
     # cache, h5py reports it only when the chunk is evicted, from a destructor that cannot
     # raise: the error is printed and lost while the rows are marked done.
     sync_fd = os.open(path, os.O_RDONLY)
     try:
-        with h5py.File(path, "r+", rdcc_nbytes=0) as f:
+        with space_errors(path), h5py.File(path, "r+", rdcc_nbytes=0) as f:
             tokens, labels_ds, done_ds = f["tokens"], f["labels"], f["done"]
             done = done_ds[:]
             pending = [rows[k] for k in np.flatnonzero(~done)]
@@ -608,7 +581,7 @@ def merge_shards(shards: Sequence[Path], out: Path, block_bytes: int = 256 << 20
     row_bytes = max(1, int(np.prod(shape[1:])) * 2)
     block = max(1, block_bytes // row_bytes)
     try:
-        with h5py.File(tmp, "r+", rdcc_nbytes=0) as g:
+        with space_errors(out), h5py.File(tmp, "r+", rdcc_nbytes=0) as g:
             for r, shard in enumerate(shards):
                 with h5py.File(shard, "r") as f:
                     m = f["tokens"].shape[0]
@@ -621,10 +594,8 @@ def merge_shards(shards: Sequence[Path], out: Path, block_bytes: int = 256 << 20
             g.attrs["complete"] = True
             g.flush()
         os.replace(tmp, out)
-    except BaseException as exc:
+    except BaseException:
         tmp.unlink(missing_ok=True)
-        if is_space_error(exc):
-            raise disk_full(out, None, exc) from None
         raise
 
 

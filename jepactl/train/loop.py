@@ -43,7 +43,7 @@ from jepactl.data.loader import (
     sampling_for,
     to_model_input,
 )
-from jepactl.data.sources import build_source
+from jepactl.data.sources import Source, build_source
 from jepactl.errors import JepactlError, NonFiniteLossError
 from jepactl.lock import RunLock
 from jepactl.masks import build_mask_strategy
@@ -349,15 +349,25 @@ def pretrain(
     run_dir = run_dir or default_run_dir(recipe_name)
     info = init_distributed(recipe.train.device)
     try:
-        return _train(
-            recipe, run_dir, max_steps, force, progress and info.is_main, info, skip_nonfinite
-        )
+        # Everything that can fail on bad input fails here, before the run directory is touched.
+        source = build_source(recipe.data, recipe.train.seed)
+        if recipe.data.batch_size % info.world_size:
+            raise ConfigError(
+                f"data.batch_size {recipe.data.batch_size} is not divisible by "
+                f"{info.world_size} ranks"
+            )
+        with _run_lock(run_dir, info):  # held until this run ends, however it ends
+            return _train(
+                recipe, source, run_dir, max_steps, force, progress and info.is_main, info,
+                skip_nonfinite,
+            )  # fmt: skip
     finally:
         shutdown(info)
 
 
-def _lock_run(run_dir: Path, info: DistInfo) -> RunLock | None:
-    """Rank 0 takes the run directory's lock; every rank fails if it cannot."""
+@contextlib.contextmanager
+def _run_lock(run_dir: Path, info: DistInfo) -> Iterator[None]:
+    """Rank 0 holds the run directory's lock; every rank fails if it cannot be had."""
     lock, error = None, None
     if info.is_main:
         try:
@@ -365,43 +375,22 @@ def _lock_run(run_dir: Path, info: DistInfo) -> RunLock | None:
         except JepactlError as exc:
             error = exc
     agree(info, error)
-    return lock
-
-
-def _train(
-    recipe: Recipe,
-    run_dir: Path,
-    max_steps: int | None,
-    force: bool,
-    progress: bool,
-    info: DistInfo,
-    skip_nonfinite: int,
-) -> RunResult:
-    # Everything that can fail on bad input fails here, before the run directory is touched.
-    source = build_source(recipe.data, recipe.train.seed)
-    if recipe.data.batch_size % info.world_size:
-        raise ConfigError(
-            f"data.batch_size {recipe.data.batch_size} is not divisible by {info.world_size} ranks"
-        )
-    lock = _lock_run(run_dir, info)  # held until this run ends, however it ends
     try:
-        return _train_locked(
-            recipe, run_dir, max_steps, force, progress, info, skip_nonfinite, source
-        )
+        yield
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train_locked(
+def _train(
     recipe: Recipe,
+    source: Source,
     run_dir: Path,
     max_steps: int | None,
     force: bool,
     progress: bool,
     info: DistInfo,
     skip_nonfinite: int,
-    source: Any,
 ) -> RunResult:
     found = find_resume_point(run_dir, recipe, force, info)
     resume = found is not None
