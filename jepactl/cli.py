@@ -257,7 +257,8 @@ def bench_step_time(
         where = f"{platform.processor() or platform.machine()} ({torch_threads()} threads)"
     header = (
         f"Measured {datetime.date.today()} on {where} at the {size} size, median of {steps} "
-        f"steps after {warmup} warm-up steps, bf16 autocast, one pre-rendered batch"
+        f"steps after {warmup} warm-up steps, bf16 autocast on CUDA and fp32 on CPU (unless a "
+        "recipe sets train.precision), one pre-rendered batch"
         + (", no host synchronisation inside any timed step." if check_syncs else ".")
     )
     text = markdown(rows, header)

@@ -43,7 +43,7 @@ def test_mixed_baseline_has_table1_values() -> None:
     assert (r.model.preset, r.model.patch_size, r.model.tubelet) == ("base", 16, 2)
     assert (r.model.pred_depth, r.model.pred_dim, r.model.pred_heads) == (8, 256, 8)
     assert (r.data.num_frames, r.data.frame_stride, r.data.crop) == (16, 2, 224)
-    assert r.data.batch_size == 32 and r.train.precision == "bf16"
+    assert r.data.batch_size == 32 and r.train.precision == "auto"
     assert (r.optim.epochs, r.optim.iters_per_epoch) == (100, 300)
     assert (r.optim.lr, r.optim.start_lr, r.optim.weight_decay) == (6e-4, 1e-4, 0.04)
     assert r.optim.warmup_epochs == 1 and r.optim.ema == 0.99925
@@ -112,7 +112,7 @@ def test_child_can_remove_a_term(tmp_path: Path) -> None:
         ("model.preset=bas", "did you mean 'base'?"),
         ("optim.epochs=ten", "optim.epochs: expected an integer, got 'ten'"),
         ("optim.lr=fast", "optim.lr: expected a number, got 'fast'"),
-        ("train.precision=fp8", "train.precision: 'fp8' is not one of 'bf16', 'fp32'"),
+        ("train.precision=fp8", "train.precision: 'fp8' is not one of 'auto', 'bf16', 'fp32'"),
         ("model.deep_supervision=3", "expected true/false"),
         ("masks.0.aspect_ratio=[1,2,3]", "masks.0: aspect_ratio must be a pair"),
         ("model.pred_heads=5", "model: predictor width 96 is not divisible by 5 heads"),

@@ -1,8 +1,9 @@
 """``jepactl extract-features``: encode a benchmark once with a run's frozen encoder, to HDF5.
 
 The reference protocol re-runs the frozen encoder on every probe batch of every epoch; here
-each clip is encoded once, in batches, under ``torch.no_grad`` and bf16 autocast, with clips
-decoded in DataLoader workers, and the tokens are cached on disk for any number of probes.
+each clip is encoded once, in batches, under ``torch.no_grad`` (and bf16 autocast on CUDA),
+with clips decoded in DataLoader workers, and the tokens are cached on disk for any number
+of probes.
 
 Cache file ``RUN/features/<bench>/<split>.h5`` (float16 tokens; one clip per HDF5 chunk):
 
@@ -33,7 +34,10 @@ resumable: rows are written by index, and a rerun with the same checkpoint (by s
 settings continues with the rows whose ``done`` is false, so a killed extraction ends with
 every id exactly once. The file's structure (chunk index, ids) is fixed when it is created,
 under a temporary name renamed into place, so a kill mid-batch only leaves raw bytes of rows
-not yet marked done; a batch's tokens and labels are flushed before its ``done`` flags are.
+not yet marked done; a batch's tokens and labels are fsynced before its ``done`` flags are
+written. A full disk cannot tear a cache: the free space is checked and the whole file
+reserved (``fallocate``) before any clip is encoded, and rows are written without HDF5's
+chunk cache, so a failed write raises where it happens (docs/reliability.md).
 A cache built from another checkpoint or with other settings (or one that cannot be read) is
 refused unless ``force=True``, which rebuilds it from scratch; ``force`` keeps (or resumes) a
 cache that matches, so delete the file to recompute one that does.
@@ -64,7 +68,7 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
-from jepactl.config import ConfigError, Recipe, recipe_from_dict
+from jepactl.config import ConfigError, Recipe, autocast_bf16, recipe_from_dict
 from jepactl.data.loader import to_model_input
 from jepactl.errors import (
     CheckpointError,
@@ -335,16 +339,19 @@ def encode_clips(
     clips: torch.Tensor,
     pool: str = "none",
     device: torch.device | None = None,
-    bf16: bool = True,
+    bf16: bool | None = None,
 ) -> torch.Tensor:
     """uint8 clips ``[B, V, T, H, W, C]`` -> pooled float32 tokens ``[B, V, L, D]`` on
-    ``device``: ImageNet-normalised, encoded under ``no_grad`` and bf16 autocast, the last
-    block's output only (see the module doc), pooled in float32."""
+    ``device``: ImageNet-normalised, encoded under ``no_grad`` (with bf16 autocast when ``bf16``,
+    by default on CUDA only), the last block's output only (see the module doc), pooled in
+    float32."""
     device = device or next(encoder.parameters()).device
     b, v = clips.shape[:2]
     flat = clips.reshape(b * v, *clips.shape[2:]).to(device, non_blocking=True)
     x = to_model_input(flat)
     grid = encoder.grid(x.shape)
+    if bf16 is None:  # as training's precision "auto": bf16 autocast on CUDA only
+        bf16 = autocast_bf16("auto", device.type)
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         tokens = encoder(x)
     with torch.no_grad():

@@ -28,6 +28,7 @@ from jepactl.config import (
     RUNTIME_KEYS,
     ConfigError,
     Recipe,
+    autocast_bf16,
     config_diff,
     dump_yaml,
     load_recipe,
@@ -211,7 +212,7 @@ def train_step(
         group["lr"] = lr
     clips = to_model_input(batch.clips.to(device, non_blocking=True))
     masks = [m.to(device, non_blocking=True) for m in batch.masks]
-    bf16 = recipe.train.precision == "bf16"
+    bf16 = autocast_bf16(recipe.train.precision, device.type)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         losses, logs = ddp_model(clips, masks, step)
     loss = torch.stack(list(losses.values())).sum()
@@ -404,6 +405,9 @@ def _train(
     )
     if found is None:
         torch.manual_seed(derive_seed(seed, "rank", info.rank))
+        saved = "nothing was saved yet"
+    else:
+        saved = f"checkpoints/{found.path.name} (step {step}) is the last good state"
     del found  # the loaded state is in the model now; free its memory
 
     barrier(info)
@@ -421,7 +425,8 @@ def _train(
         verb = f"resuming {run_dir} at step {step}" if resume else f"starting {run_dir}"
         print(
             f"jepactl: {verb}; encoder {n_params / 1e6:.1f}M params, "
-            f"{info.world_size} rank(s) on {device.type}, precision {recipe.train.precision}"
+            f"{info.world_size} rank(s) on {device.type}, precision "
+            f"{'bf16 autocast' if autocast_bf16(recipe.train.precision, device.type) else 'fp32'}"
         )
 
     ddp_model: torch.nn.Module = model
@@ -469,9 +474,6 @@ def _train(
     stop = StopFlag()
     last: dict[str, Any] = {}
     stopped = False
-    saved = f"checkpoints/latest.pt (step {step}) is the last good state" if resume else (
-        "nothing was saved yet"
-    )  # fmt: skip
 
     if step == end == 0:
         # --max-steps 0 on a new run: save the initialisation, an untrained control encoder.
