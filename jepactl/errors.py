@@ -71,10 +71,9 @@ def free_bytes(path: Path) -> int:
 def disk_full(path: Path, needed: int | None, cause: BaseException | None = None) -> DiskFullError:
     """The one-line error for a write to ``path`` that does not fit."""
     free = free_bytes(Path(path).parent)
-    while cause is not None and not isinstance(cause, OSError):
-        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+    found = space_oserror(cause)
     what = {errno.EFBIG: "file too large for this file system or ulimit -f"}.get(
-        cause.errno if cause is not None else None, "no space left on device"
+        found.errno if found is not None else None, "no space left on device"
     )
     need = f"; it needs about {format_bytes(needed)}" if needed else ""
     return DiskFullError(
@@ -83,15 +82,21 @@ def disk_full(path: Path, needed: int | None, cause: BaseException | None = None
     )
 
 
-def is_space_error(exc: BaseException | None) -> bool:
-    """Whether ``exc`` is an out-of-space write failure, or was raised while handling one
-    (``torch.save`` closes its archive after a failed write and raises about that instead)."""
-    seen = 0
-    while exc is not None and seen < 10:
+def space_oserror(exc: BaseException | None) -> OSError | None:
+    """The out-of-space ``OSError`` that ``exc`` is, or was raised while handling (``torch.save``
+    closes its archive after a failed write and raises about that instead), if any."""
+    for _ in range(10):  # a chain of causes and contexts, never a cycle
+        if exc is None:
+            return None
         if isinstance(exc, OSError) and exc.errno in SPACE_ERRNOS:
-            return True
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return False
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def is_space_error(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is (or was raised while handling) an out-of-space write failure."""
+    return space_oserror(exc) is not None
 
 
 @contextlib.contextmanager
@@ -99,6 +104,8 @@ def space_errors(path: Path, needed: int | None = None) -> Iterator[None]:
     """Turn an out-of-space failure inside the block into :func:`disk_full` for ``path``."""
     try:
         yield
+    except DiskFullError:
+        raise  # already says which file
     except Exception as exc:
         if is_space_error(exc):
             raise disk_full(path, needed, exc) from exc
