@@ -488,7 +488,6 @@ def _fill(
     ``source``), batch by batch, then set ``complete``."""
     local_of = {row: k for k, row in enumerate(rows)}
     expected = [source.id(row) for row in rows]
-    _reserve(path)  # also for a cache created where space could not be reserved before
     # No chunk cache (rdcc_nbytes=0), and the datasets held open: every write reaches the
     # file in the call that makes it, so a failure (a full disk) is raised there. With a
     # cache, h5py reports it only when the chunk is evicted, from a destructor that cannot
@@ -841,8 +840,10 @@ def _write_caches(
             path.unlink(missing_ok=True)
             ids = [sources[split].id(row) for row in rows]
             _create_cache(path, identity, (len(rows), bench.views, length, dim), ids)
-        elif status == "partial" and info.is_main:
-            _say(info, f"resuming {path}")
+        elif status == "partial":
+            _reserve(path)  # a new file was reserved when created; an older one may not be
+            if info.is_main:
+                _say(info, f"resuming {path}")
         _fill(
             path, sources[split], rows, frozen, pool, batch_size, num_workers, info.device,
             progress, on_batch,

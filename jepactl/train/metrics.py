@@ -10,6 +10,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from jepactl.utils import read_jsonl
+
 
 class MetricsLog:
     """Accumulates loss terms on the device; ``flush`` reads them back once per interval.
@@ -69,4 +71,5 @@ class MetricsLog:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The records of ``metrics.jsonl``; a line still being written (or torn) is skipped."""
+    return read_jsonl(path)
