@@ -11,8 +11,8 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from jepactl.config import ConfigError, list_recipes, load_raw, resolve_recipe_path
-from jepactl.errors import SPACE_ERRNOS, JepactlError, disk_full, one_line
+from jepactl.config import list_recipes, load_raw, resolve_recipe_path
+from jepactl.errors import SPACE_ERRNOS, ConfigError, JepactlError, disk_full, one_line
 
 #: ``errno`` values of a file operation the user can fix (a path, a permission, a disk).
 USER_ERRNOS = SPACE_ERRNOS | {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR}

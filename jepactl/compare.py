@@ -59,7 +59,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from jepactl.config import RUNTIME_KEYS, ConfigError, config_diff
+from jepactl.config import RUNTIME_KEYS, config_diff
+from jepactl.errors import ConfigError
 from jepactl.utils import atomic_write_bytes, close_match, suggestion
 
 #: Keys removed before grouping: the seed and the runtime keys (how a run executed, not what it

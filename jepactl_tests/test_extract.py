@@ -33,7 +33,7 @@ from jepactl.evaluation.extract import (
     pool_tokens,
     shard_path,
 )
-from jepactl.masks.base import TokenGrid
+from jepactl.grid import TokenGrid
 from jepactl.train import checkpoint as ckpt
 from jepactl.train.loop import pretrain
 

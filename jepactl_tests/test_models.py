@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from jepactl.config import ModelConfig
-from jepactl.masks.base import TokenGrid
+from jepactl.grid import TokenGrid
 from jepactl.models import ENCODER_PRESETS, Predictor, VideoViT, build_encoder
 from jepactl.models.rope import RotaryEmbedding3D
 

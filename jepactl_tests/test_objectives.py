@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from jepactl.masks.base import Masks, TokenGrid
+from jepactl.grid import Masks, TokenGrid
 from jepactl.models import Predictor, VideoViT
 from jepactl.objectives import TERMS, ContextLoss, PredictionLoss, StepContext, distance_weights
 from jepactl.objectives.base import normalize_targets

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jepactl.masks.base import Masks
+from jepactl.grid import Masks
 from jepactl.models import Predictor, VideoViT
 from jepactl.objectives.action import ActionConditioned
 from jepactl.objectives.base import GridView, ModelDims, StepContext

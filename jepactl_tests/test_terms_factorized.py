@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from jepactl.masks.base import Masks
+from jepactl.grid import Masks
 from jepactl.models import Predictor, VideoViT
 from jepactl.objectives.base import GridView, Prediction, StepContext
 from jepactl.objectives.factorized import FWMOrth, FWMStatic, HardWeightedPrediction

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from jepactl.config import validate_kwargs
-from jepactl.masks.base import Masks
+from jepactl.grid import Masks
 from jepactl.models import Predictor, VideoViT
 from jepactl.objectives.base import GridView, StepContext
 from jepactl.objectives.kinematic import Kinematic

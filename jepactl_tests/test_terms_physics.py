@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from jepactl.config import validate_kwargs
-from jepactl.masks.base import Masks
+from jepactl.grid import Masks
 from jepactl.models import Predictor, VideoViT
 from jepactl.objectives.base import GridView, ModelDims, StepContext
 from jepactl.objectives.kinematic import Kinematic

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from jepactl.masks.base import Masks
+from jepactl.grid import Masks
 from jepactl.models import Predictor, VideoViT
 from jepactl.objectives import sigreg
 from jepactl.objectives.base import StepContext

@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from jepactl.config import ConfigError
 from jepactl.data.base import Sample
 from jepactl.data.sources import MixtureSource, Source, SyntheticSource, replacement
-from jepactl.errors import JepactlError
-from jepactl.masks.base import Masks, MaskStrategy, TokenGrid
+from jepactl.errors import ConfigError, JepactlError
+from jepactl.grid import Masks, TokenGrid
+from jepactl.masks.base import MaskStrategy
 from jepactl.utils import available_cpus, derive_seed
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -37,7 +37,7 @@ from pathlib import Path
 from textwrap import indent
 from typing import Any, Literal
 
-from jepactl.config import ConfigError
+from jepactl.errors import ConfigError
 from jepactl.utils import close_match, suggestion
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v")

@@ -12,10 +12,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from jepactl.config import ConfigError, DataConfig
+from jepactl.config import DataConfig
 from jepactl.data.base import Sample
 from jepactl.data.readers import IMAGE_EXTENSIONS as IMAGE_SUFFIXES
 from jepactl.data.readers import DatasetIndex, read_dataset
+from jepactl.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from jepactl.config import ConfigError
+from jepactl.errors import ConfigError
 from jepactl.utils import available_cpus, suggestion
 
 __all__ = [

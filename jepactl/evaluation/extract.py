@@ -80,8 +80,8 @@ from jepactl.errors import (
     space_errors,
 )
 from jepactl.evaluation.benchmarks import Benchmark, EvalSource, eval_loader, get_benchmark
+from jepactl.grid import TokenGrid
 from jepactl.lock import RunLock
-from jepactl.masks.base import TokenGrid
 from jepactl.models import build_encoder
 from jepactl.models.vit import VideoViT
 from jepactl.train import checkpoint as ckpt

@@ -71,8 +71,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from jepactl.config import ConfigError
 from jepactl.data.synthetic import RENDER_VERSION, BackgroundSpec, ObjectSpec
+from jepactl.errors import ConfigError
 from jepactl.evaluation.benchmarks import Benchmark, ProbeKind
 from jepactl.utils import available_cpus, current_umask, suggestion
 

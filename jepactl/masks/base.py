@@ -1,70 +1,14 @@
-"""Token grid, mask containers and the ``MaskStrategy`` interface.
-
-A clip of ``T`` frames at ``H x W`` pixels becomes a grid of ``T' x H' x W'`` tokens
-(``T' = T / tubelet``, ``H' = H / patch``). Tokens are numbered in (t, h, w) raster order:
-``n = t * H' * W' + h * W' + w``. Masks are index tensors into that numbering, so the encoder
-and predictor can recover every token's 3D position from its index alone.
-"""
+"""The ``MaskStrategy`` interface (the token grid and ``Masks`` live in :mod:`jepactl.grid`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
+from jepactl.grid import Masks, TokenGrid
 
-@dataclass(frozen=True)
-class TokenGrid:
-    """Shape of the token grid of one clip: ``t`` x ``h`` x ``w`` tokens."""
-
-    t: int
-    h: int
-    w: int
-
-    @property
-    def num_tokens(self) -> int:
-        return self.t * self.h * self.w
-
-    @classmethod
-    def of_clip(cls, frames: int, height: int, width: int, patch: int, tubelet: int) -> TokenGrid:
-        """The grid a clip of ``frames x height x width`` pixels becomes; one frame is an image
-        (tubelet 1, paper Appendix D)."""
-        if height % patch or width % patch:
-            raise ValueError(f"frame size {height}x{width} is not a multiple of patch {patch}")
-        if frames == 1:
-            return cls(1, height // patch, width // patch)
-        if frames % tubelet:
-            raise ValueError(f"{frames} frames is not a multiple of tubelet {tubelet}")
-        return cls(frames // tubelet, height // patch, width // patch)
-
-    def coords(self, idx: torch.Tensor) -> torch.Tensor:
-        """Integer (t, h, w) coordinates of flat token indices: ``[...]`` -> ``[..., 3]``."""
-        hw = self.h * self.w
-        return torch.stack((idx // hw, (idx // self.w) % self.h, idx % self.w), dim=-1)
-
-
-@dataclass
-class Masks:
-    """Context and target token indices of one mask group for a whole batch.
-
-    ``context``: ``[B, K]`` sorted ascending, the tokens the student encoder sees.
-    ``target``: ``[B, M]`` sorted ascending, the tokens the predictor must predict.
-    Every sample has the same ``K`` and ``M`` (see :mod:`jepactl.masks.multiblock` for how
-    equal lengths are reached without a positional bias). Context and target are disjoint.
-    """
-
-    context: torch.Tensor
-    target: torch.Tensor
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> Masks:
-        return Masks(
-            self.context.to(device, non_blocking=non_blocking),
-            self.target.to(device, non_blocking=non_blocking),
-        )
-
-    def pin_memory(self) -> Masks:
-        return Masks(self.context.pin_memory(), self.target.pin_memory())
+__all__ = ["MaskStrategy", "Masks", "TokenGrid"]
 
 
 class MaskStrategy(Protocol):

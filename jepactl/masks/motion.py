@@ -57,7 +57,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from jepactl.masks.base import TokenGrid
+from jepactl.grid import TokenGrid
 from jepactl.masks.multiblock import EqualizeMode, MultiBlock3D, _check_int
 
 MotionSampling = Literal["exp", "power"]

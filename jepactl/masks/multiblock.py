@@ -29,7 +29,7 @@ from typing import Literal
 
 import torch
 
-from jepactl.masks.base import Masks, TokenGrid
+from jepactl.grid import Masks, TokenGrid
 
 EqualizeMode = Literal["random", "truncate"]
 _EQUALIZE_MODES: tuple[str, ...] = ("random", "truncate")

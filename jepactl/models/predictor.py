@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from jepactl.masks.base import TokenGrid
+from jepactl.grid import TokenGrid
 from jepactl.models.rope import RotaryEmbedding3D
 from jepactl.models.vit import LayerNorm, init_weights, rope_blocks
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from timm.models.eva import EvaBlock
 from torch import nn
 
-from jepactl.masks.base import TokenGrid
+from jepactl.grid import TokenGrid
 from jepactl.models.rope import RotaryEmbedding3D
 
 LayerNorm = partial(nn.LayerNorm, eps=1e-6)

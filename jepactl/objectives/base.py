@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jepactl.masks.base import Masks, TokenGrid
+from jepactl.grid import Masks, TokenGrid
 from jepactl.models import Predictor, VideoViT
 
 

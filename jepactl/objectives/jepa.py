@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from jepactl.masks.base import TokenGrid
+from jepactl.grid import TokenGrid
 from jepactl.objectives.base import StepContext, Term, gather_tokens
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from jepactl.config import Recipe
-from jepactl.masks.base import Masks
+from jepactl.grid import Masks
 from jepactl.models import build_encoder, build_predictor
 from jepactl.models.vit import VideoViT
 from jepactl.objectives import ModelDims, StepContext, build_terms
