@@ -19,10 +19,11 @@ from typing import Any
 import torch
 import yaml
 
-from jepactl.config import Recipe, list_recipes, load_recipe, recipes_root
+from jepactl.config import Recipe, list_recipes, recipes_root
 from jepactl.data.loader import Collator, StepDataset
 from jepactl.data.sources import build_source
 from jepactl.masks import build_mask_strategy
+from jepactl.recipe import load_recipe
 from jepactl.train.dist import DistInfo
 from jepactl.train.guard import NonFiniteGuard
 from jepactl.train.loop import train_step

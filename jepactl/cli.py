@@ -172,7 +172,8 @@ def show_recipe(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key.")] = None,
 ) -> None:
     """Print the fully resolved recipe (what `pretrain` would write to RUN/config.yaml)."""
-    from jepactl.config import dump_yaml, load_recipe
+    from jepactl.config import dump_yaml
+    from jepactl.recipe import load_recipe
 
     typer.echo(dump_yaml(load_recipe(recipe, set_ or [])), nl=False)
 

@@ -20,7 +20,7 @@ import os
 import types
 import typing
 from collections import abc
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -486,76 +486,20 @@ def dump_yaml(recipe: Recipe) -> str:
     return yaml.safe_dump(to_dict(recipe), sort_keys=False)
 
 
-def load_recipe(
-    name: str,
-    overrides: Iterable[str] = (),
-    root: Path | None = None,
-    validate_components: bool = True,
-) -> Recipe:
-    """Resolve, override and validate a recipe. Raises :class:`ConfigError` on any problem."""
-    raw = load_raw(resolve_recipe_path(name, root), root)
-    for text in overrides:
-        path, value = parse_override(text)
-        apply_override(raw, path, value)
-    return recipe_from_dict(raw, validate_components)
+def parse_recipe(raw: Mapping[str, Any]) -> Recipe:
+    """The typed recipe of a resolved dict, checked for structure and types only.
 
-
-def recipe_from_dict(raw: Mapping[str, Any], validate_components: bool = True) -> Recipe:
-    """Validate a resolved recipe dict (e.g. a run's saved ``config.yaml``)."""
+    The components (model preset, terms, mask strategies) are validated against their
+    registries by :func:`jepactl.recipe.validate`; this module knows no registry, so every
+    room can import it without importing the models or objectives.
+    """
     recipe = from_dict(Recipe, raw)
     recipe.objective.terms = {
         k: dict(v) if isinstance(v, Mapping) else {}
         for k, v in recipe.objective.terms.items()
         if v is not False
     }
-    if validate_components:
-        validate_components_of(recipe)
     return recipe
-
-
-def validate_components_of(recipe: Recipe) -> None:
-    """Validate the model sizes and every term's and mask strategy's parameters.
-
-    Parameters are checked against the registered classes' constructors, then each component
-    is built once so its own argument checks run now, as one-line :class:`ConfigError`s,
-    rather than as a traceback after the run has started.
-    """
-    from jepactl.masks import MASK_STRATEGIES
-    from jepactl.models import ENCODER_PRESETS, check_model_config
-    from jepactl.objectives import TERMS
-
-    if recipe.model.preset not in ENCODER_PRESETS:
-        raise ConfigError(
-            f"model.preset: unknown preset '{recipe.model.preset}'"
-            f"{suggestion(recipe.model.preset, ENCODER_PRESETS)}"
-        )
-    _built("model", check_model_config, recipe.model)
-    _built("data", check_data_config, recipe.data)
-    _built("optim", check_optim_config, recipe.optim)
-    _built("train", check_train_config, recipe.train)
-    if not recipe.objective.terms:
-        raise ConfigError("objective.terms is empty: a recipe needs at least one loss term")
-    for name, params in recipe.objective.terms.items():
-        kind = params.get("type", name)
-        where = f"objective.terms.{name}"
-        if kind not in TERMS:
-            raise ConfigError(f"unknown objective term '{where}'{suggestion(kind, TERMS)}")
-        coerced = validate_kwargs(
-            TERMS[kind], {k: v for k, v in params.items() if k != "type"}, where
-        )
-        _built(where, TERMS[kind], **coerced)
-        recipe.objective.terms[name] = {**({"type": kind} if "type" in params else {}), **coerced}
-    if not recipe.masks:
-        raise ConfigError("masks is empty: a recipe needs at least one mask group")
-    for i, spec in enumerate(recipe.masks):
-        kind = spec.get("strategy")
-        if kind not in MASK_STRATEGIES:
-            hint = suggestion(str(kind), MASK_STRATEGIES)
-            raise ConfigError(f"masks.{i}.strategy: unknown strategy {kind!r}{hint}")
-        rest = {k: v for k, v in spec.items() if k != "strategy"}
-        coerced = validate_kwargs(MASK_STRATEGIES[kind], rest, f"masks.{i}")
-        _built(f"masks.{i}", MASK_STRATEGIES[kind], **coerced)
-        recipe.masks[i] = {"strategy": kind, **coerced}
 
 
 def check_data_config(cfg: DataConfig) -> None:
@@ -615,7 +559,7 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise ValueError(f"device must be auto, cpu or cuda, got {cfg.device!r}")
 
 
-def _built(where: str, build: Any, *args: Any, **kwargs: Any) -> Any:
+def built(where: str, build: Any, *args: Any, **kwargs: Any) -> Any:
     """Call ``build``; its ``ValueError`` becomes a one-line ``ConfigError`` naming ``where``."""
     try:
         return build(*args, **kwargs)

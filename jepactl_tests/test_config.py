@@ -14,10 +14,9 @@ from jepactl.config import (
     config_diff,
     dump_yaml,
     list_recipes,
-    load_recipe,
-    recipe_from_dict,
     to_dict,
 )
+from jepactl.recipe import load_recipe, recipe_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from jepactl.bench import synth_profile
-from jepactl.config import list_recipes, load_recipe
+from jepactl.config import list_recipes
+from jepactl.recipe import load_recipe
 from jepactl.train.loop import pretrain
 from jepactl.train.metrics import read_metrics
 

@@ -68,10 +68,11 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
-from jepactl.config import ConfigError, Recipe, autocast_bf16, recipe_from_dict
+from jepactl.config import Recipe, autocast_bf16, parse_recipe
 from jepactl.data.loader import to_model_input
 from jepactl.errors import (
     CheckpointError,
+    ConfigError,
     DiskFullError,
     JepactlError,
     disk_full,
@@ -269,7 +270,7 @@ def load_frozen_encoder(
     for key in ("config", "student", "step"):
         if key not in state:
             raise ConfigError(f"{path} is not a jepactl checkpoint (no '{key}')")
-    recipe = recipe_from_dict(yaml.safe_load(state["config"]), validate_components=False)
+    recipe = parse_recipe(yaml.safe_load(state["config"]))
     trained = _trained_encoders(state, recipe)
     chosen = select_weights(weights, trained, where=str(run_dir))
     weights_state = state.get(chosen)

@@ -31,7 +31,6 @@ from jepactl.config import (
     autocast_bf16,
     config_diff,
     dump_yaml,
-    load_recipe,
     to_dict,
 )
 from jepactl.data.loader import (
@@ -48,6 +47,7 @@ from jepactl.data.sources import Source, build_source
 from jepactl.errors import JepactlError, NonFiniteLossError
 from jepactl.lock import RunLock
 from jepactl.masks import build_mask_strategy
+from jepactl.recipe import load_recipe
 from jepactl.train import checkpoint as ckpt
 from jepactl.train.checkpoint import CHECKPOINT_VERSION
 from jepactl.train.dist import DistInfo, agree, barrier, broadcast, init_distributed, shutdown

@@ -1,0 +1,94 @@
+"""Load a recipe and validate it against the component registries.
+
+:mod:`jepactl.config` owns the schema (typed sections, YAML includes, ``--set`` overrides) and
+imports nothing of the project's models; this module is where the schema meets the
+registries (``ENCODER_PRESETS``, ``TERMS``, ``MASK_STRATEGIES``). Every parameter is checked
+against its class's constructor, then each component is built once so its own argument checks
+run now, as one-line :class:`ConfigError` s, rather than as a traceback after a run started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from jepactl.config import (
+    Recipe,
+    apply_override,
+    built,
+    check_data_config,
+    check_optim_config,
+    check_train_config,
+    load_raw,
+    parse_override,
+    parse_recipe,
+    resolve_recipe_path,
+    validate_kwargs,
+)
+from jepactl.errors import ConfigError
+from jepactl.masks import MASK_STRATEGIES
+from jepactl.models import ENCODER_PRESETS, check_model_config
+from jepactl.objectives import TERMS
+from jepactl.utils import suggestion
+
+
+def load_recipe(name: str, overrides: Iterable[str] = (), root: Path | None = None) -> Recipe:
+    """Resolve, override and validate a recipe. Raises :class:`ConfigError` on any problem."""
+    raw = load_raw(resolve_recipe_path(name, root), root)
+    for text in overrides:
+        path, value = parse_override(text)
+        apply_override(raw, path, value)
+    return recipe_from_dict(raw)
+
+
+def recipe_from_dict(raw: Mapping[str, Any]) -> Recipe:
+    """Parse and validate a resolved recipe dict (e.g. a run's saved ``config.yaml``)."""
+    recipe = parse_recipe(raw)
+    validate(recipe)
+    return recipe
+
+
+def validate(recipe: Recipe) -> None:
+    """Validate the model sizes and every term's and mask strategy's parameters, in place:
+    each term's and mask group's parameters are replaced by their coerced values."""
+    if recipe.model.preset not in ENCODER_PRESETS:
+        raise ConfigError(
+            f"model.preset: unknown preset '{recipe.model.preset}'"
+            f"{suggestion(recipe.model.preset, ENCODER_PRESETS)}"
+        )
+    built("model", check_model_config, recipe.model)
+    built("data", check_data_config, recipe.data)
+    built("optim", check_optim_config, recipe.optim)
+    built("train", check_train_config, recipe.train)
+    _validate_terms(recipe)
+    _validate_masks(recipe)
+
+
+def _validate_terms(recipe: Recipe) -> None:
+    if not recipe.objective.terms:
+        raise ConfigError("objective.terms is empty: a recipe needs at least one loss term")
+    for name, params in recipe.objective.terms.items():
+        kind = params.get("type", name)
+        where = f"objective.terms.{name}"
+        if kind not in TERMS:
+            raise ConfigError(f"unknown objective term '{where}'{suggestion(kind, TERMS)}")
+        coerced = validate_kwargs(
+            TERMS[kind], {k: v for k, v in params.items() if k != "type"}, where
+        )
+        built(where, TERMS[kind], **coerced)
+        recipe.objective.terms[name] = {**({"type": kind} if "type" in params else {}), **coerced}
+
+
+def _validate_masks(recipe: Recipe) -> None:
+    if not recipe.masks:
+        raise ConfigError("masks is empty: a recipe needs at least one mask group")
+    for i, spec in enumerate(recipe.masks):
+        kind = spec.get("strategy")
+        if kind not in MASK_STRATEGIES:
+            hint = suggestion(str(kind), MASK_STRATEGIES)
+            raise ConfigError(f"masks.{i}.strategy: unknown strategy {kind!r}{hint}")
+        rest = {k: v for k, v in spec.items() if k != "strategy"}
+        coerced = validate_kwargs(MASK_STRATEGIES[kind], rest, f"masks.{i}")
+        built(f"masks.{i}", MASK_STRATEGIES[kind], **coerced)
+        recipe.masks[i] = {"strategy": kind, **coerced}
