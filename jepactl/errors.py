@@ -72,8 +72,11 @@ def disk_full(path: Path, needed: int | None, cause: BaseException | None = None
     """The one-line error for a write to ``path`` that does not fit."""
     free = free_bytes(Path(path).parent)
     found = space_oserror(cause)
-    what = {errno.EFBIG: "file too large for this file system or ulimit -f"}.get(
-        found.errno if found is not None else None, "no space left on device"
+    too_large = found is not None and found.errno == errno.EFBIG
+    what = (
+        "file too large for this file system or ulimit -f"
+        if too_large
+        else "no space left on device"
     )
     need = f"; it needs about {format_bytes(needed)}" if needed else ""
     return DiskFullError(

@@ -351,10 +351,11 @@ def _seek_frames(
         landed: list[int] = []
         frames = _demux_decode(container, stream, landed)
         head = next(frames, None)
-        if head is not None and head.pts is None:
-            raise _NoTimestamps
-        if head is not None and (head.pts <= target or head.pts == first_pts):
-            return chain([head], frames)
+        if head is not None:
+            if head.pts is None:
+                raise _NoTimestamps
+            if head.pts <= target or head.pts == first_pts:
+                return chain([head], frames)
         # Nothing decoded (seeking near the end can do that) or we landed too late.
         if offset <= first_pts:
             raise _SeekFailed

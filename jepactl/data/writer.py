@@ -38,6 +38,8 @@ def write_video(
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=fps, options=dict(options or {}))
+        if not isinstance(stream, av.VideoStream):
+            raise ValueError(f"codec '{codec}' is not a video codec")
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if gop is not None:
             stream.codec_context.gop_size = gop

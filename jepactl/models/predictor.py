@@ -45,6 +45,7 @@ class Predictor(nn.Module):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"predictor dim {dim} is not divisible by {num_heads} heads")
+        self.embed: nn.Module
         if embed == "linear":
             self.embed = nn.Linear(in_dim, dim)
         elif embed == "mlp":

@@ -21,6 +21,8 @@ from torch import nn
 class RotaryEmbedding3D(nn.Module):
     """Maps token coordinates ``[B, N, 3]`` to rotary sin/cos tables ``[B, 1, N, 2 * head_dim]``."""
 
+    inv_freq: torch.Tensor  # buffer [axis_dim / 2]
+
     def __init__(self, head_dim: int, theta: float = 10000.0) -> None:
         super().__init__()
         axis_dim = 2 * ((head_dim // 3) // 2)

@@ -67,8 +67,11 @@ def init_weights(module: nn.Module, blocks: nn.ModuleList) -> None:
     trunc_normal_init(module)
     for layer_id, blk in enumerate(blocks, start=1):
         scale = math.sqrt(2.0 * layer_id)
-        blk.attn.proj.weight.data.div_(scale)
-        blk.mlp.fc2.weight.data.div_(scale)
+        for name in ("attn.proj", "mlp.fc2"):
+            proj = blk.get_submodule(name)
+            if not isinstance(proj, nn.Linear):
+                raise TypeError(f"block {layer_id}: {name} is {type(proj).__name__}, not Linear")
+            proj.weight.data.div_(scale)
 
 
 class VideoViT(nn.Module):

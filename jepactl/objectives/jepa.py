@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from jepactl.grid import TokenGrid
@@ -23,7 +25,7 @@ class PredictionLoss(Term):
     ``h̃`` ``[B, N, D]`` gathered at each group's target indices; ``p = loss_exp`` (1.0: L1).
     """
 
-    def __init__(self, weight: float = 1.0, loss_exp: float = 1.0, **kwargs: int) -> None:
+    def __init__(self, weight: float = 1.0, loss_exp: float = 1.0, **kwargs: Any) -> None:
         super().__init__(weight, **kwargs)
         if loss_exp <= 0:
             raise ValueError(f"loss_exp must be > 0, got {loss_exp}")
@@ -62,7 +64,7 @@ class ContextLoss(Term):
 
     needs_context_predictions = True
 
-    def __init__(self, weight: float = 0.5, loss_exp: float = 1.0, **kwargs: int) -> None:
+    def __init__(self, weight: float = 0.5, loss_exp: float = 1.0, **kwargs: Any) -> None:
         super().__init__(weight, **kwargs)
         if loss_exp <= 0:
             raise ValueError(f"loss_exp must be > 0, got {loss_exp}")

@@ -51,6 +51,12 @@ class SIGReg(Term):
     (the reference's matmul runs in bf16 under autocast). There are no parameters.
     """
 
+    # Buffers: quadrature points, the standard normal's characteristic function at them, and
+    # the trapezoid weights times it, all [num_points].
+    t: torch.Tensor
+    phi: torch.Tensor
+    weights: torch.Tensor
+
     def __init__(
         self,
         weight: float = 1.0,

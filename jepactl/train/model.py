@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -11,7 +13,23 @@ from jepactl.config import Recipe
 from jepactl.grid import Masks
 from jepactl.models import build_encoder, build_predictor
 from jepactl.models.vit import VideoViT
-from jepactl.objectives import ModelDims, StepContext, build_terms
+from jepactl.objectives import ModelDims, StepContext, Term, build_terms
+
+
+def term_specs(
+    terms: Mapping[str, Mapping[str, Any] | bool | None],
+) -> dict[str, Mapping[str, Any]]:
+    """The recipe's term entries as parameter mappings; :func:`jepactl.config.parse_recipe`
+    has already turned ``name: {}``/empty values into ``{}`` and dropped ``name: false``."""
+    specs: dict[str, Mapping[str, Any]] = {}
+    for name, params in terms.items():
+        if not isinstance(params, Mapping):
+            raise TypeError(
+                f"objective.terms.{name} is {params!r}, not a mapping of parameters "
+                "(recipes must go through jepactl.config.parse_recipe)"
+            )
+        specs[name] = params
+    return specs
 
 
 class JEPA(nn.Module):
@@ -32,15 +50,16 @@ class JEPA(nn.Module):
             recipe.model.patch_size,
             recipe.model.tubelet,
         )
-        self.terms = build_terms(recipe.objective.terms, dims)
-        predict_context = any(t.needs_context_predictions for t in self.terms.values())
+        self.terms = build_terms(term_specs(recipe.objective.terms), dims)
+        terms = [cast(Term, t) for t in self.terms.values()]  # build_terms holds only Terms
+        predict_context = any(t.needs_context_predictions for t in terms)
         self.predictor = build_predictor(recipe.model, self.student.out_dim, predict_context)
         # "EMA disabled" builds no teacher at all, so nothing untrained can be evaluated later.
         self.teacher: VideoViT | None = None
         if recipe.objective.teacher == "ema":
             self.teacher = copy.deepcopy(self.student).requires_grad_(False)
         self.stopgrad_targets = recipe.objective.stopgrad_targets
-        self.full_clip_grad = any(t.uses_full_clip() for t in self.terms.values())
+        self.full_clip_grad = any(t.uses_full_clip() for t in terms)
         self.seed = recipe.train.seed
         self.num_epochs = recipe.optim.epochs
         self.iters_per_epoch = recipe.optim.iters_per_epoch
