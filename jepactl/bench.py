@@ -22,13 +22,13 @@ import yaml
 from jepactl.config import Recipe, list_recipes, recipes_root
 from jepactl.data.loader import Collator, StepDataset
 from jepactl.data.sources import build_source
+from jepactl.dist import DistInfo
 from jepactl.masks import build_mask_strategy
+from jepactl.optim import build_optimizer, learning_rate
 from jepactl.recipe import load_recipe
-from jepactl.train.dist import DistInfo
 from jepactl.train.guard import NonFiniteGuard
 from jepactl.train.loop import train_step
 from jepactl.train.model import JEPA
-from jepactl.train.optim import build_optimizer, learning_rate
 
 BASELINE = "synth/baseline"
 
@@ -171,18 +171,19 @@ def probe_cache_vs_reencode(
     size and seed; the frozen encoder's output is the same either way (no augmentation), so
     the two accuracies should agree within the noise of float16 storage and batch order.
     """
-    import torch.nn.functional as F
-
-    from jepactl.evaluation.benchmarks import EvalSource, eval_loader, get_benchmark
-    from jepactl.evaluation.extract import encode_clips, extract_features, load_frozen_encoder
-    from jepactl.evaluation.probes import build_probe
-    from jepactl.evaluation.train_probe import lr_factor, param_groups, train_probe
-    from jepactl.train.dist import resolve_device
+    from jepactl.dist import resolve_device
+    from jepactl.features.clips import EvalSource, eval_loader
+    from jepactl.features.encoder import encode_clips, load_frozen_encoder
+    from jepactl.features.extract import extract_features
+    from jepactl.features.registry import get_benchmark
+    from jepactl.probe.heads import build_probe
+    from jepactl.probe.train import HeadTrainer, train_probe
+    from jepactl.rundir import RunDir
     from jepactl.utils import derive_seed
 
     b = get_benchmark(bench)
     device = resolve_device("auto")  # both protocols on the same device and precision
-    shutil.rmtree(Path(run_dir) / "features" / b.name, ignore_errors=True)  # time a real build
+    shutil.rmtree(RunDir(run_dir).features(b.name), ignore_errors=True)  # time a real build
     t0 = time.perf_counter()
     paths = extract_features(run_dir, b, ("train", "val"), limit=limit,
                              num_workers=num_workers, progress=False)  # fmt: skip
@@ -197,19 +198,14 @@ def probe_cache_vs_reencode(
     torch.manual_seed(seed)
     head = build_probe(b.probe, frozen.encoder.embed_dim, b.num_classes).to(device)
     steps = epochs * -(-len(train) // b.batch_size)
-    opt = torch.optim.AdamW(param_groups(head, b.wd), lr=b.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, 0, "cosine"))
+    trainer = HeadTrainer(head, b.lr, b.wd, steps)  # the probe's own step, schedule and AdamW
     gen = torch.Generator().manual_seed(derive_seed(seed, "probe-shuffle"))
     for _ in range(epochs):  # every epoch decodes and encodes every clip again
         order = torch.randperm(len(train), generator=gen).tolist()
         for batch in eval_loader(train, order, b.batch_size, num_workers):
             x = encode_clips(frozen.encoder, batch.clips).flatten(0, 1)
             y = batch.labels.to(device).repeat_interleave(batch.clips.shape[1])
-            loss = F.cross_entropy(head(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            trainer.step(x, y)
     head.eval()
     correct = 0
     with torch.no_grad():

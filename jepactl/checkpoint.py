@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from jepactl.errors import CheckpointError, one_line
+from jepactl.rundir import LATEST
 from jepactl.utils import atomic_copy, atomic_write_bytes, atomic_write_text
 
 __all__ = ["CHECKPOINT_VERSION", "Found", "atomic_copy", "atomic_save", "atomic_write_bytes",
@@ -32,7 +33,6 @@ __all__ = ["CHECKPOINT_VERSION", "Found", "atomic_copy", "atomic_save", "atomic_
            "set_rng_state", "state_nbytes"]  # fmt: skip
 
 CHECKPOINT_VERSION = 1
-LATEST = "latest.pt"
 SNAPSHOT = re.compile(r"step_(\d+)\.pt")
 #: Bytes a checkpoint takes beyond its tensors (pickled structure, zip headers, config).
 OVERHEAD_BYTES = 1 << 20

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import click
 import typer
 from typer.core import TyperGroup
 
+from jepactl import rundir
 from jepactl.config import list_recipes, load_raw, resolve_recipe_path
 from jepactl.errors import SPACE_ERRNOS, ConfigError, JepactlError, disk_full, one_line
 
@@ -62,9 +64,9 @@ app = typer.Typer(
 )
 
 
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"jepactl: error: {message}", err=True)
-    raise typer.Exit(code)
+def _fail(message: str) -> NoReturn:
+    """A user's mistake found by the CLI itself: one line, exit 2 (through the group)."""
+    raise ConfigError(message)
 
 
 #: ``--debug``: let errors show their traceback.
@@ -221,6 +223,25 @@ bench_app = typer.Typer(help="Benchmarks (timings are measured, never asserted i
 app.add_typer(bench_app, name="bench")
 
 
+TASK_HELP = (
+    "Evaluation task (a benchmark): diving48, ssv2, in100, ucf101, synth-shapes, synth-motion "
+    "(= synth-motion-directions), synth-motion-mixed."
+)
+OLD_BENCH_HELP = "Old name of --task."
+
+
+def _task(task: str | None, bench: str | None, required: bool = True) -> str | None:
+    """``--task``, or its old name ``--bench`` (still accepted, with a warning)."""
+    if bench is not None:
+        typer.echo("jepactl: --bench is now --task (it names an evaluation task)", err=True)
+        if task is not None and task != bench:
+            _fail(f"--task {task} and --bench {bench} disagree; give --task only")
+        task = bench
+    if task is None and required:
+        _fail("missing option --task (which evaluation task, e.g. --task synth-motion)")
+    return task
+
+
 @bench_app.command("step-time")
 def bench_step_time(
     recipes: Annotated[
@@ -309,16 +330,16 @@ def bench_decode(
 @bench_app.command("probe")
 def bench_probe(
     run: Annotated[Path, typer.Argument(help="A trained run directory.")],
-    bench: Annotated[str, typer.Option(help=BENCH_HELP)] = "synth-shapes",
+    task: Annotated[str, typer.Option(help=TASK_HELP)] = "synth-shapes",
     epochs: Annotated[int, typer.Option(help="Probe epochs.")] = 50,
     limit: Annotated[int, typer.Option(help="Clips per split.")] = 400,
 ) -> None:
     """Probe from the token cache vs the re-encode-every-epoch protocol: time and accuracy."""
     from jepactl.bench import probe_cache_vs_reencode
 
-    r = probe_cache_vs_reencode(run, bench, epochs, limit)
+    r = probe_cache_vs_reencode(run, task, epochs, limit)
     typer.echo(
-        f"{bench}, {int(r['n_train'])} train / {int(r['n_val'])} val clips, {epochs} epochs:\n"
+        f"{task}, {int(r['n_train'])} train / {int(r['n_val'])} val clips, {epochs} epochs:\n"
         f"  from the cache (extract once + probe): {r['cache_s']:.1f} s, "
         f"top-1 {r['cache_top1']:.1f}%\n"
         f"  re-encode every epoch:                  {r['reencode_s']:.1f} s, "
@@ -331,9 +352,6 @@ def torch_threads() -> int:
     import torch
 
     return torch.get_num_threads()
-
-
-BENCH_HELP = "Benchmark: diving48, ssv2, in100, ucf101, synth-shapes."
 
 
 def _roots(pairs: list[str] | None) -> dict[str, str]:
@@ -349,73 +367,84 @@ def _roots(pairs: list[str] | None) -> dict[str, str]:
 @app.command("extract-features")
 def extract_features_cmd(
     run: Annotated[Path, typer.Argument(help="Run directory (with checkpoints/latest.pt).")],
-    bench: Annotated[
-        str, typer.Option(help="Benchmark: diving48, ssv2, in100, ucf101, synth-shapes.")
-    ],
+    task: Annotated[str | None, typer.Option(help=TASK_HELP)] = None,
     split: Annotated[str, typer.Option(help="Comma-separated splits.")] = "train,val",
     weights: Annotated[
         str, typer.Option(help="auto (EMA teacher if trained, else student), student, teacher.")
     ] = "auto",
-    pool: Annotated[str, typer.Option(help="none, time, space2x2 or mean.")] = "none",
+    pool: Annotated[
+        str | None,
+        typer.Option(help="none, time, space2x2 or mean (default: the task's, mostly none)."),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Clips per forward pass.")] = 8,
     workers: Annotated[int, typer.Option(help="Decoding worker processes.")] = 2,
     root: Annotated[
-        list[str] | None, typer.Option(help="Dataset root as name=path (repeatable).")
+        list[str] | None,
+        typer.Option(
+            help="Dataset root as name=path (repeatable); synth-motion=DIR keeps its clips there."
+        ),
     ] = None,
     limit: Annotated[int | None, typer.Option(help="At most N clips per split (demos).")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild caches that do not match.")] = False,
+    bench: Annotated[str | None, typer.Option(help=OLD_BENCH_HELP, hidden=True)] = None,
 ) -> None:
-    """Encode a benchmark once with the frozen encoder into RUN/features/BENCH/SPLIT.h5.
+    """Encode a task once with the frozen encoder into RUN/features/TASK/SPLIT.h5.
 
     Resumable (a killed extraction continues), refuses a cache from another checkpoint unless
-    --force, and under torchrun each rank writes a shard that rank 0 merges.
+    --force, and under torchrun each rank writes a shard that rank 0 merges. Next:
+    `jepactl probe TASK --run RUN` (it takes the pooling from the cache).
     """
-    from jepactl.evaluation.extract import extract_features
+    from jepactl.features.extract import extract_features
+    from jepactl.features.registry import get_benchmark
 
+    b = get_benchmark(_task(task, bench) or "")
     paths = extract_features(
-        run, bench, split.split(","), weights, pool, batch_size, workers, force, _roots(root),
-        limit,
+        run, b, split.split(","), weights, pool or b.pool, batch_size, workers, force,
+        _roots(root), limit,
     )  # fmt: skip
     for name, path in paths.items():
         typer.echo(f"{name}: {path}")
 
 
 def latest_run(base: Path = Path("runs")) -> Path:
-    """The most recently modified run directory under ``base`` (that has a checkpoint)."""
-    runs = [p.parent.parent for p in base.glob("*/checkpoints/latest.pt")]
-    if not runs:
+    """The run under ``base`` whose checkpoint was written last."""
+    run = rundir.latest_run(base)
+    if run is None:
         _fail(f"no run with a checkpoint under {base}/; pass --run RUN")
-    return max(runs, key=lambda p: (p / "checkpoints" / "latest.pt").stat().st_mtime)
+    return run.root
 
 
 @app.command()
 def probe(
-    bench: Annotated[
-        str, typer.Argument(help="Benchmark: diving48, ssv2, in100, ucf101, synth-shapes.")
-    ],
+    task: Annotated[str, typer.Argument(help=TASK_HELP)],
     run: Annotated[
         Path | None, typer.Option(help="Run directory (default: the newest under ./runs).")
     ] = None,
     probe_kind: Annotated[
         str | None,
         typer.Option(
-            "--probe", help="attentive, attentive-reference or linear (default: the benchmark's)."
+            "--probe", help="attentive, attentive-reference or linear (default: the task's)."
         ),
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Default: the benchmark's (Table 2).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Default: the benchmark's.")] = None,
-    wd: Annotated[float | None, typer.Option(help="Default: the benchmark's.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Default: the benchmark's.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Default: the task's (Table 2).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Default: the task's.")] = None,
+    wd: Annotated[float | None, typer.Option(help="Default: the task's.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Default: the task's.")] = None,
     seed: Annotated[int, typer.Option(help="Probe seed (init and shuffling).")] = 0,
     sweep: Annotated[
         bool, typer.Option(help="lr x wd grid, selected on a held-out slice of TRAIN, never val.")
     ] = False,
     sklearn: Annotated[
-        bool, typer.Option(help="Linear probe: scikit-learn logistic regression.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            help="Linear probe: scikit-learn logistic regression (default: the task's; "
+            "synth-motion's is)."
+        ),
+    ] = None,
     pool: Annotated[
-        str, typer.Option(help="Token pooling of the cache, if it must be built.")
-    ] = "none",
+        str | None,
+        typer.Option(help="Token pooling, if the cache must be built (default: the cache's)."),
+    ] = None,
     weights: Annotated[
         str, typer.Option(help="Encoder weights, if the cache must be built.")
     ] = "auto",
@@ -425,36 +454,54 @@ def probe(
     heads: Annotated[int, typer.Option(help="Attentive probe heads.")] = 8,
 ) -> None:
     """Train an attentive or linear probe from the run's token cache and write
-    RUN/probes/BENCH.json (a missing cache is extracted first; an existing one is used with
-    the pooling and clip limit it was built with unless --pool / --limit say otherwise)."""
-    from jepactl.evaluation.benchmarks import get_benchmark
-    from jepactl.evaluation.extract import cache_path, extract_features, read_cache_attrs
-    from jepactl.evaluation.train_probe import train_probe, write_result
+    RUN/probes/TASK.json. Every option defaults to what the cache records (pooling, clip
+    limit) or to the task's protocol; a missing cache is extracted first."""
+    from jepactl.features.extract import extract_features
+    from jepactl.features.registry import get_benchmark
+    from jepactl.probe.result import write_result
+    from jepactl.probe.train import benchmark_settings, train_probe
 
-    try:
-        b = get_benchmark(bench)
-        run_dir = run or latest_run()
-        existing = [cache_path(run_dir, b.name, s) for s in ("train", "val")]
-        if all(p.exists() for p in existing):
-            attrs = [read_cache_attrs(p) for p in existing]
-            pool = pool or str(attrs[0].get("pooling", "none"))
-            limit = limit or max(int(a.get("num_clips", 0)) for a in attrs) or None
-        else:
-            typer.echo(f"jepactl: no {b.name} cache in {run_dir} yet; extracting it first")
-        # Returns at once for a current cache; extracts a missing one, resumes a partial one,
-        # and refuses one built from another checkpoint (the run may have trained on).
-        paths = extract_features(run_dir, b, ("train", "val"), weights, pool or "none",
-                                 roots=_roots(root), limit=limit)  # fmt: skip
-        result = train_probe(
-            paths["train"], paths["val"], probe=probe_kind or b.probe,
-            epochs=epochs or b.epochs, lr=lr or b.lr, wd=wd if wd is not None else b.wd,
-            batch_size=batch_size or b.batch_size, seed=seed, sweep=sweep, sklearn=sklearn,
-            probe_kwargs={"depth": depth, "num_heads": heads}
-            if (probe_kind or b.probe) == "attentive" else None,
-        )  # fmt: skip
-    except (ConfigError, ValueError) as exc:  # includes the probe's cache errors
-        _fail(str(exc))
+    b = get_benchmark(task)
+    run_dir = rundir.RunDir(run or latest_run())
+    recorded = _recorded(run_dir, b.name)
+    if recorded is None:
+        typer.echo(f"jepactl: no {b.name} cache in {run_dir} yet; extracting it first", err=True)
+    pool = pool or (recorded or {}).get("pooling") or b.pool
+    limit = limit or (recorded or {}).get("limit")
+    # Returns at once for a current cache; extracts a missing one, resumes a partial one,
+    # and refuses one built from another checkpoint (the run may have trained on).
+    paths = extract_features(run_dir.root, b, ("train", "val"), weights, pool,
+                             roots=_roots(root), limit=limit)  # fmt: skip
+    settings = benchmark_settings(b)
+    kind = probe_kind or b.probe
+    if probe_kind is not None and probe_kind != b.probe:
+        settings["sklearn"] = False  # another head than the task's: a torch head
+    if sklearn is not None:
+        settings["sklearn"] = sklearn
+    for key, value in (("epochs", epochs), ("lr", lr), ("wd", wd), ("batch_size", batch_size)):
+        if value is not None:
+            settings[key] = value
+    result = train_probe(
+        paths["train"], paths["val"], **{**settings, "probe": kind}, seed=seed, sweep=sweep,
+        probe_kwargs={"depth": depth, "num_heads": heads} if kind == "attentive" else None,
+    )  # fmt: skip
     typer.echo(write_result(run_dir, b.name, result))
+
+
+def _recorded(run: rundir.RunDir, task: str) -> dict[str, Any] | None:
+    """What the run's existing caches of ``task`` were built with (``pooling``, ``limit``),
+    or ``None`` when there are none yet."""
+    from jepactl.features.cache import read_cache_attrs
+
+    paths = [run.cache(task, split) for split in ("train", "val")]
+    if not all(p.exists() for p in paths):
+        return None
+    attrs = [read_cache_attrs(p) for p in paths]
+    limits = [json.loads(str(a.get("protocol", "{}"))).get("limit") for a in attrs]
+    return {
+        "pooling": str(attrs[0].get("pooling", "none")),
+        "limit": max((int(x) for x in limits if x), default=None),
+    }
 
 
 @app.command("synth-motion")
@@ -496,44 +543,35 @@ def synth_motion(
 
     Clips are generated once (deterministically, as H.264 files) and cached; each run's
     result goes to RUN/probes/synth-motion-TASK.json (…-TASK-reference.json under
-    --protocol reference), which `jepactl compare` reads.
+    --protocol reference), which `jepactl compare` reads. The same path as
+    `jepactl extract-features RUN --task synth-motion` then `jepactl probe synth-motion`.
     Example: `jepactl synth-motion runs/synth-baseline runs/synth-kin_l1 --seeds 3`.
     """
-    from jepactl.data.decode import DecodeError
-    from jepactl.evaluation.synth_motion import (
-        TASKS,
-        check_task,
-        format_table,
-        get_protocol,
-        result_name,
-        run_label,
-        score_run,
-    )
+    from jepactl.features.synth_motion import TASKS, check_task, get_protocol
+    from jepactl.probe.synth_motion import result_name, score_run
+    from jepactl.report.synth_motion import format_table, run_label
 
-    try:
-        tasks = list(TASKS) if task == "all" else [check_task(task)]
-        get_protocol(protocol)
-        tables = []
-        for name in tasks:
-            rows = []
-            for run in runs:
-                result = score_run(
-                    run, task=name, protocol=protocol, seeds=seeds, weights=weights,
-                    device=device, cache_dir=cache_dir, batch_size=batch_size,
-                    num_workers=workers, keep_features=keep_features,
-                    say=lambda m: typer.echo(f"jepactl: {m}", err=True),
-                )  # fmt: skip
-                rows.append((run_label(run), result))
-                out = run / "probes" / f"{result_name(name, protocol)}.json"
-                typer.echo(f"jepactl: wrote {out}", err=True)
-            labels = [label for label, _ in rows]
-            rows = [  # several runs of one recipe (seeds): tell them apart by folder
-                (f"{label} [{run.name}]" if labels.count(label) > 1 else label, result)
-                for (label, result), run in zip(rows, runs, strict=True)
-            ]
-            tables.append(format_table(rows, name, protocol, markdown=markdown))
-    except (ConfigError, ValueError, OSError, DecodeError) as exc:
-        _fail(str(exc))
+    tasks = list(TASKS) if task == "all" else [check_task(task)]
+    get_protocol(protocol)
+    tables = []
+    for name in tasks:
+        rows = []
+        for run in runs:
+            result = score_run(
+                run, task=name, protocol=protocol, seeds=seeds, weights=weights,
+                device=device, cache_dir=cache_dir, batch_size=batch_size,
+                num_workers=workers, keep_features=keep_features,
+                say=lambda m: typer.echo(f"jepactl: {m}", err=True),
+            )  # fmt: skip
+            rows.append((run_label(run), result))
+            out = rundir.RunDir(run).result(result_name(name, protocol))
+            typer.echo(f"jepactl: wrote {out}", err=True)
+        labels = [label for label, _ in rows]
+        rows = [  # several runs of one recipe (seeds): tell them apart by folder
+            (f"{label} [{run.name}]" if labels.count(label) > 1 else label, result)
+            for (label, result), run in zip(rows, runs, strict=True)
+        ]
+        tables.append(format_table(rows, name, protocol, markdown=markdown))
     typer.echo("\n\n".join(tables))
 
 
@@ -550,8 +588,8 @@ def compare(
         str | None,
         typer.Option(help="The row Δ is taken against (default: the one named 'baseline')."),
     ] = None,
-    bench: Annotated[
-        str | None, typer.Option(help="Comma-separated benchmark columns, in this order.")
+    task: Annotated[
+        str | None, typer.Option(help="Comma-separated task columns, in this order.")
     ] = None,
     sort: Annotated[
         str, typer.Option(help="delta (baseline first, then by mean Δ), name, or input.")
@@ -562,37 +600,34 @@ def compare(
     highlight: Annotated[
         str | None, typer.Option(help="The method highlighted in the figure (default: first).")
     ] = None,
+    bench: Annotated[str | None, typer.Option(help=OLD_BENCH_HELP, hidden=True)] = None,
 ) -> None:
     """The paper's tables from run directories: one row per method (seeds grouped as
     mean ± std (n)), Δ vs the baseline in points with a 95% interval when both sides have
     >= 2 seeds, ↑/↓ and Univ. (improves every benchmark); --plot draws Figure 2.
     Example: `jepactl compare 'runs/synth-*' --markdown --plot fig2.png`.
     """
-    from jepactl import compare as cmp
+    from jepactl.report import compare as cmp
 
     if sum((markdown, csv, json_)) > 1:
         _fail("choose one of --markdown, --csv and --json")
-    try:
-        records, unreadable = cmp.collect_runs(runs)
-        if not records:
-            reasons = "; ".join(f"{u.path}: {u.reason}" for u in unreadable)
-            _fail(f"no readable run among {' '.join(runs)}" + (f" ({reasons})" if reasons else ""))
-        table = cmp.build_table(
-            records, baseline=baseline, benches=bench.split(",") if bench else None, sort=sort,
-            unreadable=unreadable,
-        )  # fmt: skip
-        render = (
-            cmp.render_markdown if markdown else cmp.render_csv if csv
-            else cmp.render_json if json_ else cmp.render_text
-        )  # fmt: skip
-        typer.echo(render(table), nl=False)  # every renderer ends its text with a newline
-        if plot is not None:
-            cmp.plot_deltas(table, plot, highlight=highlight)
-            typer.echo(f"jepactl: wrote {plot}", err=True)
-    except ConfigError as exc:
-        _fail(str(exc))
-    except OSError as exc:  # an unwritable --plot path, a run folder that vanished
-        _fail(str(exc))
+    columns = _task(task, bench, required=False)
+    records, unreadable = cmp.collect_runs(runs)
+    if not records:
+        reasons = "; ".join(f"{u.path}: {u.reason}" for u in unreadable)
+        _fail(f"no readable run among {' '.join(runs)}" + (f" ({reasons})" if reasons else ""))
+    table = cmp.build_table(
+        records, baseline=baseline, benches=columns.split(",") if columns else None, sort=sort,
+        unreadable=unreadable,
+    )  # fmt: skip
+    render = (
+        cmp.render_markdown if markdown else cmp.render_csv if csv
+        else cmp.render_json if json_ else cmp.render_text
+    )  # fmt: skip
+    typer.echo(render(table), nl=False)  # every renderer ends its text with a newline
+    if plot is not None:
+        cmp.plot_deltas(table, plot, highlight=highlight)
+        typer.echo(f"jepactl: wrote {plot}", err=True)
 
 
 def main() -> None:

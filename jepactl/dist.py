@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from jepactl.errors import JepactlError
+from jepactl.errors import ConfigError, JepactlError
 from jepactl.utils import available_cpus
 
 T = TypeVar("T")
@@ -33,14 +33,20 @@ class DistInfo:
 
 
 def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
+    """``auto`` (CUDA when visible), ``cpu``, ``cuda`` (this rank's GPU) or ``cuda:i``; a
+    :class:`ConfigError` for an unknown device or CUDA that is not there."""
     if preference == "auto":
         preference = "cuda" if torch.cuda.is_available() else "cpu"
-    if preference == "cuda":
+    if preference.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError("train.device=cuda but no CUDA device is visible")
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device(preference)
+            raise ConfigError(f"device '{preference}' asked for, but no CUDA device is visible")
+        if preference == "cuda":
+            torch.cuda.set_device(local_rank)
+            return torch.device("cuda", local_rank)
+    try:
+        return torch.device(preference)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{preference}': use auto, cpu, cuda or cuda:N") from None
 
 
 def init_distributed(device_preference: str = "auto") -> DistInfo:

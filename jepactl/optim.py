@@ -1,9 +1,15 @@
-"""AdamW with the usual weight-decay exclusions and the per-step learning-rate schedule."""
+"""AdamW with the usual weight-decay exclusions, learning-rate schedules and the EMA update.
+
+Shared by pretraining (:func:`build_optimizer`, :func:`learning_rate`) and the probes
+(:func:`param_groups`, :func:`lr_factor`): one definition of which parameters decay and of
+the cosine decay.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -11,17 +17,22 @@ from torch import nn
 from jepactl.config import OptimConfig
 
 
-def param_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dict]:
-    """Two groups: matrices (decayed) and biases / norm weights / other 1-D params (not)."""
-    decay, no_decay = [], []
+def param_groups(
+    modules: Iterable[nn.Module], weight_decay: float, no_decay: Collection[str] = ()
+) -> list[dict[str, Any]]:
+    """Two AdamW groups: matrices (decayed), and biases, norm weights and other 1-D
+    parameters (not decayed), as are parameters whose last name is in ``no_decay`` (the
+    probes' ``query_tokens`` and ``cls_token``)."""
+    decay, kept = [], []
     for module in modules:
         for name, p in module.named_parameters():
             if not p.requires_grad:
                 continue
-            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+            leaf = name.rsplit(".", 1)[-1]
+            (kept if p.ndim <= 1 or leaf == "bias" or leaf in no_decay else decay).append(p)
     return [
         {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": kept, "weight_decay": 0.0},
     ]
 
 
@@ -35,6 +46,15 @@ def total_steps(cfg: OptimConfig) -> int:
     return cfg.epochs * cfg.iters_per_epoch
 
 
+def decay_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """After the warm-up: 1 for ``constant``, else cosine from 1 at ``warmup`` to 0 at
+    ``total`` (and 0 after it)."""
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def learning_rate(step: int, cfg: OptimConfig) -> float:
     """Linear warm-up ``start_lr -> lr`` over ``warmup_epochs``, then cosine to ``final_lr``.
 
@@ -44,15 +64,21 @@ def learning_rate(step: int, cfg: OptimConfig) -> float:
     warmup = round(cfg.warmup_epochs * cfg.iters_per_epoch)
     if step < warmup:
         return cfg.start_lr + (cfg.lr - cfg.start_lr) * step / warmup
-    if cfg.schedule == "constant":
-        return cfg.lr
-    progress = min(1.0, (step - warmup) / max(1, total_steps(cfg) - warmup))
-    return cfg.final_lr + 0.5 * (cfg.lr - cfg.final_lr) * (1.0 + math.cos(math.pi * progress))
+    factor = decay_factor(step, total_steps(cfg), warmup, cfg.schedule)
+    return cfg.final_lr + (cfg.lr - cfg.final_lr) * factor
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """A probe's LR multiplier at optimizer step ``step`` (0-based) of ``total``: linear
+    warm-up over ``warmup`` steps (``1/warmup`` at the first), then :func:`decay_factor`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return decay_factor(step, total, warmup, schedule)
 
 
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     """``θ̄ <- m θ̄ + (1 - m) θ`` for every parameter, as one fused foreach op."""
-    t_params = list(teacher.parameters())
-    s_params = list(student.parameters())
+    t_params: list[torch.Tensor] = list(teacher.parameters())
+    s_params: list[torch.Tensor] = list(student.parameters())
     torch._foreach_lerp_(t_params, s_params, 1.0 - momentum)

@@ -157,3 +157,12 @@ def read_jsonl(path: Path, warn: Callable[[str], object] | None = None) -> list[
 def warn(message: str) -> None:
     """A one-line warning on stderr."""
     print(f"jepactl: warning: {message}", file=sys.stderr, flush=True)
+
+
+def file_sha256(path: Path, chunk_bytes: int = 8 << 20) -> str:
+    """sha256 of a file, read in ``chunk_bytes`` pieces (never the whole file in memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            h.update(block)
+    return h.hexdigest()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from jepactl.train.checkpoint import load
+from jepactl.checkpoint import load
 from jepactl.train.loop import RunResult, pretrain
 from jepactl.train.metrics import read_metrics
 

@@ -1,4 +1,4 @@
-"""``jepactl.compare``: the paper's Tables 3 and 4 reproduced from run directories, seed
+"""``jepactl.report.compare``: the paper's Tables 3 and 4 reproduced from run directories, seed
 grouping with Welch intervals, unreadable runs, protocols, baselines, sorting, formats, Figure 2.
 """
 
@@ -18,7 +18,8 @@ import pytest
 import yaml
 from scipy import stats
 
-from jepactl.compare import (
+from jepactl.config import ConfigError
+from jepactl.report.compare import (
     DAGGER_NOTE,
     STAR_NOTE,
     CompareTable,
@@ -33,7 +34,6 @@ from jepactl.compare import (
     render_markdown,
     render_text,
 )
-from jepactl.config import ConfigError
 from jepactl.utils import current_umask
 
 BENCHES = ("diving48", "in100", "ssv2")

@@ -18,24 +18,20 @@ import pytest
 import torch
 from videofixtures import frame_index, write_image, write_video
 
-from jepactl.config import ConfigError
+from jepactl import checkpoint as ckpt
 from jepactl.data.decode import uniform_indices
 from jepactl.data.readers import imagenet100_classes
-from jepactl.evaluation.benchmarks import BENCHMARKS, Benchmark, EvalSource, get_benchmark
-from jepactl.evaluation.extract import (
-    CacheError,
-    cache_path,
-    encode_clips,
-    extract_features,
-    file_sha256,
-    load_frozen_encoder,
-    merge_shards,
-    pool_tokens,
-    shard_path,
-)
+from jepactl.errors import ConfigError
+from jepactl.features.benchmarks import Benchmark
+from jepactl.features.cache import CacheError, merge_shards, pool_tokens
+from jepactl.features.clips import EvalSource
+from jepactl.features.encoder import encode_clips, load_frozen_encoder
+from jepactl.features.extract import extract_features
+from jepactl.features.registry import BENCHMARKS, get_benchmark
 from jepactl.grid import TokenGrid
-from jepactl.train import checkpoint as ckpt
+from jepactl.rundir import RunDir
 from jepactl.train.loop import pretrain
+from jepactl.utils import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -219,7 +215,7 @@ def test_killed_extraction_resumes(run: Path) -> None:
 
     with pytest.raises(Killed):
         extract(run, splits=("train",), on_batch=kill_after_two)
-    path = cache_path(run, "synth-shapes", "train")
+    path = RunDir(run).cache("synth-shapes", "train")
     with h5py.File(path, "r") as f:
         assert not f.attrs["complete"]
         assert f["done"][:].tolist() == [True] * 8 + [False] * 4
@@ -346,8 +342,8 @@ def _python(script: str, env: dict[str, str] | None = None) -> subprocess.Popen[
 _EXTRACT = """
     import torch
     from pathlib import Path
-    from jepactl.evaluation.benchmarks import BENCHMARKS
-    from jepactl.evaluation.extract import extract_features
+    from jepactl.features.registry import BENCHMARKS
+    from jepactl.features.extract import extract_features
     torch.set_num_threads(1)
     bench = BENCHMARKS["synth-shapes"].with_overrides(
         frames=4, crop=32, options={{"n_train": 12, "n_val": 6}})
@@ -371,7 +367,7 @@ def test_two_ranks_match_one(run: Path, tmp_path: Path) -> None:
     outputs = [p.communicate(timeout=120)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert "merged 2 shards" in outputs[0]
-    merged = read(cache_path(run, "synth-shapes", "train"))
+    merged = read(RunDir(run).cache("synth-shapes", "train"))
     assert merged["ids"].tolist() == single["ids"].tolist()
     assert np.array_equal(merged["labels"], single["labels"]) and merged["done"].all()
     np.testing.assert_allclose(merged["tokens"], single["tokens"], atol=2e-2, rtol=1e-2)
@@ -381,7 +377,7 @@ def test_two_ranks_match_one(run: Path, tmp_path: Path) -> None:
 def test_merge_rejects_incomplete_shard(run: Path) -> None:
     """The merge checks its inputs; shards are built here by hand from one-rank caches."""
     full = extract(run, splits=("val",))["val"]
-    shards = [shard_path(run, "synth-shapes", "val", r) for r in range(2)]
+    shards = [RunDir(run).shard("synth-shapes", "val", r) for r in range(2)]
     for r, shard in enumerate(shards):
         shutil.copy(full, shard)
         with h5py.File(shard, "r+") as f:

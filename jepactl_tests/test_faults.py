@@ -34,6 +34,7 @@ from runfixtures import (
 )
 from typer.testing import CliRunner
 
+from jepactl.checkpoint import load
 from jepactl.cli import app
 from jepactl.errors import (
     CheckpointError,
@@ -42,13 +43,14 @@ from jepactl.errors import (
     NonFiniteLossError,
     RunLockedError,
 )
-from jepactl.evaluation import extract as extract_mod
-from jepactl.evaluation.benchmarks import BENCHMARKS
-from jepactl.evaluation.extract import cache_path, extract_features
-from jepactl.evaluation.train_probe import CacheError, TokenCache, read_header
+from jepactl.features import cache as cache_mod
+from jepactl.features import extract as extract_mod
+from jepactl.features.cache import CacheError, TokenCache, read_header
+from jepactl.features.extract import extract_features
+from jepactl.features.registry import BENCHMARKS
 from jepactl.lock import RunLock
+from jepactl.rundir import RunDir
 from jepactl.train import loop
-from jepactl.train.checkpoint import load
 from jepactl.train.metrics import read_metrics
 from jepactl.train.model import JEPA
 
@@ -168,8 +170,8 @@ def test_sigterm_under_torchrun_checkpoints_every_rank(
 _EXTRACT_KILLED = """
     import os, signal, torch
     from pathlib import Path
-    from jepactl.evaluation.benchmarks import BENCHMARKS
-    from jepactl.evaluation.extract import extract_features
+    from jepactl.features.registry import BENCHMARKS
+    from jepactl.features.extract import extract_features
     torch.set_num_threads(1)
     bench = BENCHMARKS["synth-shapes"].with_overrides(
         frames=4, crop=32, options={{"n_train": 48, "n_val": 6}})
@@ -192,12 +194,12 @@ def test_kill_9_during_extraction_resumes_without_duplicates(trained: Path, tmp_
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
                           text=True, timeout=120)  # fmt: skip
     assert proc.returncode == -signal.SIGKILL, proc.stderr
-    path = cache_path(run_dir, BENCH.name, "train")
+    path = RunDir(run_dir).cache(BENCH.name, "train")
     with h5py.File(path, "r") as f:
         assert not f.attrs["complete"] and f["done"][:].sum() == 8
     resumed, done = tokens_of(extract(run_dir)["train"])
     assert done.all() and np.array_equal(resumed, clean)
-    with h5py.File(path, "r") as f, h5py.File(cache_path(trained, BENCH.name, "train")) as g:
+    with h5py.File(path, "r") as f, h5py.File(RunDir(trained).cache(BENCH.name, "train")) as g:
         assert f["ids"].asstr()[:].tolist() == g["ids"].asstr()[:].tolist()
 
 
@@ -283,9 +285,9 @@ def test_disk_full_mid_extraction_keeps_the_written_rows_and_resumes(
     the error is raised (not printed and lost by h5py), only rows really written are marked
     done, the cache stays incomplete, a probe refuses it, and it resumes once there is space."""
     clean, _ = tokens_of(extract(trained)["train"])
-    size = cache_path(trained, BENCH.name, "train").stat().st_size
+    size = RunDir(trained).cache(BENCH.name, "train").stat().st_size
     monkeypatch.setattr(extract_mod, "free_bytes", lambda path: 1 << 50)
-    monkeypatch.setattr(extract_mod, "reserve_space", lambda fd, n: False)
+    monkeypatch.setattr(cache_mod, "reserve_space", lambda fd, n: False)
     with tiny_fs(size // 2 // 4096 * 4096) as fs:
         (tmp_path / "features").symlink_to(fs)
         (tmp_path / "checkpoints").mkdir()
@@ -293,7 +295,7 @@ def test_disk_full_mid_extraction_keeps_the_written_rows_and_resumes(
         with pytest.raises(DiskFullError, match="no space left on device"):
             extract(tmp_path)
         assert "Exception ignored" not in capfd.readouterr().err
-        path = cache_path(tmp_path, BENCH.name, "train")
+        path = RunDir(tmp_path).cache(BENCH.name, "train")
         partial, done = tokens_of(path)
         assert 0 < done.sum() < len(done)
         assert np.array_equal(partial[done], clean[done])  # every row marked done is written
@@ -557,7 +559,7 @@ def test_run_lock_in_one_process_and_for_a_feature_cache(trained: Path) -> None:
         RunLock(trained / "x").acquire()
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from jepactl.lock import RunLock; "
-         f"RunLock({str(cache_path(trained, BENCH.name, 'train').parent)!r}).acquire(); "
+         f"RunLock({str(RunDir(trained).cache(BENCH.name, 'train').parent)!r}).acquire(); "
          "print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

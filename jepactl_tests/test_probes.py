@@ -13,23 +13,19 @@ import numpy as np
 import pytest
 import torch
 
-from jepactl.evaluation import train_probe as tp
-from jepactl.evaluation.probes import (
+from jepactl.features import cache as cache_mod
+from jepactl.features.cache import CacheError, TokenCache
+from jepactl.optim import lr_factor
+from jepactl.probe import train as tp
+from jepactl.probe.heads import (
     PROBES,
     AttentiveProbe,
     LinearProbe,
     ReferenceAttentiveProbe,
     build_probe,
 )
-from jepactl.evaluation.train_probe import (
-    RESULT_KEYS,
-    CacheError,
-    TokenCache,
-    lr_factor,
-    majority_accuracy,
-    train_probe,
-    write_result,
-)
+from jepactl.probe.result import RESULT_KEYS, majority_accuracy, write_result
+from jepactl.probe.train import train_probe
 
 DIM, TOKENS, CLASSES = 32, 8, 4
 FAST: dict[str, Any] = {"epochs": 12, "batch_size": 16, "progress": False, "device": "cpu"}
@@ -223,7 +219,7 @@ def test_multiview_training_and_softmax_average(tmp_path: Path) -> None:
     cache = TokenCache(val)
     torch.manual_seed(0)
     head = LinearProbe(DIM, CLASSES)
-    (probs,), labels = tp._predict(
+    (probs,), labels = tp.predict(
         [head], cache, torch.arange(32), 5, torch.device("cpu"), amp=False
     )
     tokens = torch.from_numpy(xv).half().float()
@@ -251,7 +247,7 @@ def test_sweep_selects_before_val_is_touched(
         val_h5.parent.mkdir()
         val_h5.write_bytes(ready_val.read_bytes())
 
-    monkeypatch.setattr(tp.h5py, "File", recording_file)
+    monkeypatch.setattr(cache_mod.h5py, "File", recording_file)
     res = train_probe(
         train_h5,
         val_h5,

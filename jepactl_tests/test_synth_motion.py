@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from jepactl.cli import app
 from jepactl.config import ConfigError
-from jepactl.evaluation.benchmarks import EvalSource
-from jepactl.evaluation.synth_motion import (
+from jepactl.features.clips import EvalSource
+from jepactl.features.synth_motion import (
     DIRECTION_VELOCITIES,
     MIXED_CLASSES,
     PROTOCOLS,
@@ -22,14 +22,14 @@ from jepactl.evaluation.synth_motion import (
     data_spec,
     direction_scene,
     ensure_dataset,
-    format_table,
     mixed_scene,
     motion_benchmark,
     render_direction_clip,
     render_mixed_clip,
-    score_run,
-    summarize,
 )
+from jepactl.probe.result import summarize
+from jepactl.probe.synth_motion import score_run
+from jepactl.report.synth_motion import format_table
 from jepactl.train.loop import pretrain
 
 #: The default protocol shrunk to the micro encoder: 4 frames of 32x32, 16 + 16 clips.
@@ -201,7 +201,7 @@ def test_score_run_writes_a_result_compare_reads(tiny_run: Path, tmp_path: Path)
     table = format_table([("Baseline", result)], "mixed", TINY, markdown=True)
     assert "| Baseline |" in table and "(2)" in table and "95%" in table
 
-    from jepactl.compare import build_table, collect_runs, render_markdown
+    from jepactl.report.compare import build_table, collect_runs, render_markdown
 
     runs, bad = collect_runs([str(tiny_run)])
     assert not bad

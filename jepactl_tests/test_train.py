@@ -8,8 +8,8 @@ import pytest
 import torch
 from runfixtures import TORCHRUN, assert_same_state, cli_args, run
 
+from jepactl.checkpoint import load
 from jepactl.config import ConfigError
-from jepactl.train.checkpoint import load
 from jepactl.train.loop import pretrain
 from jepactl.train.metrics import read_metrics
 

@@ -25,9 +25,9 @@ yuv420p, 8 fps, as the reference) into a cache folder keyed by the generator ver
 parameter (``$JEPACTL_CACHE`` or ``~/.cache/jepactl``, ``synth-motion/<task>-...-<key>/``),
 with ``train.csv`` and ``val.csv`` beside the clips; the folder is built under a temporary name
 and renamed into place, so it exists only complete. Scoring then goes through the same path as
-the real benchmarks: :func:`~jepactl.evaluation.extract.extract_features` decodes the clips
+the real benchmarks: :func:`~jepactl.features.extract.extract_features` decodes the clips
 (the first 8 frames, no resize: 160x160, ImageNet normalisation) and caches the frozen
-encoder's tokens, and :func:`~jepactl.evaluation.train_probe.train_probe` trains the probe.
+encoder's tokens, and :func:`~jepactl.probe.train.train_probe` trains the probe.
 
 Protocols:
 
@@ -61,7 +61,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -73,7 +73,7 @@ from tqdm import tqdm
 
 from jepactl.data.synthetic import RENDER_VERSION, BackgroundSpec, ObjectSpec
 from jepactl.errors import ConfigError
-from jepactl.evaluation.benchmarks import Benchmark, ProbeKind
+from jepactl.features.benchmarks import Benchmark, ProbeKind
 from jepactl.utils import available_cpus, current_umask, suggestion
 
 __all__ = [
@@ -90,17 +90,11 @@ __all__ = [
     "default_cache_dir",
     "direction_scene",
     "ensure_dataset",
-    "format_cell",
-    "format_table",
     "get_protocol",
     "mixed_scene",
     "motion_benchmark",
     "render_direction_clip",
     "render_mixed_clip",
-    "result_name",
-    "run_label",
-    "score_run",
-    "summarize",
 ]
 
 GENERATOR_VERSION = 1
@@ -563,224 +557,64 @@ def _build(
     tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it private; the cache is shareable
 
 
-def motion_benchmark(spec: MotionDataSpec, protocol: Protocol) -> Benchmark:
-    """The evaluation benchmark over ``spec``'s folder (read with the ``csv`` reader)."""
+def motion_benchmark(
+    spec: MotionDataSpec, protocol: Protocol, name: str | None = None
+) -> Benchmark:
+    """The evaluation benchmark over ``spec``'s clips (generated on first use, then read with
+    the ``csv`` reader) with ``protocol``'s pooling and probe. ``jepactl probe`` and
+    ``jepactl synth-motion`` both score through it."""
     return Benchmark(
-        name=f"synth-motion-{spec.task}-{protocol.name}-seed{spec.seed}",
-        reader="csv",
+        name=name or f"synth-motion-{spec.task}-{protocol.name}-seed{spec.seed}",
+        reader="synth-motion",
         splits={"train": "train", "val": "val"},
         num_classes=8,
         frames=spec.frames,
         sampling="first",
         crop=spec.size,
         views=1,
+        pool=protocol.pool,
         probe=protocol.probe,
+        sklearn_features=protocol.sklearn_features,
         epochs=protocol.epochs,
         lr=protocol.lr,
         wd=protocol.wd,
         batch_size=protocol.batch_size,
+        schedule=protocol.schedule,
+        options={
+            "task": spec.task,
+            "n_train": spec.n_train,
+            "n_val": spec.n_val,
+            "seed": spec.seed,
+        },
         doc=f"synth-motion {spec.task}, data seed {spec.seed}; {protocol.doc}",
     )
 
 
-# --------------------------------------------------------------------------------------
-# Scoring
-# --------------------------------------------------------------------------------------
-
-
-def summarize(values: Sequence[float]) -> dict[str, Any]:
-    """Mean, sample std (``ddof=1``) and the 95% Student-t interval of the mean.
-
-    With one value the std and interval are ``None`` (a single seed has no spread to report).
-    """
-    from scipy import stats
-
-    x = np.asarray(values, dtype=np.float64)
-    if x.size == 0:
-        raise ValueError("no values to summarise")
-    mean = float(x.mean())
-    if x.size < 2:
-        return {"mean": mean, "std": None, "ci95": None, "n": 1}
-    std = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.975, x.size - 1)) * std / math.sqrt(x.size)
-    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": int(x.size)}
-
-
-ProgressCallback = Callable[[str], None]
-
-
-def score_run(
-    run_dir: Path,
-    task: str = "directions",
-    protocol: str | Protocol = "default",
-    seeds: int = 1,
-    weights: str = "auto",
-    device: str = "auto",
-    cache_dir: Path | None = None,
-    batch_size: int = 32,
-    num_workers: int = 2,
-    keep_features: bool = False,
-    progress: bool = True,
-    say: ProgressCallback | None = None,
-) -> dict[str, Any]:
-    """Score ``run_dir``'s frozen encoder on ``task`` over ``seeds`` data draws and probes.
-
-    Returns the result written to ``RUN/probes/<result_name(task, protocol)>.json``
-    (``synth-motion-<task>.json`` for the default protocol): the probe result
-    of the first seed (checkpoint, weights, protocol...) with ``top1``/``top5`` replaced by
-    their means over seeds, plus ``top1_std``, ``top1_ci95``, ``n_seeds``, ``per_seed``,
-    ``protocol_name`` and ``task``. Feature caches are deleted after probing unless
-    ``keep_features`` (they are cheap to recompute from the cached clips); a kept cache built
-    with other settings (e.g. an older protocol) is rebuilt, a matching one reused.
-    """
-    from jepactl.evaluation.extract import WEIGHTS, extract_features
-    from jepactl.evaluation.train_probe import resolve_device, train_probe, write_result
-
-    check_task(task)
-    proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
-    if seeds < 1:
-        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
-    if weights not in WEIGHTS:  # checked before minutes of clip writing, not after
-        raise ConfigError(f"unknown weights '{weights}'{suggestion(weights, WEIGHTS)}")
-    try:
-        resolve_device(device)
-    except RuntimeError as exc:  # an unknown device, or CUDA asked for and not visible
-        raise ConfigError(f"device '{device}': {exc}") from None
-    run_dir = Path(run_dir)
-    if not (run_dir / "checkpoints" / "latest.pt").is_file():
+def spec_of(bench: Benchmark) -> MotionDataSpec:
+    """The data draw a ``synth-motion`` benchmark reads (from its options)."""
+    known = {"task", "n_train", "n_val", "seed"}
+    unknown = sorted(set(bench.options) - known)
+    if unknown:
         raise ConfigError(
-            f"{run_dir} has no checkpoint (checkpoints/latest.pt); train it first, e.g. "
-            "`jepactl pretrain --recipe synth/baseline`"
+            f"benchmark {bench.name}: unknown synth-motion option '{unknown[0]}'"
+            f"{suggestion(unknown[0], known)}"
         )
-    name = result_name(task, proto)  # the result's file stem and its ``bench``
-    per_seed: list[dict[str, Any]] = []
-    kept: list[dict[str, str]] = []
-    first: dict[str, Any] | None = None
-    for seed in range(seeds):
-        spec = data_spec(task, proto, seed)
-        root = ensure_dataset(spec, cache_dir, num_workers=num_workers, progress=progress)
-        bench = motion_benchmark(spec, proto)
-        if say is not None:
-            say(f"{run_dir}: {task}, seed {seed + 1}/{seeds}: encoding {spec.n_clips} clips")
-        caches = extract_features(
-            run_dir, bench, weights=weights, pool=proto.pool, batch_size=batch_size,
-            num_workers=num_workers, force=True, roots={"csv": root}, progress=progress,
-            device=device,
-        )  # fmt: skip
-        try:
-            result = train_probe(
-                caches["train"], caches["val"], probe=proto.probe, epochs=proto.epochs,
-                lr=proto.lr, wd=proto.wd, batch_size=proto.batch_size, seed=seed,
-                schedule=proto.schedule, device=device, progress=progress,
-                sklearn=proto.sklearn_features is not None,
-                sklearn_features=proto.sklearn_features or "mean",
-            )  # fmt: skip
-        finally:
-            if keep_features:
-                kept.append({split: str(path) for split, path in caches.items()})
-            else:
-                shutil.rmtree(caches["train"].parent, ignore_errors=True)
-        first = first or result
-        per_seed.append(
-            {
-                "seed": seed,
-                "top1": result["top1"],
-                "top5": result["top5"],
-                "n_train": result["n_train"],
-                "n_val": result["n_val"],
-                "train_loss": result["train_loss"],
-                "dataset": str(root),
-                "wall_time_s": result["wall_time_s"],
-            }
+    opts = dict(bench.options)
+    return MotionDataSpec(
+        task=str(opts.get("task", "directions")), n_train=int(opts.get("n_train", 960)),
+        n_val=int(opts.get("n_val", 480)), seed=int(opts.get("seed", 0)), frames=bench.frames,
+        size=bench.crop,
+    )  # fmt: skip
+
+
+def registered_benchmarks() -> dict[str, Benchmark]:
+    """``synth-motion-directions`` and ``synth-motion-mixed``: each task's default-protocol
+    draw (data seed 0) as an ordinary benchmark, so ``extract-features`` and ``probe`` take
+    them like any dataset. Their result files are the ones ``jepactl synth-motion`` writes."""
+    default = PROTOCOLS["default"]
+    return {
+        f"synth-motion-{task}": motion_benchmark(
+            data_spec(task, default, 0), default, name=f"synth-motion-{task}"
         )
-    assert first is not None
-    top1 = summarize([r["top1"] for r in per_seed])
-    top5 = summarize([r["top5"] for r in per_seed])
-    out = dict(first)
-    out.update(
-        {
-            "bench": name,
-            "task": task,
-            "classes": list(TASKS[task]),
-            "protocol_name": proto.name,
-            "top1": round(top1["mean"], 4),
-            "top5": round(top5["mean"], 4),
-            "top1_std": None if top1["std"] is None else round(top1["std"], 4),
-            "top1_ci95": None if top1["ci95"] is None else [round(v, 4) for v in top1["ci95"]],
-            "n_seeds": seeds,
-            "seed": 0,
-            "seeds": list(range(seeds)),
-            "per_seed": per_seed,
-            "caches": kept or None,
-            "generator_version": GENERATOR_VERSION,
-            "wall_time_s": round(sum(r["wall_time_s"] for r in per_seed), 3),
-        }
-    )
-    write_result(run_dir, name, out)
-    return out
-
-
-def result_name(task: str, protocol: str | Protocol) -> str:
-    """``synth-motion-<task>`` for the default protocol, ``synth-motion-<task>-<protocol>``
-    otherwise: the result file's name (``RUN/probes/<name>.json``) and so ``compare``'s column,
-    so scoring with another protocol never overwrites, or mixes with, the default's result."""
-    name = protocol if isinstance(protocol, str) else protocol.name
-    return f"synth-motion-{task}" if name == "default" else f"synth-motion-{task}-{name}"
-
-
-def run_label(run_dir: Path) -> str:
-    """The run's display name (from ``config.yaml``), else its folder name."""
-    import yaml
-
-    try:
-        config = yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}
-        name = str(config.get("display_name") or "")
-    except (OSError, yaml.YAMLError, AttributeError):
-        name = ""
-    return name or Path(run_dir).name
-
-
-def format_cell(result: dict[str, Any]) -> str:
-    """``61.25`` for one seed; ``61.25 ± 3.10 (3) [53.55, 68.95]`` for several."""
-    cell = f"{result['top1']:.2f}"
-    if result.get("n_seeds", 1) > 1 and result.get("top1_std") is not None:
-        lo, hi = result["top1_ci95"]
-        cell += f" ± {result['top1_std']:.2f} ({result['n_seeds']}) [{lo:.2f}, {hi:.2f}]"
-    return cell
-
-
-def format_table(
-    rows: Sequence[tuple[str, dict[str, Any]]],
-    task: str,
-    protocol: str | Protocol,
-    markdown: bool = False,
-) -> str:
-    """Table 6's shape: ``Method | Accuracy (%)``, with a caption line and a footnote."""
-    proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
-    n_seeds = max((r.get("n_seeds", 1) for _, r in rows), default=1)
-    what = (
-        "8 translation directions (N, NE, E, SE, S, SW, W, NW)"
-        if task == "directions"
-        else "8 classes over translation, rotation and scaling"
-    )
-    caption = (
-        f"Synthetic motion, {task}: {what}; {proto.describe()}; "
-        f"{n_seeds} seed{'s' if n_seeds > 1 else ''}; chance 12.5%."
-    )
-    header = ("Method", "Accuracy (%)")
-    body = [(label, format_cell(r)) for label, r in rows]
-    from jepactl.compare import WEIGHTS_NAMES
-
-    names = {str(r.get("weights")) for _, r in rows}
-    weights = sorted(WEIGHTS_NAMES.get(w, w) for w in names)
-    foot = f"Weights: {', '.join(weights)}."
-    if n_seeds > 1:
-        foot += " Cells: mean ± std (seeds) [95% t-interval of the mean]."
-    if markdown:
-        lines = [caption, "", f"| {header[0]} | {header[1]} |", "|---|---:|"]
-        lines += [f"| {a} | {b} |" for a, b in body]
-        return "\n".join([*lines, "", foot])
-    width = max(len(header[0]), *(len(a) for a, _ in body))
-    lines = [caption, "", f"{header[0]:<{width}}  {header[1]}", "-" * (width + 2 + 12)]
-    lines += [f"{a:<{width}}  {b}" for a, b in body]
-    return "\n".join([*lines, "", foot])
+        for task in TASKS
+    }

@@ -61,6 +61,7 @@ import yaml
 
 from jepactl.config import RUNTIME_KEYS, config_diff
 from jepactl.errors import ConfigError
+from jepactl.rundir import RunDir
 from jepactl.utils import atomic_write_bytes, close_match, suggestion
 
 #: Keys removed before grouping: the seed and the runtime keys (how a run executed, not what it
@@ -286,37 +287,30 @@ def _match_dirs(pattern: str) -> list[Path]:
 
 def _runs_below(directory: Path) -> list[Path]:
     """The directory itself if it is a run, else its child runs, else itself (unreadable)."""
-    if (directory / "config.yaml").is_file():
+    if RunDir(directory).is_run():
         return [directory]
-    children = sorted(c for c in directory.iterdir() if (c / "config.yaml").is_file())
+    children = sorted(c for c in directory.iterdir() if RunDir(c).is_run())
     return children or [directory]
 
 
 def read_run(directory: Path) -> RunRecord | Unreadable:
     """One run directory, or why it cannot be compared."""
-    config_path = directory / "config.yaml"
-    if not config_path.is_file():
+    run = RunDir(directory)
+    if not run.is_run():
         return Unreadable(directory, "no config.yaml (not a run directory)")
     try:
-        config = yaml.safe_load(config_path.read_text())
+        config = run.read_config()
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         return Unreadable(directory, f"config.yaml: {_one_line(exc)}")
     if not isinstance(config, dict):
         return Unreadable(directory, "config.yaml: not a mapping")
     results: dict[str, ProbeResult] = {}
-    for path in _probe_files(directory):
+    for path in run.result_files():
         result = read_result(path)
         if isinstance(result, str):
             return Unreadable(directory, f"probes/{path.name}: {result}")
         results[result.bench] = result
     return RunRecord(directory, config, results)
-
-
-def _probe_files(directory: Path) -> list[Path]:
-    probes = directory / "probes"
-    if not probes.is_dir():
-        return []
-    return sorted(p for p in probes.glob("*.json") if p.is_file() and not p.name.startswith("."))
 
 
 def read_result(path: Path) -> ProbeResult | str:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from jepactl.dist import DistInfo
 from jepactl.errors import NonFiniteLossError
-from jepactl.train.dist import DistInfo
 
 
 class NonFiniteGuard:

@@ -24,6 +24,8 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from jepactl import checkpoint as ckpt
+from jepactl.checkpoint import CHECKPOINT_VERSION
 from jepactl.config import (
     RUNTIME_KEYS,
     ConfigError,
@@ -44,17 +46,16 @@ from jepactl.data.loader import (
     to_model_input,
 )
 from jepactl.data.sources import Source, build_source
+from jepactl.dist import DistInfo, agree, barrier, broadcast, init_distributed, shutdown
 from jepactl.errors import JepactlError, NonFiniteLossError
 from jepactl.lock import RunLock
 from jepactl.masks import build_mask_strategy
+from jepactl.optim import build_optimizer, ema_update, learning_rate, total_steps
 from jepactl.recipe import load_recipe
-from jepactl.train import checkpoint as ckpt
-from jepactl.train.checkpoint import CHECKPOINT_VERSION
-from jepactl.train.dist import DistInfo, agree, barrier, broadcast, init_distributed, shutdown
+from jepactl.rundir import RunDir
 from jepactl.train.guard import NonFiniteGuard
 from jepactl.train.metrics import MetricsLog
 from jepactl.train.model import JEPA
-from jepactl.train.optim import build_optimizer, ema_update, learning_rate, total_steps
 from jepactl.utils import derive_seed, read_jsonl, warn
 
 
@@ -108,7 +109,7 @@ def find_resume_point(
 ) -> ckpt.Found | None:
     """The checkpoint to resume from (the newest readable one), or None for a new run.
 
-    Rank 0 chooses (moving unreadable files aside, see :func:`~jepactl.train.checkpoint.
+    Rank 0 chooses (moving unreadable files aside, see :func:`~jepactl.checkpoint.
     find_resumable`) and every rank loads what it chose. A different recipe is refused unless
     ``force``: never silently restarts over an existing run (the reference code does, when its
     checkpoint fails to load). Only :data:`RUNTIME_KEYS` may change freely.
@@ -117,7 +118,7 @@ def find_resume_point(
     error: JepactlError | None = None
     if info.is_main:
         try:
-            found = ckpt.find_resumable(run_dir / "checkpoints", warn)
+            found = ckpt.find_resumable(RunDir(run_dir).checkpoints, warn)
         except JepactlError as exc:
             error = exc
     agree(info, error)
@@ -151,8 +152,7 @@ class BadSamples:
     """
 
     def __init__(self, run_dir: Path, rank: int, max_fraction: float) -> None:
-        name = "bad_samples.jsonl" if rank == 0 else f"bad_samples.rank{rank}.jsonl"
-        self.path = run_dir / name
+        self.path = RunDir(run_dir).bad_samples(rank)
         self.max_fraction = max_fraction
         self.count = 0  # on this rank
         self.total = 0  # on all ranks, as of the last check
@@ -306,10 +306,10 @@ def _write_checkpoint(
         "nonfinite_skipped": guard.skipped,
         "config": dump_yaml(recipe),
     }
-    latest = run_dir / "checkpoints" / ckpt.LATEST
-    ckpt.atomic_save(state, latest)
+    run = RunDir(run_dir)
+    ckpt.atomic_save(state, run.latest)
     if snapshot:  # an independent file: a torn latest.pt must not take the snapshot with it
-        ckpt.atomic_copy(latest, latest.with_name(f"step_{step:07d}.pt"))
+        ckpt.atomic_copy(run.latest, run.snapshot(step))
 
 
 def restore(
@@ -411,9 +411,10 @@ def _train(
     del found  # the loaded state is in the model now; free its memory
 
     barrier(info)
-    metrics_path = run_dir / "metrics.jsonl"
+    run = RunDir(run_dir)
+    metrics_path = run.metrics
     if info.is_main:
-        ckpt.atomic_write_text(run_dir / "config.yaml", dump_yaml(recipe))
+        run.write_config(dump_yaml(recipe))
         if resume:
             keep_records(metrics_path, lambda r: r.get("step", step + 1) <= step)
         else:
@@ -536,11 +537,9 @@ def _train(
         if stopped:
             print(f"jepactl: stopped by signal at step {step}; rerun the same command to resume")
         elif step >= total:
-            print(f"jepactl: finished {total} steps; checkpoint in {run_dir / 'checkpoints'}")
+            print(f"jepactl: finished {total} steps; checkpoint in {run.checkpoints}")
         elif step == 0:
-            print(
-                f"jepactl: saved the untrained initialisation (step 0) in {run_dir / 'checkpoints'}"
-            )
+            print(f"jepactl: saved the untrained initialisation (step 0) in {run.checkpoints}")
         else:
             print(f"jepactl: paused at step {step}/{total}; rerun without --max-steps to go on")
     return RunResult(run_dir, step, total, stopped, last)

@@ -1,0 +1,699 @@
+"""The feature cache: the one module that writes and reads its HDF5 files.
+
+One file per split, ``RUN/features/<task>/<split>.h5`` (float16 tokens; one clip per chunk):
+
+=================  =====================  ==================================================
+dataset            shape / type           meaning
+=================  =====================  ==================================================
+``tokens``         float16 [N, V, L, D]   encoder tokens of clip n, view v (chunk (1,V,L,D))
+``labels``         int64 [N]              class of clip n (-1 until the row is written)
+``ids``            utf-8 string [N]       clip id, unique within the split (all rows, upfront)
+``done``           bool [N]               whether row n is written
+=================  =====================  ==================================================
+
+Attributes: ``checkpoint`` (path), ``checkpoint_step``, ``checkpoint_sha256``, ``weights``
+(``student`` or ``teacher``: the weights actually used), ``benchmark``, ``split``,
+``protocol`` (JSON of the clip protocol, see :meth:`EvalSource.protocol_json`), ``pooling``,
+``grid`` (JSON ``[T', H', W']`` of the unpooled token grid), ``encoder_output``,
+``num_classes``, ``classes`` (JSON list of names), ``num_clips``, ``index_sha256``
+(fingerprint of the split's ids), ``format_version`` (:data:`FORMAT_VERSION`), and
+``complete``.
+
+``L`` depends on ``pooling``: ``none`` keeps all ``T'·H'·W'`` tokens (t, h, w raster order);
+``time`` averages over ``T'`` (``L = H'·W'``); ``space2x2`` average-pools each time step's
+``H'×W'`` plane to 2×2 (``L = 4·T'``, time-major, then row, then column); ``mean`` keeps one
+token. Encoders trained with deep supervision output several blocks concatenated; the cache
+keeps the last block's (LayerNorm'ed) output only, as the reference's evaluation did.
+
+``complete`` is the commit flag: a cache is usable only when it is true (:func:`read_header`
+refuses any other). The file's structure (chunk index, ids) is fixed when it is created
+(:func:`create_cache`), under a temporary name renamed into place, and every byte is reserved
+(``fallocate``), so writing rows (:class:`CacheWriter`) changes raw bytes only; a batch's
+tokens and labels are fsynced before its ``done`` flags are written, so a kill mid-batch
+leaves only rows not yet marked done, and a resumed extraction writes exactly those.
+
+Writers: :func:`create_cache`, :class:`CacheWriter`, :func:`merge_shards`. Readers:
+:func:`read_cache_attrs`, :func:`cache_status` (may an existing file be reused or continued?),
+:func:`read_header` and :class:`TokenCache` (the probe's view of a complete cache).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from jepactl.errors import ConfigError, disk_full, space_errors
+from jepactl.grid import TokenGrid
+from jepactl.utils import reserve_space, suggestion
+
+FORMAT_VERSION = 1
+
+
+POOLS: tuple[str, ...] = ("none", "time", "space2x2", "mean")
+
+
+ENCODER_OUTPUT = "last block, final LayerNorm"
+
+
+#: Beyond the tokens, a cache file holds per row a label, an id, a done flag and a chunk-index
+#: entry, and a fixed header: budgeted generously when checking free space.
+ROW_OVERHEAD_BYTES = 128
+
+
+FILE_OVERHEAD_BYTES = 64 << 10
+
+
+Pool = Literal["none", "time", "space2x2", "mean"]
+
+
+#: Attributes that must match for a cache to be reused or continued.
+IDENTITY_KEYS: tuple[str, ...] = (
+    "format_version",
+    "checkpoint_sha256",
+    "weights",
+    "benchmark",
+    "split",
+    "protocol",
+    "pooling",
+    "grid",
+    "encoder_output",
+    "num_classes",
+    "num_clips",
+    "index_sha256",
+    "shard_rank",
+    "shard_world",
+)
+
+
+class CacheError(ConfigError):
+    """A feature cache that cannot be used, continued or merged as asked (the message says
+    why): incomplete, malformed, or built from another checkpoint or with other settings."""
+
+
+def cache_attrs(
+    *,
+    checkpoint: str,
+    checkpoint_step: int,
+    checkpoint_sha256: str,
+    weights: str,
+    benchmark: str,
+    split: str,
+    protocol: str,
+    pooling: str,
+    grid: TokenGrid,
+    num_classes: int,
+    classes: Sequence[str],
+    num_clips: int,
+    index_sha256: str,
+) -> dict[str, Any]:
+    """The attributes of a new cache (``complete`` is added when it is created)."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "checkpoint": checkpoint,
+        "checkpoint_step": checkpoint_step,
+        "checkpoint_sha256": checkpoint_sha256,
+        "weights": weights,
+        "benchmark": benchmark,
+        "split": split,
+        "protocol": protocol,
+        "pooling": pooling,
+        "grid": json.dumps([grid.t, grid.h, grid.w]),
+        "encoder_output": ENCODER_OUTPUT,
+        "num_classes": num_classes,
+        "classes": json.dumps(list(classes)),
+        "num_clips": num_clips,
+        "index_sha256": index_sha256,
+    }
+
+
+def projected_bytes(clips: int, views: int, tokens: int, dim: int) -> int:
+    """Bytes of a float16 token cache: clips x views x tokens x dim x 2."""
+    return clips * views * tokens * dim * 2
+
+
+def _plain(value: Any) -> Any:
+    """An HDF5 attribute as a plain Python value (numpy scalars and bytes unwrapped)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.decode()
+    return value
+
+
+def read_cache_attrs(path: Path) -> dict[str, Any]:
+    """The attributes of a feature cache as plain Python values."""
+    with h5py.File(path, "r") as f:
+        return {k: _plain(v) for k, v in f.attrs.items()}
+
+
+def pooled_length(grid: TokenGrid, pool: str) -> int:
+    """Tokens per view after ``pool``."""
+    return {
+        "none": grid.num_tokens,
+        "time": grid.h * grid.w,
+        "space2x2": grid.t * 4,
+        "mean": 1,
+    }[pool]
+
+
+def pool_tokens(tokens: torch.Tensor, grid: TokenGrid, pool: str) -> torch.Tensor:
+    """``[B, T'·H'·W', D]`` (t, h, w raster order) -> ``[B, L, D]`` (see the module doc)."""
+    b, n, d = tokens.shape
+    if n != grid.num_tokens:
+        raise ValueError(f"{n} tokens do not form the grid {grid}")
+    if pool == "none":
+        return tokens
+    if pool == "mean":
+        return tokens.mean(dim=1, keepdim=True)
+    x = tokens.view(b, grid.t, grid.h, grid.w, d)
+    if pool == "time":
+        return x.mean(dim=1).reshape(b, grid.h * grid.w, d)
+    if pool == "space2x2":
+        planes = x.permute(0, 1, 4, 2, 3).reshape(b * grid.t, d, grid.h, grid.w)
+        pooled = F.adaptive_avg_pool2d(planes, 2)  # [B·T', D, 2, 2]
+        return pooled.reshape(b, grid.t, d, 4).transpose(2, 3).reshape(b, grid.t * 4, d)
+    raise ConfigError(f"unknown pooling '{pool}'{suggestion(pool, POOLS)}")
+
+
+def create_cache(path: Path, attrs: Mapping[str, Any], shape: tuple[int, ...], ids: list[str]):
+    """Create an empty cache (all rows not done) under a temporary name, then rename it.
+
+    ``tokens`` is chunked one clip per chunk with every chunk allocated now and never
+    filled: after creation, writing rows changes raw bytes only, never the file's structure.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.creating")
+    n = shape[0]
+    try:
+        with space_errors(path, projected_bytes(*shape)), h5py.File(tmp, "w") as f:
+            if n > 0:
+                dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+                dcpl.set_chunk((1, *shape[1:]))
+                dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+                dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+                space = h5py.h5s.create_simple(shape)
+                h5py.h5d.create(f.id, b"tokens", h5py.h5t.IEEE_F16LE, space, dcpl=dcpl)
+            else:
+                f.create_dataset("tokens", shape=shape, dtype="float16")
+            f.create_dataset("labels", data=np.full(n, -1, dtype=np.int64))
+            f.create_dataset(
+                "ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype("utf-8")
+            )
+            f.create_dataset("done", data=np.zeros(n, dtype=bool))
+            for key, value in attrs.items():
+                f.attrs[key] = value
+            f.attrs["complete"] = n == 0
+        reserve(tmp, path)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def reserve(path: Path, name: Path | None = None) -> None:
+    """Allocate every byte of the cache file on disk now (``fallocate``), so writing rows can
+    never run out of space half-way: a cache that does not fit fails here, before any clip is
+    encoded. A no-op where the file system cannot reserve space (rows are then still only
+    marked done once written and synced)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        reserve_space(fd, os.fstat(fd).st_size)
+    except OSError as exc:
+        raise disk_full(name or path, os.fstat(fd).st_size, exc) from None
+    finally:
+        os.close(fd)
+
+
+def _check_existing(
+    path: Path, identity: Mapping[str, Any], shape: tuple[int, ...]
+) -> Literal["complete", "partial"]:
+    """Whether an existing cache matches ``identity`` and ``shape``; a :class:`CacheError`
+    naming the first difference if not."""
+    hint = "pass --force (force=True) to rebuild it from scratch"
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = {k: _plain(v) for k, v in f.attrs.items()}
+            tokens = f.get("tokens")
+            found = (tuple(tokens.shape), str(tokens.dtype)) if tokens is not None else None
+            has_all = all(k in f for k in ("labels", "ids", "done"))
+    except OSError as exc:
+        raise CacheError(f"{path} cannot be read ({exc}); {hint}") from None
+    if attrs.get("checkpoint_sha256") != identity["checkpoint_sha256"]:
+        raise CacheError(
+            f"{path} was built from another checkpoint (step {attrs.get('checkpoint_step')}, "
+            f"sha256 {str(attrs.get('checkpoint_sha256'))[:12]}) than the run's current one "
+            f"(step {identity['checkpoint_step']}, sha256 {identity['checkpoint_sha256'][:12]}); "
+            f"{hint}"
+        )
+    for key in IDENTITY_KEYS:
+        if attrs.get(key) != identity.get(key):
+            raise CacheError(
+                f"{path} was built with other settings ({key}: {attrs.get(key)!r}, now "
+                f"{identity.get(key)!r}); {hint}, or choose the settings it was built with"
+            )
+    if found != (shape, "float16") or not has_all:
+        raise CacheError(f"{path} has an unexpected layout (tokens {found}); {hint}")
+    return "complete" if attrs.get("complete") else "partial"
+
+
+def cache_status(
+    path: Path, identity: Mapping[str, Any], shape: tuple[int, ...], force: bool
+) -> Literal["missing", "stale", "complete", "partial"]:
+    """What to do with ``path``: nothing there (``missing``), a cache that does not match but
+    ``force`` allows rebuilding (``stale``), or a matching ``complete``/``partial`` one."""
+    if not path.exists():
+        return "missing"
+    try:
+        return _check_existing(path, identity, shape)
+    except CacheError:
+        if force:
+            return "stale"
+        raise
+
+
+def _runs(local: Sequence[int]) -> list[tuple[int, int, int]]:
+    """Maximal runs of consecutive row numbers: ``(first row, end row, offset in batch)``."""
+    out: list[tuple[int, int, int]] = []
+    start = 0
+    for j in range(1, len(local) + 1):
+        if j == len(local) or local[j] != local[j - 1] + 1:
+            out.append((local[start], local[j - 1] + 1, start))
+            start = j
+    return out
+
+
+def merge_shards(shards: Sequence[Path], out: Path, block_bytes: int = 256 << 20) -> None:
+    """Join complete shards (shard ``r`` holds clips ``r, r + W, r + 2W, ...``) into ``out``.
+
+    Rows are copied in blocks of about ``block_bytes``, into ``out.merging``, which is renamed
+    to ``out`` once complete; the shards are left in place (the caller deletes them).
+    """
+    world = len(shards)
+    metas = []
+    for r, shard in enumerate(shards):
+        attrs = read_cache_attrs(shard)
+        if not attrs.get("complete"):
+            raise CacheError(f"{shard} is not complete; rerun the extraction to finish it")
+        if (attrs.get("shard_rank"), attrs.get("shard_world")) != (r, world):
+            raise CacheError(
+                f"{shard} is shard {attrs.get('shard_rank')} of {attrs.get('shard_world')}, "
+                f"expected shard {r} of {world}"
+            )
+        metas.append(attrs)
+    strip = {"shard_rank", "shard_world", "complete"}
+    common = {k: v for k, v in metas[0].items() if k not in strip}
+    for shard, attrs in zip(shards, metas, strict=True):
+        for key in IDENTITY_KEYS:
+            if key not in strip and attrs.get(key) != common.get(key):
+                raise CacheError(f"{shard} differs from {shards[0]} in {key}")
+    n = int(common["num_clips"])
+    with h5py.File(shards[0], "r") as f0:
+        shape = (n, *f0["tokens"].shape[1:])
+    ids: list[str] = [""] * n
+    for r, shard in enumerate(shards):
+        with h5py.File(shard, "r") as f:
+            shard_ids = f["ids"].asstr()[:].tolist()
+        if len(shard_ids) != len(range(r, n, world)):
+            raise CacheError(
+                f"{shard} holds {len(shard_ids)} rows, expected {len(range(r, n, world))}"
+            )
+        ids[r::world] = shard_ids
+    tmp = out.with_name(f"{out.name}.merging")
+    tmp.unlink(missing_ok=True)
+    create_cache(tmp, {**common, "ranks": world}, shape, ids)
+    row_bytes = max(1, int(np.prod(shape[1:])) * 2)
+    block = max(1, block_bytes // row_bytes)
+    try:
+        with space_errors(out), h5py.File(tmp, "r+", rdcc_nbytes=0) as g:
+            for r, shard in enumerate(shards):
+                with h5py.File(shard, "r") as f:
+                    m = f["tokens"].shape[0]
+                    for a in range(0, m, block):
+                        b = min(m, a + block)
+                        g["tokens"][r + a * world : r + b * world : world] = f["tokens"][a:b]
+                    if m:
+                        g["labels"][r::world] = f["labels"][:]
+            g["done"][:] = True
+            g.attrs["complete"] = True
+            g.flush()
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class CacheWriter:
+    """Writes rows into a cache made by :func:`create_cache`, then marks it complete.
+
+    No chunk cache (``rdcc_nbytes=0``), and the datasets held open: every write reaches the
+    file in the call that makes it, so a failure (a full disk) is raised there. With a cache,
+    h5py reports it only when the chunk is evicted, from a destructor that cannot raise: the
+    error is printed and lost while the rows are marked done.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with contextlib.ExitStack() as stack:
+            self._sync_fd = os.open(path, os.O_RDONLY)
+            stack.callback(os.close, self._sync_fd)
+            stack.enter_context(space_errors(path))  # a space error becomes DiskFullError
+            self._file = stack.enter_context(h5py.File(path, "r+", rdcc_nbytes=0))
+            self._stack = stack.pop_all()
+        self._tokens = self._file["tokens"]
+        self._labels = self._file["labels"]
+        self._done = self._file["done"]
+
+    def __enter__(self) -> CacheWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        return self._stack.__exit__(exc_type, exc, tb)
+
+    def pending(self) -> list[int]:
+        """Rows (file order) not yet done."""
+        return [int(k) for k in np.flatnonzero(~self._done[:])]
+
+    def write(self, rows: Sequence[int], tokens: np.ndarray, labels: np.ndarray) -> None:
+        """Write float16 ``tokens`` ``[B, V, L, D]`` and ``labels`` ``[B]`` into ``rows``; they
+        reach the disk (fsync) before the rows are marked done."""
+        for a, b, j in _runs(rows):
+            self._tokens[a:b] = tokens[j : j + b - a]
+            self._labels[a:b] = labels[j : j + b - a]
+        self._file.flush()
+        os.fsync(self._sync_fd)
+        for a, b, _ in _runs(rows):
+            self._done[a:b] = True
+        self._file.flush()
+
+    def finish(self) -> None:
+        """Mark the cache complete (every row must be done) and sync it."""
+        if not self._done[:].all():
+            raise RuntimeError(f"{self.path}: rows left undone after extraction")
+        self._file.attrs["complete"] = True
+        self._file.flush()
+        os.fsync(self._sync_fd)
+
+
+# --------------------------------------------------------------------------------------
+# Reading a complete cache (the probe's side)
+# --------------------------------------------------------------------------------------
+
+SKLEARN_FEATURES: tuple[str, ...] = ("mean", "flat")
+"""Inputs of the scikit-learn probe: token means, or all (pooled) tokens concatenated."""
+
+
+def _attr_str(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.ndarray) and value.shape == ():
+        return _attr_str(value.item())
+    return str(value)
+
+
+def _attr_bool(value: Any) -> bool:
+    """An HDF5 boolean attribute, also when a writer stored it as text ("false")."""
+    if isinstance(value, bytes | str):
+        return _attr_str(value).strip().lower() in ("true", "1", "yes")
+    return bool(value)
+
+
+@dataclass(frozen=True)
+class CacheHeader:
+    """A validated cache's shape and attributes (no token data read)."""
+
+    path: Path
+    n: int
+    views: int
+    tokens: int
+    dim: int
+    num_classes: int
+    benchmark: str
+    checkpoint: str
+    checkpoint_step: int
+    checkpoint_sha256: str
+    weights: str
+    pooling: str
+    protocol: Any
+
+    @property
+    def clip_bytes(self) -> int:
+        """Bytes of one clip's tokens (all views) in float16."""
+        return self.views * self.tokens * self.dim * 2
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the whole ``tokens`` dataset in float16."""
+        return self.n * self.clip_bytes
+
+
+def read_header(path: Path) -> CacheHeader:
+    """Open ``path``, check the schema and that the extraction finished, and return its header.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        CacheError: ``complete`` is false or missing, some row is not ``done``, or the datasets
+            or attributes do not follow the schema.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no token cache at {path}")
+    with h5py.File(path, "r") as f:
+        attrs = dict(f.attrs)
+        if not _attr_bool(attrs.get("complete", False)):
+            raise CacheError(
+                f"{path}: the extraction did not finish (complete=false); "
+                "re-run extract-features to resume it"
+            )
+        for name in ("tokens", "labels"):
+            if name not in f:
+                raise CacheError(f"{path}: missing dataset {name!r}")
+        tokens = f["tokens"]
+        if tokens.ndim != 4:
+            raise CacheError(f"{path}: tokens must be [N, V, L, D], got shape {tokens.shape}")
+        n, views, length, dim = (int(s) for s in tokens.shape)
+        if min(n, views, length, dim) < 1:
+            raise CacheError(f"{path}: empty tokens dataset, shape {tokens.shape}")
+        if f["labels"].shape != (n,):
+            raise CacheError(f"{path}: labels shape {f['labels'].shape} != ({n},)")
+        if "done" in f and not bool(np.all(f["done"][:])):
+            missing = int(n - np.count_nonzero(f["done"][:]))
+            raise CacheError(f"{path}: marked complete but {missing} rows are not done")
+        missing_attrs = [
+            k
+            for k in ("checkpoint_sha256", "weights", "benchmark", "num_classes")
+            if k not in attrs
+        ]
+        if missing_attrs:
+            raise CacheError(f"{path}: missing attributes {missing_attrs}")
+        protocol_text = _attr_str(attrs.get("protocol", "null"))
+        try:
+            protocol = json.loads(protocol_text)
+        except json.JSONDecodeError:
+            protocol = protocol_text
+        return CacheHeader(
+            path=path,
+            n=n,
+            views=views,
+            tokens=length,
+            dim=dim,
+            num_classes=int(attrs["num_classes"]),
+            benchmark=_attr_str(attrs["benchmark"]),
+            checkpoint=_attr_str(attrs.get("checkpoint", "")),
+            checkpoint_step=int(attrs.get("checkpoint_step", -1)),
+            checkpoint_sha256=_attr_str(attrs["checkpoint_sha256"]),
+            weights=_attr_str(attrs["weights"]),
+            pooling=_attr_str(attrs.get("pooling", "none")),
+            protocol=protocol,
+        )
+
+
+def check_same_source(train: CacheHeader, val: CacheHeader) -> None:
+    """Refuse a train/val pair that is not from one checkpoint, weights, benchmark and pooling
+    (and so the same number of tokens per clip: a clip length or crop that differs between the
+    splits would give a different token count)."""
+    fields = (
+        "checkpoint_sha256",
+        "weights",
+        "benchmark",
+        "pooling",
+        "tokens",
+        "dim",
+        "num_classes",
+    )
+    for what in fields:
+        a, b = getattr(train, what), getattr(val, what)
+        if a != b:
+            raise CacheError(
+                f"train and val caches differ in {what}: {a!r} ({train.path}) vs "
+                f"{b!r} ({val.path}); re-extract one of them (extract-features --force)"
+            )
+
+
+def default_memory_gb() -> float:
+    """Half of this machine's physical memory, in GiB (8 GiB where it cannot be read)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**31
+    except (ValueError, OSError, AttributeError):
+        return 8.0
+
+
+class TokenCache:
+    """One split's tokens, in memory when they fit ``max_memory_gb``, else streamed from disk.
+
+    Labels are always in memory. Rows are addressed by their index in the file.
+    """
+
+    def __init__(self, path: Path, max_memory_gb: float | None = None, chunk_rows: int = 256):
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+        self.header = read_header(path)
+        self.path = self.header.path
+        self.chunk_rows = chunk_rows
+        budget = default_memory_gb() if max_memory_gb is None else max_memory_gb
+        self.budget_bytes = int(budget * 2**30)
+        with h5py.File(self.path, "r") as f:
+            labels = np.asarray(f["labels"][:], dtype=np.int64)
+        if labels.size and (labels.min() < 0 or labels.max() >= self.header.num_classes):
+            raise CacheError(
+                f"{self.path}: labels outside [0, {self.header.num_classes}) "
+                f"(min {labels.min()}, max {labels.max()})"
+            )
+        self.labels = torch.from_numpy(labels)
+        self.in_memory = self.header.nbytes <= self.budget_bytes
+        self._tokens: torch.Tensor | None = self._load_all() if self.in_memory else None
+
+    @property
+    def mode(self) -> str:
+        """``"memory"`` or ``"stream"``."""
+        return "memory" if self.in_memory else "stream"
+
+    def _load_all(self) -> torch.Tensor:
+        h = self.header
+        out = torch.empty((h.n, h.views, h.tokens, h.dim), dtype=torch.float16)
+        dest = out.numpy()
+        with h5py.File(self.path, "r") as f:
+            ds = f["tokens"]
+            for s in range(0, h.n, self.chunk_rows):
+                e = min(s + self.chunk_rows, h.n)
+                ds.read_direct(dest, source_sel=np.s_[s:e], dest_sel=np.s_[s:e])
+        return out
+
+    def release(self) -> None:
+        """Drop the in-memory tokens."""
+        self._tokens = None
+
+    def _chunk_bounds(self, rows: torch.Tensor) -> list[tuple[int, int]]:
+        """The ``chunk_rows`` slabs that hold at least one of ``rows``."""
+        used = torch.unique(rows // self.chunk_rows).tolist()
+        return [(c * self.chunk_rows, min((c + 1) * self.chunk_rows, self.header.n)) for c in used]
+
+    def _read_slabs(
+        self, bounds: Sequence[tuple[int, int]]
+    ) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """``(start, end, tokens[start:end])`` per slab, from memory or read from disk."""
+        if self._tokens is not None:
+            for s, e in bounds:
+                yield s, e, self._tokens[s:e]
+            return
+        with h5py.File(self.path, "r") as f:
+            ds = f["tokens"]
+            for s, e in bounds:
+                yield s, e, torch.from_numpy(ds[s:e])
+
+    def _window_slabs(self) -> int:
+        """Slabs held at once when streaming (at least one)."""
+        slab_bytes = self.chunk_rows * self.header.clip_bytes
+        return max(1, self.budget_bytes // max(1, slab_bytes))
+
+    def train_batches(
+        self, rows: torch.Tensor, batch_size: int, generator: torch.Generator
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One shuffled epoch over every (clip, view) of ``rows``: ``([B, L, D] fp16, [B])``.
+
+        All batches are full except possibly the last. In memory the shuffle is global; when
+        streaming it is over windows of randomly ordered slabs, carrying leftovers forward.
+        """
+        views = self.header.views
+        if self._tokens is not None:
+            ex_row = rows.repeat_interleave(views)
+            ex_view = torch.arange(views).repeat(len(rows))
+            perm = torch.randperm(len(ex_row), generator=generator)
+            for i in range(0, len(perm), batch_size):
+                idx = perm[i : i + batch_size]
+                r, v = ex_row[idx], ex_view[idx]
+                yield self._tokens[r, v], self.labels[r]
+            return
+        member = torch.zeros(self.header.n, dtype=torch.bool)
+        member[rows] = True
+        bounds = self._chunk_bounds(rows)
+        order = torch.randperm(len(bounds), generator=generator).tolist()
+        window = self._window_slabs()
+        carry_x: torch.Tensor | None = None
+        carry_y: torch.Tensor | None = None
+        for w in range(0, len(order), window):
+            xs, ys = [], []
+            for s, _e, block in self._read_slabs([bounds[j] for j in order[w : w + window]]):
+                local = torch.nonzero(member[s : s + len(block)]).squeeze(1)
+                xs.append(block[local].flatten(0, 1))
+                ys.append(self.labels[s + local].repeat_interleave(views))
+            if carry_x is not None and carry_y is not None:
+                xs.insert(0, carry_x)
+                ys.insert(0, carry_y)
+            x, y = torch.cat(xs), torch.cat(ys)
+            perm = torch.randperm(len(x), generator=generator)
+            full = len(perm) - len(perm) % batch_size
+            for i in range(0, full, batch_size):
+                idx = perm[i : i + batch_size]
+                yield x[idx], y[idx]
+            carry_x, carry_y = x[perm[full:]], y[perm[full:]]
+        if carry_x is not None and carry_y is not None and len(carry_x):
+            yield carry_x, carry_y
+
+    def eval_batches(
+        self, rows: torch.Tensor, batch_size: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``rows`` in ascending file order, all views: ``([B, V, L, D] fp16, [B])``."""
+        rows = torch.sort(rows).values
+        if self._tokens is not None:
+            for i in range(0, len(rows), batch_size):
+                r = rows[i : i + batch_size]
+                yield self._tokens[r], self.labels[r]
+            return
+        member = torch.zeros(self.header.n, dtype=torch.bool)
+        member[rows] = True
+        for s, _e, block in self._read_slabs(self._chunk_bounds(rows)):
+            local = torch.nonzero(member[s : s + len(block)]).squeeze(1)
+            for i in range(0, len(local), batch_size):
+                idx = local[i : i + batch_size]
+                yield block[idx], self.labels[s + idx]
+
+    def clip_features(self, rows: torch.Tensor, how: str = "mean") -> torch.Tensor:
+        """Per-view features ``[len(rows), V, F]`` float32, in ascending row order: the token
+        mean (``how="mean"``, ``F = D``) or all tokens concatenated in cache order
+        (``how="flat"``, ``F = L·D``: keeps where and when each token is)."""
+        if how not in SKLEARN_FEATURES:
+            raise ValueError(f"features must be one of {SKLEARN_FEATURES}, got {how!r}")
+        reduce = (lambda x: x.float().mean(dim=2)) if how == "mean" else (
+            lambda x: x.float().flatten(2)
+        )  # fmt: skip
+        feats = [reduce(x) for x, _ in self.eval_batches(rows, self.chunk_rows)]
+        if not feats:
+            width = self.header.dim if how == "mean" else self.header.tokens * self.header.dim
+            return torch.empty(0, self.header.views, width)
+        return torch.cat(feats)

@@ -1,0 +1,164 @@
+"""The frozen encoder of a run: rebuilt from its checkpoint, and clips encoded with it.
+
+``auto`` weights are the EMA teacher when the run trained one, else the student; the teacher
+of a run that trained none is refused (the reference scored its no-EMA runs on a teacher that
+was a never-trained copy of the initial student). The checkpoint's sha256 is of exactly the
+bytes loaded, and goes into every cache built from it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+
+from jepactl import checkpoint as ckpt
+from jepactl.config import Recipe, autocast_bf16, parse_recipe
+from jepactl.data.loader import to_model_input
+from jepactl.errors import CheckpointError, ConfigError
+from jepactl.features.cache import pool_tokens
+from jepactl.grid import TokenGrid
+from jepactl.models import build_encoder
+from jepactl.models.vit import VideoViT
+from jepactl.rundir import RunDir
+from jepactl.utils import file_sha256, suggestion
+
+WEIGHTS: tuple[str, ...] = ("auto", "student", "teacher")
+
+
+@dataclass
+class FrozenEncoder:
+    """An encoder rebuilt from a run's checkpoint, in eval mode with gradients off."""
+
+    encoder: VideoViT
+    weights: Literal["student", "teacher"]
+    checkpoint: Path
+    step: int
+    sha256: str
+    recipe: Recipe
+    trained_encoders: list[str]
+
+
+def _trained_encoders(state: Mapping[str, Any], recipe: Recipe) -> list[str]:
+    """Which encoders trained: the checkpoint says so; older ones are judged by the recipe."""
+    trained = state.get("trained_encoders")
+    if trained:
+        return [str(t) for t in trained]
+    has_teacher = state.get("teacher") is not None and recipe.objective.teacher == "ema"
+    return ["student", "teacher"] if has_teacher else ["student"]
+
+
+def select_weights(requested: str, trained: Sequence[str], where: str = "the run") -> str:
+    """``auto`` = the EMA teacher when it trained, else the student. Asking for the teacher of
+    a run that trained none is an error: the reference scored its no-EMA runs on a teacher
+    that was a never-trained copy of the initial student, and that must not happen silently."""
+    if requested not in WEIGHTS:
+        raise ConfigError(f"unknown weights '{requested}'{suggestion(requested, WEIGHTS)}")
+    if requested == "auto":
+        return "teacher" if "teacher" in trained else "student"
+    if requested not in trained:
+        raise ConfigError(
+            f"{where} trained no EMA {requested} (objective.teacher=none): only "
+            f"{', '.join(trained)} weights were trained, and evaluating an untrained encoder "
+            "would score a random network; use --weights student (or auto)"
+        )
+    return requested
+
+
+def load_frozen_encoder(
+    run_dir: Path,
+    weights: str = "auto",
+    device: torch.device | str = "cpu",
+    attempts: int = 3,
+) -> FrozenEncoder:
+    """Rebuild ``RUN/checkpoints/latest.pt``'s encoder (``weights_only`` load) with the chosen
+    weights. The sha256 is of exactly the bytes loaded: a checkpoint replaced by a training
+    run in the meantime (atomic rename: a new inode) is noticed and the load retried."""
+    path = RunDir(run_dir).latest
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} has no checkpoint ({path}); train it with `jepactl pretrain`")
+    for _ in range(attempts):
+        before = os.stat(path)
+        sha = file_sha256(path)
+        try:
+            state = ckpt.load(path, mmap=True)
+        except PermissionError:
+            raise
+        except Exception as exc:
+            raise CheckpointError(
+                f"{path} cannot be loaded ({ckpt.why_unreadable(path, exc)}); `jepactl pretrain` "
+                "on the run falls back to its newest readable snapshot"
+            ) from None
+        after = os.stat(path)
+        same = (before.st_ino, before.st_size, before.st_mtime_ns) == (
+            after.st_ino,
+            after.st_size,
+            after.st_mtime_ns,
+        )
+        if same:
+            break
+    else:
+        raise ConfigError(f"{path} kept changing while it was read; try again")
+    for key in ("config", "student", "step"):
+        if key not in state:
+            raise ConfigError(f"{path} is not a jepactl checkpoint (no '{key}')")
+    recipe = parse_recipe(yaml.safe_load(state["config"]))
+    trained = _trained_encoders(state, recipe)
+    chosen = select_weights(weights, trained, where=str(run_dir))
+    weights_state = state.get(chosen)
+    if weights_state is None:
+        raise ConfigError(f"{path} holds no {chosen} weights")
+    encoder = build_encoder(recipe.model)
+    encoder.load_state_dict(weights_state)
+    encoder.requires_grad_(False).eval().to(device)
+    return FrozenEncoder(
+        encoder=encoder,
+        weights=chosen,  # type: ignore[arg-type]
+        checkpoint=path.resolve(),
+        step=int(state["step"]),
+        sha256=sha,
+        recipe=recipe,
+        trained_encoders=trained,
+    )
+
+
+def token_grid(encoder: VideoViT, frames: int, crop: int) -> TokenGrid:
+    """The encoder's token grid for ``frames x crop x crop`` clips (a ConfigError if none)."""
+    try:
+        return TokenGrid.of_clip(frames, crop, crop, encoder.patch_size, encoder.tubelet)
+    except ValueError as exc:
+        raise ConfigError(
+            f"clips of {frames} frames at {crop}px do not fit the encoder (patch "
+            f"{encoder.patch_size}, tubelet {encoder.tubelet}): {exc}"
+        ) from None
+
+
+def encode_clips(
+    encoder: VideoViT,
+    clips: torch.Tensor,
+    pool: str = "none",
+    device: torch.device | None = None,
+    bf16: bool | None = None,
+) -> torch.Tensor:
+    """uint8 clips ``[B, V, T, H, W, C]`` -> pooled float32 tokens ``[B, V, L, D]`` on
+    ``device``: ImageNet-normalised, encoded under ``no_grad`` (with bf16 autocast when ``bf16``,
+    by default on CUDA only), the last block's output only (see the module doc), pooled in
+    float32."""
+    device = device or next(encoder.parameters()).device
+    b, v = clips.shape[:2]
+    flat = clips.reshape(b * v, *clips.shape[2:]).to(device, non_blocking=True)
+    x = to_model_input(flat)
+    grid = encoder.grid(x.shape)
+    if bf16 is None:  # as training's precision "auto": bf16 autocast on CUDA only
+        bf16 = autocast_bf16("auto", device.type)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        tokens = encoder(x)
+    with torch.no_grad():
+        tokens = tokens[..., -encoder.embed_dim :].float()
+        pooled = pool_tokens(tokens, grid, pool)
+    return pooled.reshape(b, v, *pooled.shape[1:])

@@ -1,0 +1,115 @@
+"""A probe's result: its accuracies, the file it is kept in, and summaries over seeds.
+
+``RUN/probes/<name>.json`` holds one result with the keys :data:`RESULT_KEYS` (accuracies in
+percent); ``jepactl compare`` reads every such file of a run as one column.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from jepactl.features.cache import CacheHeader
+from jepactl.rundir import RunDir
+
+RESULT_KEYS: tuple[str, ...] = (
+    "bench",
+    "probe",
+    "top1",
+    "top5",
+    "majority",
+    "chance",
+    "n_train",
+    "n_val",
+    "n_train_examples",
+    "views",
+    "num_classes",
+    "hparams",
+    "checkpoint",
+    "weights",
+    "pooling",
+    "protocol",
+    "caches",
+    "seed",
+    "device",
+    "precision",
+    "cache_mode",
+    "train_loss",
+    "sweep",
+    "wall_time_s",
+)
+"""Top-level keys of every result dict (and of ``RUN/probes/<bench>.json``)."""
+
+
+def topk_accuracy(probs: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    """Percent of rows whose label is among the ``k`` highest scores (``k`` capped at C)."""
+    if len(labels) == 0:
+        return float("nan")
+    k = min(k, probs.shape[1])
+    hit = (probs.topk(k, dim=1).indices == labels.unsqueeze(1)).any(dim=1)
+    return 100.0 * hit.double().mean().item()
+
+
+def majority_accuracy(labels: torch.Tensor, num_classes: int) -> float:
+    """Accuracy (percent) of always predicting the split's most frequent class."""
+    if len(labels) == 0:
+        return float("nan")
+    counts = torch.bincount(labels, minlength=num_classes)
+    return 100.0 * counts.max().item() / len(labels)
+
+
+def checkpoint_identity(header: CacheHeader) -> dict[str, Any]:
+    return {
+        "path": header.checkpoint,
+        "step": header.checkpoint_step,
+        "sha256": header.checkpoint_sha256,
+    }
+
+
+def format_summary(bench: str, result: dict[str, Any]) -> str:
+    """The result as one line, e.g.
+    ``ssv2: top-1 12.34% (top-5 30.1%, majority 1.2%) attentive, 50 epochs, seed 0``."""
+    hp = result["hparams"]
+    head = (
+        f"{bench}: top-1 {result['top1']:.2f}% (top-5 {result['top5']:.1f}%, "
+        f"majority {result['majority']:.1f}%) {result['probe']}"
+    )
+    if hp.get("impl") == "sklearn":
+        return f"{head} (scikit-learn logistic regression), seed {result['seed']}"
+    line = f"{head}, {hp['epochs']} epochs, seed {result['seed']}"
+    if result.get("sweep"):
+        sel = result["sweep"]["selected"]
+        line += (
+            f"; sweep selected lr {sel['lr']:g} wd {sel['wd']:g} on held-out train "
+            f"({sel['holdout_top1']:.1f}%)"
+        )
+    return line
+
+
+def write_result(run_dir: Path | RunDir, bench: str, result: dict[str, Any]) -> str:
+    """Atomically write ``RUN/probes/<bench>.json``; return the one-line summary."""
+    RunDir(run_dir).write_result(bench, result)
+    return format_summary(bench, result)
+
+
+def summarize(values: Sequence[float]) -> dict[str, Any]:
+    """Mean, sample std (``ddof=1``) and the 95% Student-t interval of the mean.
+
+    With one value the std and interval are ``None`` (a single seed has no spread to report).
+    """
+    from scipy import stats
+
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("no values to summarise")
+    mean = float(x.mean())
+    if x.size < 2:
+        return {"mean": mean, "std": None, "ci95": None, "n": 1}
+    std = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.975, x.size - 1)) * std / math.sqrt(x.size)
+    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": int(x.size)}

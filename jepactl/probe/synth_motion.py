@@ -1,0 +1,152 @@
+"""``jepactl synth-motion``: the one-shot Table 6 command, over the ordinary path.
+
+For each run and each data seed it builds the task's benchmark
+(:func:`jepactl.features.synth_motion.motion_benchmark`: the clips are generated once and
+cached), extracts the frozen encoder's tokens (:func:`jepactl.features.extract.
+extract_features`) and trains the protocol's probe (:func:`jepactl.probe.train.train_probe`),
+exactly as ``jepactl extract-features RUN --task synth-motion`` followed by ``jepactl probe
+synth-motion --run RUN`` do for data seed 0. ``--seeds N`` repeats the data draw and the probe
+over seeds ``0 .. N-1`` (data seed = probe seed); the result is the mean with the sample
+standard deviation and a 95% Student-t interval of the mean
+(:func:`jepactl.probe.result.summarize`), written to ``RUN/probes/synth-motion-<task>.json``
+(``synth-motion-<task>-reference.json`` under the reference protocol), which ``jepactl
+compare`` reads as one column each.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from jepactl.dist import resolve_device
+from jepactl.errors import ConfigError
+from jepactl.features.encoder import WEIGHTS
+from jepactl.features.extract import extract_features
+from jepactl.features.synth_motion import (
+    GENERATOR_VERSION,
+    TASKS,
+    Protocol,
+    check_task,
+    data_spec,
+    ensure_dataset,
+    get_protocol,
+    motion_benchmark,
+)
+from jepactl.probe.result import summarize, write_result
+from jepactl.probe.train import train_probe_on
+from jepactl.rundir import RunDir
+from jepactl.utils import suggestion
+
+ProgressCallback = Callable[[str], None]
+
+
+def score_run(
+    run_dir: Path,
+    task: str = "directions",
+    protocol: str | Protocol = "default",
+    seeds: int = 1,
+    weights: str = "auto",
+    device: str = "auto",
+    cache_dir: Path | None = None,
+    batch_size: int = 32,
+    num_workers: int = 2,
+    keep_features: bool = False,
+    progress: bool = True,
+    say: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Score ``run_dir``'s frozen encoder on ``task`` over ``seeds`` data draws and probes.
+
+    Returns the result written to ``RUN/probes/<result_name(task, protocol)>.json``
+    (``synth-motion-<task>.json`` for the default protocol): the probe result
+    of the first seed (checkpoint, weights, protocol...) with ``top1``/``top5`` replaced by
+    their means over seeds, plus ``top1_std``, ``top1_ci95``, ``n_seeds``, ``per_seed``,
+    ``protocol_name`` and ``task``. Feature caches are deleted after probing unless
+    ``keep_features`` (they are cheap to recompute from the cached clips); a kept cache built
+    with other settings (e.g. an older protocol) is rebuilt, a matching one reused.
+    """
+    check_task(task)
+    proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    if weights not in WEIGHTS:  # checked before minutes of clip writing, not after
+        raise ConfigError(f"unknown weights '{weights}'{suggestion(weights, WEIGHTS)}")
+    resolve_device(device)  # an unknown device, or CUDA asked for and not visible
+    run_dir = Path(run_dir)
+    if not RunDir(run_dir).has_checkpoint():
+        raise ConfigError(
+            f"{run_dir} has no checkpoint (checkpoints/latest.pt); train it first, e.g. "
+            "`jepactl pretrain --recipe synth/baseline`"
+        )
+    name = result_name(task, proto)  # the result's file stem and its ``bench``
+    per_seed: list[dict[str, Any]] = []
+    kept: list[dict[str, str]] = []
+    first: dict[str, Any] | None = None
+    for seed in range(seeds):
+        spec = data_spec(task, proto, seed)
+        root = ensure_dataset(spec, cache_dir, num_workers=num_workers, progress=progress)
+        bench = motion_benchmark(spec, proto)
+        if say is not None:
+            say(f"{run_dir}: {task}, seed {seed + 1}/{seeds}: encoding {spec.n_clips} clips")
+        caches = extract_features(
+            run_dir, bench, weights=weights, pool=bench.pool, batch_size=batch_size,
+            num_workers=num_workers, force=True, roots={"synth-motion": root.parent.parent},
+            progress=progress, device=device,
+        )  # fmt: skip
+        try:
+            result = train_probe_on(
+                bench, caches["train"], caches["val"], seed=seed, device=device,
+                progress=progress,
+            )  # fmt: skip
+        finally:
+            if keep_features:
+                kept.append({split: str(path) for split, path in caches.items()})
+            else:
+                shutil.rmtree(caches["train"].parent, ignore_errors=True)
+        first = first or result
+        per_seed.append(
+            {
+                "seed": seed,
+                "top1": result["top1"],
+                "top5": result["top5"],
+                "n_train": result["n_train"],
+                "n_val": result["n_val"],
+                "train_loss": result["train_loss"],
+                "dataset": str(root),
+                "wall_time_s": result["wall_time_s"],
+            }
+        )
+    assert first is not None
+    top1 = summarize([r["top1"] for r in per_seed])
+    top5 = summarize([r["top5"] for r in per_seed])
+    out = dict(first)
+    out.update(
+        {
+            "bench": name,
+            "task": task,
+            "classes": list(TASKS[task]),
+            "protocol_name": proto.name,
+            "top1": round(top1["mean"], 4),
+            "top5": round(top5["mean"], 4),
+            "top1_std": None if top1["std"] is None else round(top1["std"], 4),
+            "top1_ci95": None if top1["ci95"] is None else [round(v, 4) for v in top1["ci95"]],
+            "n_seeds": seeds,
+            "seed": 0,
+            "seeds": list(range(seeds)),
+            "per_seed": per_seed,
+            "caches": kept or None,
+            "generator_version": GENERATOR_VERSION,
+            "wall_time_s": round(sum(r["wall_time_s"] for r in per_seed), 3),
+        }
+    )
+    write_result(run_dir, name, out)
+    return out
+
+
+def result_name(task: str, protocol: str | Protocol) -> str:
+    """``synth-motion-<task>`` for the default protocol, ``synth-motion-<task>-<protocol>``
+    otherwise: the result file's name (``RUN/probes/<name>.json``) and so ``compare``'s column,
+    so scoring with another protocol never overwrites, or mixes with, the default's result."""
+    name = protocol if isinstance(protocol, str) else protocol.name
+    return f"synth-motion-{task}" if name == "default" else f"synth-motion-{task}-{name}"

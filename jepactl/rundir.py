@@ -1,0 +1,138 @@
+"""A run directory: every path inside it, and the read and write of its small files.
+
+::
+
+    RUN/
+      config.yaml                  the resolved recipe (written by pretrain)
+      metrics.jsonl                one JSON line per logged step
+      bad_samples[.rank<r>].jsonl  clips replaced because they would not decode
+      checkpoints/latest.pt        the last good state; step_<n>.pt snapshots beside it
+      features/<task>/<split>.h5   frozen-encoder token caches (extract-features)
+      probes/<name>.json           probe results (probe, synth-motion)
+      .lock                        held by the one process writing the run
+
+No other module spells these names. Imports neither torch nor the models, so ``compare`` and
+the CLI's listing commands stay light.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jepactl.utils import atomic_write_text
+
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+LATEST = "latest.pt"
+FEATURES = "features"
+PROBES = "probes"
+CACHE_SUFFIX = ".h5"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The folder of one pretraining run (``RunDir(path)``; it need not exist yet)."""
+
+    root: Path
+
+    def __init__(self, root: Path | str) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    def __fspath__(self) -> str:
+        return str(self.root)
+
+    # -- paths -------------------------------------------------------------------------
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / METRICS
+
+    def bad_samples(self, rank: int = 0) -> Path:
+        """Each rank appends to a file of its own: appends to one file are not atomic on NFS."""
+        return self.root / ("bad_samples.jsonl" if rank == 0 else f"bad_samples.rank{rank}.jsonl")
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / CHECKPOINTS
+
+    @property
+    def latest(self) -> Path:
+        return self.checkpoints / LATEST
+
+    def snapshot(self, step: int) -> Path:
+        return self.checkpoints / f"step_{step:07d}.pt"
+
+    def features(self, task: str) -> Path:
+        """The folder of one task's caches (locked while being extracted)."""
+        return self.root / FEATURES / task
+
+    def cache(self, task: str, split: str) -> Path:
+        return self.features(task) / f"{split}{CACHE_SUFFIX}"
+
+    def shard(self, task: str, split: str, rank: int) -> Path:
+        return self.features(task) / f"{split}.rank{rank}{CACHE_SUFFIX}"
+
+    @property
+    def probes(self) -> Path:
+        return self.root / PROBES
+
+    def result(self, name: str) -> Path:
+        return self.probes / f"{name}.json"
+
+    # -- questions ---------------------------------------------------------------------
+    def is_run(self) -> bool:
+        """Whether pretraining has written this folder's ``config.yaml``."""
+        return self.config.is_file()
+
+    def has_checkpoint(self) -> bool:
+        return self.latest.is_file()
+
+    def result_files(self) -> list[Path]:
+        """Every probe result, by name (hidden files such as half-written temporaries left out)."""
+        if not self.probes.is_dir():
+            return []
+        return sorted(
+            p for p in self.probes.glob("*.json") if p.is_file() and not p.name.startswith(".")
+        )
+
+    # -- small files -------------------------------------------------------------------
+    def read_config(self) -> Any:
+        """The parsed ``config.yaml`` (raises ``OSError`` or ``yaml.YAMLError``)."""
+        return yaml.safe_load(self.config.read_text())
+
+    def write_config(self, text: str) -> None:
+        atomic_write_text(self.config, text)
+
+    def write_result(self, name: str, result: dict[str, Any]) -> Path:
+        """Atomically write ``probes/<name>.json``; returns its path."""
+        path = self.result(name)
+        atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+        return path
+
+    def read_result(self, name: str) -> Any:
+        return json.loads(self.result(name).read_text())
+
+
+def runs_under(base: Path) -> Iterator[RunDir]:
+    """The runs directly below ``base`` that have a checkpoint."""
+    for latest in base.glob(f"*/{CHECKPOINTS}/{LATEST}"):
+        yield RunDir(latest.parent.parent)
+
+
+def latest_run(base: Path) -> RunDir | None:
+    """The run below ``base`` whose checkpoint was written last, or ``None``."""
+    runs = list(runs_under(base))
+    return max(runs, key=lambda r: r.latest.stat().st_mtime) if runs else None
