@@ -19,7 +19,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -69,7 +69,8 @@ def load(
 
 def rng_state() -> dict[str, Any]:
     """Every global generator's state, in weights_only-loadable types."""
-    np_state = np.random.get_state()
+    # the global RandomState is MT19937, whose state always has the legacy tuple form
+    np_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))
     py_version, py_internal, py_gauss = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),

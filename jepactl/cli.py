@@ -6,15 +6,17 @@ import errno
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from jepactl import rundir
 from jepactl.config import list_recipes, load_raw, resolve_recipe_path
 from jepactl.errors import SPACE_ERRNOS, ConfigError, JepactlError, disk_full, one_line
+
+if TYPE_CHECKING:
+    from typer._click import Context  # the click typer vendors: what TyperGroup.invoke takes
 
 #: ``errno`` values of a file operation the user can fix (a path, a permission, a disk).
 USER_ERRNOS = SPACE_ERRNOS | {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR}
@@ -25,7 +27,7 @@ class _OneLineErrors(TyperGroup):
     stderr and a non-zero exit (2: fix the input; 1: the run stopped on a condition such as
     a full disk); anything else is a bug and keeps its traceback. ``--debug`` shows all."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Context) -> Any:
         try:
             return super().invoke(ctx)
         except JepactlError as exc:

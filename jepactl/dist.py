@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -67,7 +67,12 @@ def init_distributed(device_preference: str = "auto") -> DistInfo:
     if device.type == "cpu":
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
         torch.set_num_threads(max(1, available_cpus() // local_world))
-    control = dist.new_group(backend="gloo") if device.type == "cuda" else dist.group.WORLD
+    control = (
+        # a group made without ``ranks`` holds every rank, so never NON_GROUP_MEMBER here
+        cast(dist.ProcessGroup, dist.new_group(backend="gloo"))
+        if device.type == "cuda"
+        else dist.group.WORLD
+    )
     return DistInfo(rank, world, local_rank, device, control)
 
 

@@ -23,7 +23,8 @@ def param_groups(
     """Two AdamW groups: matrices (decayed), and biases, norm weights and other 1-D
     parameters (not decayed), as are parameters whose last name is in ``no_decay`` (the
     probes' ``query_tokens`` and ``cls_token``)."""
-    decay, kept = [], []
+    decay: list[nn.Parameter] = []
+    kept: list[nn.Parameter] = []
     for module in modules:
         for name, p in module.named_parameters():
             if not p.requires_grad:

@@ -69,6 +69,11 @@ def _validate_terms(recipe: Recipe) -> None:
     if not recipe.objective.terms:
         raise ConfigError("objective.terms is empty: a recipe needs at least one loss term")
     for name, params in recipe.objective.terms.items():
+        if not isinstance(params, Mapping):  # parse_recipe made every kept entry a dict
+            raise TypeError(
+                f"objective.terms.{name} is {params!r}, not a mapping of parameters "
+                "(recipes must go through jepactl.config.parse_recipe)"
+            )
         kind = params.get("type", name)
         where = f"objective.terms.{name}"
         if kind not in TERMS:

@@ -42,7 +42,7 @@ class RunDir:
 
     root: Path
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str | RunDir) -> None:
         object.__setattr__(self, "root", Path(root))
 
     def __str__(self) -> str:

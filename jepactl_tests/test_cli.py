@@ -114,7 +114,7 @@ def test_extract_and_probe_end_to_end(tmp_path: Path, tiny_overrides: list[str])
         [
             "extract-features",
             str(run),
-            "--bench",
+            "--task",
             "synth-shapes",
             "--weights",
             "teacher",

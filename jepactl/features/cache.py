@@ -75,6 +75,7 @@ FILE_OVERHEAD_BYTES = 64 << 10
 
 
 Pool = Literal["none", "time", "space2x2", "mean"]
+CacheStatus = Literal["missing", "stale", "complete", "partial"]
 
 
 #: Attributes that must match for a cache to be reused or continued.
@@ -269,7 +270,7 @@ def _check_existing(
 
 def cache_status(
     path: Path, identity: Mapping[str, Any], shape: tuple[int, ...], force: bool
-) -> Literal["missing", "stale", "complete", "partial"]:
+) -> CacheStatus:
     """What to do with ``path``: nothing there (``missing``), a cache that does not match but
     ``force`` allows rebuilding (``stale``), or a matching ``complete``/``partial`` one."""
     if not path.exists():
@@ -383,7 +384,7 @@ class CacheWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        return self._stack.__exit__(exc_type, exc, tb)
+        return bool(self._stack.__exit__(exc_type, exc, tb))  # an ExitStack returns a bool
 
     def pending(self) -> list[int]:
         """Rows (file order) not yet done."""

@@ -43,6 +43,7 @@ from jepactl.features.cache import (
     POOLS,
     ROW_OVERHEAD_BYTES,
     CacheError,
+    CacheStatus,
     CacheWriter,
     cache_attrs,
     cache_status,
@@ -266,7 +267,7 @@ def _write_caches(
     run = RunDir(run_dir)
     merged = {split: run.cache(bench.name, split) for split in splits}
     todo: list[str] = []
-    plans: dict[str, tuple[Path, list[int], dict[str, Any], str]] = {}
+    plans: dict[str, tuple[Path, list[int], dict[str, Any], CacheStatus]] = {}
     error: JepactlError | None = None
     try:
         for split, source in sources.items():

@@ -14,6 +14,7 @@ and returns logits ``[B, num_classes]``:
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -166,9 +167,8 @@ class AttentiveProbe(nn.Module):
     def _init_weights(self) -> None:
         nn.init.trunc_normal_(self.query_tokens, std=0.02)
         trunc_normal_init(self)
-        layers: list[tuple[nn.Linear, nn.Linear]] = [
-            (blk.attn.proj, blk.mlp.fc2) for blk in self.blocks
-        ]
+        blocks = [cast(SelfAttentionBlock, b) for b in self.blocks]  # __init__ made only these
+        layers: list[tuple[nn.Linear, nn.Linear]] = [(b.attn.proj, b.mlp.fc2) for b in blocks]
         layers.append((self.pool.xattn.proj, self.pool.mlp.fc2))
         with torch.no_grad():
             for layer_id, projs in enumerate(layers, start=1):

@@ -258,7 +258,10 @@ def collect_runs(patterns: Sequence[str]) -> tuple[list[RunRecord], list[Unreada
             continue
         seen.add(key)
         record = read_run(directory)
-        (bad if isinstance(record, Unreadable) else runs).append(record)
+        if isinstance(record, Unreadable):
+            bad.append(record)
+        else:
+            runs.append(record)
     return runs, bad
 
 
@@ -584,7 +587,7 @@ def _fill_deltas(rows: Sequence[Row], base: Row, order: Sequence[str]) -> None:
 
 def universal(row: Row, order: Sequence[str]) -> str:
     """``Yes``/``Yes†``/``No``/``—``: whether the row improves every benchmark it has."""
-    deltas = [row.cells[b].delta for b in order if row.cells[b].delta is not None]
+    deltas = [d for b in order if (d := row.cells[b].delta) is not None]
     if not deltas:
         return MISSING
     if any(round2(d) <= 0 for d in deltas):
@@ -594,7 +597,7 @@ def universal(row: Row, order: Sequence[str]) -> str:
 
 def _mark_best(rows: Sequence[Row], order: Sequence[str]) -> None:
     for bench in order:
-        means = [round2(r.cells[bench].mean) for r in rows if r.cells[bench].mean is not None]
+        means = [round2(m) for r in rows if (m := r.cells[bench].mean) is not None]
         if not means:
             continue
         top = max(means)
@@ -950,7 +953,7 @@ def highlight_row(table: CompareTable, highlight: str | None = None) -> Row:
 def bench_colours(benches: Sequence[str]) -> dict[str, str]:
     """Figure 2's colour per benchmark (the paper's three, then a fixed cycle)."""
     spare = [c for c in OTHER_COLOURS if c not in BENCH_COLOURS.values()]
-    out = {}
+    out: dict[str, str] = {}
     for bench in benches:
         out[bench] = BENCH_COLOURS.get(bench) or spare[len(out) % len(spare)]
     return out
@@ -966,14 +969,19 @@ def _draw_bars(ax: Any, table: CompareTable, rows: Sequence[Row]) -> None:
         cells = [r.cells[bench] for r in rows]
         heights = [c.delta if c.delta is not None else np.nan for c in cells]
         ax.bar(pos, heights, width, color=colours[bench], label=bench_header(bench))
-        with_ci = [(p, c) for p, c in zip(pos, cells, strict=True) if c.ci95 is not None]
+        # a cell has a ci95 only when it has a delta (_fill_deltas sets both)
+        with_ci = [
+            (p, c.delta, c.ci95)
+            for p, c in zip(pos, cells, strict=True)
+            if c.delta is not None and c.ci95 is not None
+        ]
         if with_ci:
             err = [
-                [c.delta - c.ci95[0] for _, c in with_ci],
-                [c.ci95[1] - c.delta for _, c in with_ci],
+                [d - ci[0] for _, d, ci in with_ci],
+                [ci[1] - d for _, d, ci in with_ci],
             ]
-            ys = [c.delta for _, c in with_ci]
-            xs = [p for p, _ in with_ci]
+            ys = [d for _, d, _ in with_ci]
+            xs = [p for p, _, _ in with_ci]
             ax.errorbar(xs, ys, yerr=err, fmt="none", ecolor="black", elinewidth=1, capsize=2)
 
 
