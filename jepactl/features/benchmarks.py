@@ -204,10 +204,11 @@ DATASET_BENCHMARKS: dict[str, Benchmark] = {
                 "noise_std": 0.02,
             },
             doc=(
-                "A small synthetic shape benchmark for tests and CPU demos (the motion task is "
-                "`jepactl synth-motion`): clips from SyntheticVideoSource rendered at the crop "
-                "size (8 frames, 64x64), one moving, rotating, textured object each, labelled by "
-                "its shape (5 classes: disc, square, triangle, ring, cross). Train is clips "
+                "A small synthetic shape benchmark for tests and CPU demos (the motion tasks are "
+                "synth-motion-directions and synth-motion-mixed): clips from SyntheticVideoSource "
+                "rendered at the crop size (8 frames, 64x64), one moving, rotating, textured "
+                "object each, labelled by its shape (5 classes: disc, square, triangle, ring, "
+                "cross). Train is clips "
                 "[0, n_train) of seed `seed`, val is clips [n_train, n_train + n_val) of seed "
                 "`seed + 1`, so no clip is in both. Probe: attentive, 50 epochs."
             ),
