@@ -20,7 +20,9 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "jepactl"
 
-CORE = {"config", "errors", "grid", "rundir", "checkpoint", "dist", "optim", "lock", "utils"}
+CORE = {
+    "config", "errors", "grid", "rundir", "checkpoint", "dist", "optim", "lock", "stats", "utils"
+}  # fmt: skip
 COMPONENTS = {"models", "masks", "objectives", "data", "recipe"}
 ROOMS = {"train", "features", "probe", "report"}
 TOP = {"cli", "bench", "__main__", "__init__"}

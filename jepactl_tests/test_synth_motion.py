@@ -27,9 +27,9 @@ from jepactl.features.synth_motion import (
     render_direction_clip,
     render_mixed_clip,
 )
-from jepactl.probe.result import summarize
 from jepactl.probe.synth_motion import score_run
 from jepactl.report.synth_motion import format_table
+from jepactl.stats import summarize
 from jepactl.train.loop import pretrain
 
 #: The default protocol shrunk to the micro encoder: 4 frames of 32x32, 16 + 16 clips.

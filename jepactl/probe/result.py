@@ -6,12 +6,9 @@ percent); ``jepactl compare`` reads every such file of a run as one column.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from jepactl.features.cache import CacheHeader
@@ -95,21 +92,3 @@ def write_result(run_dir: Path | RunDir, bench: str, result: dict[str, Any]) -> 
     """Atomically write ``RUN/probes/<bench>.json``; return the one-line summary."""
     RunDir(run_dir).write_result(bench, result)
     return format_summary(bench, result)
-
-
-def summarize(values: Sequence[float]) -> dict[str, Any]:
-    """Mean, sample std (``ddof=1``) and the 95% Student-t interval of the mean.
-
-    With one value the std and interval are ``None`` (a single seed has no spread to report).
-    """
-    from scipy import stats
-
-    x = np.asarray(values, dtype=np.float64)
-    if x.size == 0:
-        raise ValueError("no values to summarise")
-    mean = float(x.mean())
-    if x.size < 2:
-        return {"mean": mean, "std": None, "ci95": None, "n": 1}
-    std = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.975, x.size - 1)) * std / math.sqrt(x.size)
-    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": int(x.size)}

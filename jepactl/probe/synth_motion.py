@@ -8,7 +8,7 @@ exactly as ``jepactl extract-features RUN --task synth-motion`` followed by ``je
 synth-motion --run RUN`` do for data seed 0. ``--seeds N`` repeats the data draw and the probe
 over seeds ``0 .. N-1`` (data seed = probe seed); the result is the mean with the sample
 standard deviation and a 95% Student-t interval of the mean
-(:func:`jepactl.probe.result.summarize`), written to ``RUN/probes/synth-motion-<task>.json``
+(:func:`jepactl.stats.summarize`), written to ``RUN/probes/synth-motion-<task>.json``
 (``synth-motion-<task>-reference.json`` under the reference protocol), which ``jepactl
 compare`` reads as one column each.
 """
@@ -34,9 +34,10 @@ from jepactl.features.synth_motion import (
     get_protocol,
     motion_benchmark,
 )
-from jepactl.probe.result import summarize, write_result
+from jepactl.probe.result import write_result
 from jepactl.probe.train import train_probe_on
 from jepactl.rundir import RunDir
+from jepactl.stats import summarize
 from jepactl.utils import suggestion
 
 ProgressCallback = Callable[[str], None]
