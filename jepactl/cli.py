@@ -71,8 +71,12 @@ def _fail(message: str) -> NoReturn:
     raise ConfigError(message)
 
 
-#: ``--debug``: let errors show their traceback.
-DEBUG = os.environ.get("JEPACTL_DEBUG", "") not in ("", "0")
+def _debug_env() -> bool:
+    return os.environ.get("JEPACTL_DEBUG", "") not in ("", "0")
+
+
+#: ``--debug``: let errors show their traceback (set anew by every invocation).
+DEBUG = _debug_env()
 
 
 @app.callback()
@@ -83,7 +87,7 @@ def _options(
     ] = False,
 ) -> None:
     global DEBUG
-    DEBUG = DEBUG or debug
+    DEBUG = debug or _debug_env()  # not sticky: one --debug call must not change the next
 
 
 @app.command()

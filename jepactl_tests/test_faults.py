@@ -625,6 +625,8 @@ def test_unreadable_checkpoint_is_one_line_for_evaluation(tmp_path: Path) -> Non
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     res = runner.invoke(app, ["--debug", "show-recipe", "synth/baseline", "--set", "optim.lr=-1"])
     assert isinstance(res.exception, ConfigError)
+    again = runner.invoke(app, ["show-recipe", "synth/baseline", "--set", "optim.lr=-1"])
+    assert again.exit_code == 2, "--debug of one invocation leaked into the next"
 
 
 def test_python_dash_m_prints_one_line_and_exit_2(tmp_path: Path) -> None:
