@@ -636,6 +636,34 @@ def compare(
         typer.echo(f"jepactl: wrote {plot}", err=True)
 
 
+@app.command()
+def plot(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories, one curve each.")],
+    out: Annotated[Path, typer.Option(help="The PNG to write.")] = Path("curves.png"),
+    metrics: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated metrics.jsonl keys, one panel each (e.g. loss, rankme, "
+            "rankme_tokens, feat_std_mean, feat_cos, grad_norm, probe_linear, probe_knn)."
+        ),
+    ] = "loss,rankme,probe_linear",
+) -> None:
+    """Did pretraining teach anything? Prints the online probe of each method (runs with
+    one display name are its seeds) at the last step vs the same encoder at step 0 vs raw
+    pixels, with paired 95% intervals over seeds, and draws the loss, RankMe and online-probe
+    curves against step in one PNG (step-0 and pixel controls as dotted and dashed lines).
+    Needs the monitor (monitor.every > 0; the synth/ recipes have it).
+    Example: `jepactl plot runs/synth-baseline-s* --out runs/curves.png`.
+    """
+    from jepactl.report.curves import learning_summary, plot_curves, read_curves
+
+    panels = [m.strip() for m in metrics.split(",") if m.strip()]
+    if not panels:
+        _fail("--metrics names no metric")
+    typer.echo(learning_summary([read_curves(r) for r in runs]), nl=False)
+    typer.echo(f"jepactl: wrote {plot_curves(runs, out, panels)}", err=True)
+
+
 def main() -> None:
     app()
 

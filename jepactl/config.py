@@ -158,6 +158,29 @@ class TrainConfig:
 
 
 @dataclass
+class MonitorConfig:
+    """What pretraining watches, to show whether the encoder is learning or collapsing
+    (``docs/monitoring.md``). Every ``every`` steps, and once at step 0 (the untrained
+    control), the encoder evaluation would use (the EMA teacher, else the student) encodes a
+    fixed labelled set of ``clips`` synthetic clips of ``task`` at the recipe's frames and crop
+    (the first half to fit, the second to score). ``metrics.jsonl`` gets RankMe, per-dimension
+    std and mean pairwise cosine of the ``pool``-pooled features, the accuracy of a k-NN
+    (``knn_k`` neighbours, cosine) and of a logistic regression on them, and, at step 0, the
+    same probes on raw pixels. A warning is printed when RankMe falls below ``min_rank`` or the
+    normalised std below ``min_std`` (dimensional collapse). It never changes what trains.
+    """
+
+    every: int = 0  # steps between checks; 0 = off
+    task: str = "shapes"
+    clips: int = 256
+    pool: Literal["mean", "space2x2"] = "mean"
+    knn_k: int = 20
+    min_rank: float = 2.0
+    min_std: float = 0.05
+    seed: int = 0  # of the labelled set, independent of train.seed
+
+
+@dataclass
 class Recipe:
     display_name: str = ""
     description: str = ""
@@ -168,6 +191,7 @@ class Recipe:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
 
 def autocast_bf16(precision: str, device_type: str) -> bool:
@@ -184,6 +208,8 @@ RUNTIME_KEYS = frozenset(
         "train.log_every",
         "train.checkpoint_every",
         "train.snapshot_every",
+        # watching a run never changes what it trains
+        *(f"monitor.{f.name}" for f in dataclasses.fields(MonitorConfig)),
     }
 )
 
@@ -557,6 +583,13 @@ def check_train_config(cfg: TrainConfig) -> None:
     _at_least(cfg, 0, "snapshot_every", "seed")
     if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
         raise ValueError(f"device must be auto, cpu or cuda, got {cfg.device!r}")
+
+
+def check_monitor_config(cfg: MonitorConfig) -> None:
+    """Ranges of the monitor: a probe needs at least two clips to fit and two to score."""
+    _at_least(cfg, 0, "every", "min_rank", "min_std", "seed")
+    _at_least(cfg, 4, "clips")
+    _at_least(cfg, 1, "knn_k")
 
 
 def built(where: str, build: Any, *args: Any, **kwargs: Any) -> Any:

@@ -18,6 +18,7 @@ from jepactl.config import (
     apply_override,
     built,
     check_data_config,
+    check_monitor_config,
     check_optim_config,
     check_train_config,
     load_raw,
@@ -26,6 +27,7 @@ from jepactl.config import (
     resolve_recipe_path,
     validate_kwargs,
 )
+from jepactl.data.tasks import TASKS as MONITOR_TASKS
 from jepactl.errors import ConfigError
 from jepactl.masks import MASK_STRATEGIES
 from jepactl.models import ENCODER_PRESETS, check_model_config
@@ -61,6 +63,12 @@ def validate(recipe: Recipe) -> None:
     built("data", check_data_config, recipe.data)
     built("optim", check_optim_config, recipe.optim)
     built("train", check_train_config, recipe.train)
+    built("monitor", check_monitor_config, recipe.monitor)
+    if recipe.monitor.task not in MONITOR_TASKS:
+        raise ConfigError(
+            f"monitor.task: unknown task '{recipe.monitor.task}'"
+            f"{suggestion(recipe.monitor.task, MONITOR_TASKS)}"
+        )
     _validate_terms(recipe)
     _validate_masks(recipe)
 

@@ -28,6 +28,7 @@ TINY = [
     "train.checkpoint_every=1000",
     "train.snapshot_every=0",
     "train.precision=fp32",
+    "monitor.every=0",  # tests that watch a run turn it on themselves
 ]
 
 

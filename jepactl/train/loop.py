@@ -56,6 +56,7 @@ from jepactl.rundir import RunDir
 from jepactl.train.guard import NonFiniteGuard
 from jepactl.train.metrics import MetricsLog
 from jepactl.train.model import JEPA
+from jepactl.train.monitor import Monitor
 from jepactl.utils import derive_seed, read_jsonl, warn
 
 
@@ -218,6 +219,7 @@ def train_step(
     loss = torch.stack(list(losses.values())).sum()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    logs = {**logs, "grad_norm": grad_norm(model)}
     finite = guard.observe(losses, step + 1)
     if guard.skips and guard.skip(finite, step + 1, info):
         optimizer.zero_grad(set_to_none=True)
@@ -229,6 +231,15 @@ def train_step(
     if model.teacher is not None:
         ema_update(model.teacher, model.student, recipe.optim.ema)
     return losses, logs, False
+
+
+def grad_norm(model: JEPA) -> torch.Tensor:
+    """The global L2 norm of every trainable gradient (after DDP's all-reduce), on the device:
+    one fused ``foreach`` norm, no host sync."""
+    grads = [p.grad for m in model.trainable() for p in m.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=next(model.parameters()).device)
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
 def keep_records(path: Path, keep: Callable[[dict[str, Any]], bool]) -> int:
@@ -476,6 +487,12 @@ def _train(
     last: dict[str, Any] = {}
     stopped = False
 
+    monitor = Monitor(recipe, device) if recipe.monitor.every and info.is_main else None
+    watched = model.teacher if model.teacher is not None else model.student
+    if monitor is not None and not resume:
+        # The untrained encoder and raw pixels, the controls every later check is read against.
+        controls = log.untimed(lambda: {**monitor.check(watched, warn), **monitor.pixel_controls()})
+        log.write({"step": 0, **controls})
     if step == end == 0:
         # --max-steps 0 on a new run: save the initialisation, an untrained control encoder.
         save_checkpoint(run_dir, model, optimizer, 0, recipe, info, False, guard)
@@ -504,15 +521,19 @@ def _train(
                 bar.update(1)
                 stopped, too_bad = stop_flags(stop.requested, bad, info)
 
-                logging = step % cfg.log_every == 0 or step == end
+                watching = monitor is not None and step % recipe.monitor.every == 0
+                logging = step % cfg.log_every == 0 or step == end or watching
                 saving = stopped or too_bad or step == end or step % cfg.checkpoint_every == 0
                 if logging or saving:
                     guard.check(info, saved)  # before anything of a diverged interval is kept
                 if logging:
                     epoch = (step - 1) // recipe.optim.iters_per_epoch
+                    seen = {}
+                    if monitor is not None and watching:
+                        seen = log.untimed(lambda: monitor.check(watched, warn))
                     last = log.flush(
                         step=step, epoch=epoch, lr=lr, bad_samples=bad.total,
-                        nonfinite_skipped=guard.skipped,
+                        nonfinite_skipped=guard.skipped, **seen,
                     )  # fmt: skip
                     bar.set_postfix(
                         loss=f"{last['loss']:.4f}", clips_s=f"{last['clips_per_s']:.1f}"

@@ -1,0 +1,230 @@
+"""``jepactl plot``: a run's curves against step, several runs in one PNG.
+
+Reads only ``metrics.jsonl`` and ``config.yaml`` (no torch). Panels: the training loss,
+RankMe of the monitored features, and the online-probe accuracy, each run one colour. The
+probe panel draws the run's step-0 accuracy (the untrained encoder) as a dotted line and the
+raw-pixel accuracy as a dashed one, so a curve that never leaves them says pretraining has
+not (yet) taught the probe anything.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jepactl.config import RUNTIME_KEYS
+from jepactl.errors import ConfigError
+from jepactl.rundir import RunDir
+from jepactl.utils import atomic_write_bytes, read_jsonl
+
+#: Panels: (metrics key, y label), in order.
+PANELS: dict[str, str] = {
+    "loss": "training loss",
+    "rankme": "RankMe (pooled features)",
+    "probe_linear": "online probe: logistic regression, top-1 (%)",
+    "probe_knn": "online probe: k-NN, top-1 (%)",
+}
+DEFAULT_PANELS = ("loss", "rankme", "probe_linear")
+COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2")
+
+
+@dataclass
+class Curves:
+    """One run's logged series: ``series[key]`` is a list of (step, value)."""
+
+    label: str
+    group: str = ""
+    #: The run's config without its seed and runtime keys: runs with the same key are seeds of
+    #: one method (as in ``compare``), however they are named.
+    config_key: str = ""
+    seed: int | None = None
+    monitor: dict[str, Any] = field(default_factory=dict)
+    series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    controls: dict[str, float] = field(default_factory=dict)
+
+    def at(self, key: str, step: int) -> float | None:
+        return next((v for s, v in self.series.get(key, []) if s == step), None)
+
+    def last(self, key: str) -> tuple[int, float] | None:
+        points = self.series.get(key, [])
+        return max(points) if points else None
+
+
+def read_curves(run_dir: Path) -> Curves:
+    """A run's curves; a :class:`ConfigError` when it has no readable ``metrics.jsonl``."""
+    run = RunDir(run_dir)
+    if not run.metrics.is_file():
+        raise ConfigError(f"{run_dir} has no {run.metrics.name}; is it a run directory?")
+    label = group = run.root.name
+    seed: int | None = None
+    monitor: dict[str, Any] = {}
+    cfg: Any = None
+    if run.config.is_file():
+        try:
+            cfg = run.read_config()
+        except (OSError, yaml.YAMLError):
+            cfg = None  # the label falls back to the folder name
+        if isinstance(cfg, dict):
+            seed = (cfg.get("train") or {}).get("seed")
+            monitor = cfg.get("monitor") or {}
+            if cfg.get("display_name"):
+                group = str(cfg["display_name"])
+                label = f"{group} (seed {seed}, {run.root.name})"
+    curves = Curves(label, group, _config_key(cfg, run.root), seed, monitor)
+    for record in read_jsonl(run.metrics):
+        step = record.get("step")
+        if not isinstance(step, int):
+            continue
+        for key, value in record.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                if key.endswith("_pixels"):
+                    curves.controls[key] = float(value)
+                elif math.isfinite(value):
+                    curves.series.setdefault(key, []).append((step, float(value)))
+    return curves
+
+
+def _config_key(cfg: Any, root: Path) -> str:
+    if not isinstance(cfg, dict):
+        return str(root)  # unreadable config: a method of its own
+    ignored = RUNTIME_KEYS | {"train.seed"}
+
+    def strip(node: Any, prefix: str) -> Any:
+        if not isinstance(node, dict):
+            return node
+        return {
+            k: strip(v, f"{prefix}{k}.") for k, v in node.items() if f"{prefix}{k}" not in ignored
+        }
+
+    return json.dumps(strip(cfg, ""), sort_keys=True, default=str)
+
+
+def plot_curves(runs: Sequence[Path], path: Path, panels: Sequence[str] = DEFAULT_PANELS) -> Path:
+    """Draw ``panels`` (keys of ``metrics.jsonl``) against step for every run; PNG, atomic."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not runs:
+        raise ConfigError("no runs to plot")
+    curves = [read_curves(Path(r)) for r in runs]
+    for key in panels:
+        if not any(c.series.get(key) for c in curves):
+            known = sorted({k for c in curves for k in c.series if k != "step"})
+            raise ConfigError(
+                f"no run logged '{key}'"
+                + (
+                    "; online-probe and RankMe curves need monitor.every > 0 in the recipe"
+                    if key in ("rankme", "probe_linear", "probe_knn")
+                    else ""
+                )
+                + f" (logged: {', '.join(known[:12])})"
+            )
+    fig = Figure(figsize=(4.2 * len(panels), 3.6), dpi=150)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, key in zip(axes, panels, strict=True):
+        for i, c in enumerate(curves):
+            colour = COLOURS[i % len(COLOURS)]
+            points = c.series.get(key, [])
+            if not points:
+                continue
+            steps, values = zip(*points, strict=True)
+            ax.plot(steps, values, color=colour, label=c.label, lw=1.4)
+            if key.startswith("probe_"):
+                _controls(ax, c, key, points, colour)
+        ax.set_xlabel("step")
+        ax.set_title(PANELS.get(key, key), fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="best")
+    if any(k.startswith("probe_") for k in panels):
+        axes[-1].text(
+            0.99, 0.01, "dotted: step 0 (untrained); dashed: raw pixels",
+            transform=axes[-1].transAxes, ha="right", va="bottom", fontsize=6,
+        )  # fmt: skip
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write_bytes(Path(path), lambda f: f.write(buf.getvalue()))
+    return Path(path)
+
+
+def _controls(
+    ax: Any, curves: Curves, key: str, points: list[tuple[int, float]], colour: str
+) -> None:
+    at_zero = [v for s, v in points if s == 0]
+    if at_zero:
+        ax.axhline(at_zero[0], color=colour, ls=":", lw=1)
+    pixels = curves.controls.get(f"{key}_pixels")
+    if pixels is not None:
+        ax.axhline(pixels, color=colour, ls="--", lw=1, alpha=0.7)
+
+
+def learning_summary(curves: Sequence[Curves], key: str = "probe_linear") -> str:
+    """What pretraining taught the online probe: per method (runs grouped by display name,
+    seeds as repeats), the accuracy at the last logged step, at step 0 (the same encoder
+    untrained) and on raw pixels, and the paired differences, as mean ± 95 % t interval."""
+    from jepactl.stats import summarize
+
+    by_config: dict[str, list[Curves]] = {}
+    for c in curves:
+        if c.last(key) is not None:
+            by_config.setdefault(c.config_key, []).append(c)
+    groups: dict[str, list[Curves]] = {}
+    for runs in by_config.values():
+        name = runs[0].group
+        if name in groups:  # same display name, different settings: tell them apart
+            name = f"{name} [{runs[0].label.rsplit(', ', 1)[-1].rstrip(')')}]"
+        groups[name] = runs
+    if not groups:
+        return f"no run logged '{key}' (the monitor is off: set monitor.every > 0)\n"
+
+    def cell(values: list[float], signed: bool = False) -> str:
+        if not values:
+            return "—"
+        s = summarize(values)
+        sign = "+" if signed else ""
+        if s["ci95"] is None:
+            return f"{s['mean']:{sign}.1f} (n=1)"
+        lo, hi = s["ci95"]
+        return f"{s['mean']:{sign}.1f} [{lo:{sign}.1f}, {hi:{sign}.1f}]"
+
+    header = ["Method", "seeds", "last step", "trained", "untrained (step 0)", "raw pixels",
+              "trained − untrained", "trained − pixels"]  # fmt: skip
+    rows = []
+    for name, runs in groups.items():
+        trained, untrained, pixels, steps = [], [], [], set()
+        for c in runs:
+            step, value = c.last(key) or (0, 0.0)  # every run in groups logged key
+            trained.append(value)
+            steps.add(step)
+            untrained.append((value, c.at(key, 0)))
+            pixels.append((value, c.controls.get(f"{key}_pixels")))
+        vs_init = [(t, z) for t, z in untrained if z is not None]
+        vs_pixels = [(t, p) for t, p in pixels if p is not None]
+        rows.append([
+            name, str(len(runs)), "/".join(map(str, sorted(steps))), cell(trained),
+            cell([z for _, z in vs_init]), cell([p for _, p in vs_pixels]),
+            cell([t - z for t, z in vs_init], signed=True),
+            cell([t - p for t, p in vs_pixels], signed=True),
+        ])  # fmt: skip
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, ["-" * w for w in widths], *rows]
+    ]
+    monitor = next((c.monitor for c in curves if c.monitor), {})
+    what = PANELS.get(key, key).replace(", top-1 (%)", "").replace("online probe: ", "")
+    intro = (
+        f"Online probe ({what}) on the monitor task '{monitor.get('task', '?')}', "
+        f"{monitor.get('pool', '?')}-pooled features, {monitor.get('clips', '?')} clips "
+        "(half fit, half scored): top-1 %, mean [95 % t interval] over seeds; differences "
+        "are paired by run."
+    )
+    return intro + "\n\n" + "\n".join(lines) + "\n"
