@@ -164,7 +164,8 @@ def test_plot_draws_curves_with_controls(tmp_path: Path) -> None:
     pretrain("synth/baseline", [*TINY, *MONITOR], run, 10, progress=False)
     curves = read_curves(run)
     assert [s for s, _ in curves.series["probe_linear"]] == [0, 5, 10]
-    assert set(curves.controls) == {"probe_knn_pixels", "probe_linear_pixels"}
+    assert set(curves.controls) == {"probe_knn_pixels", "probe_linear_pixels", "probe_chance"}
+    assert curves.controls["probe_chance"] == 12.5  # 8 directions
     res = runner.invoke(app, ["plot", str(run), "--out", str(tmp_path / "c.png")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -187,7 +188,9 @@ def _fake_run(root: Path, name: str, seed: int, values: dict[int, float], pixels
         f"display_name: {name}\ntrain: {{seed: {seed}}}\n"
         "monitor: {task: directions, pool: mean, clips: 256}\n"
     )
-    lines = [{"step": 0, "probe_linear": values[0], "probe_linear_pixels": pixels}]
+    lines = [
+        {"step": 0, "probe_linear": values[0], "probe_linear_pixels": pixels, "probe_chance": 12.5}
+    ]
     lines += [{"step": s, "loss": 0.5, "probe_linear": v} for s, v in values.items() if s]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     return run
@@ -207,9 +210,16 @@ def test_learning_summary_pairs_each_run_with_its_own_controls(tmp_path: Path) -
     # paired: 20, 18, 19 points over step 0 -> mean 19 with a t interval of 19 +- 2.48
     assert cells[6] == "+19.0 [+16.5, +21.5]"
     assert cells[7] == "+29.7 [+28.2, +31.1]"  # 30, 30, 29
-    assert "monitor task 'directions'" in text
+    assert "monitor task 'directions'" in text and "chance 12.5 %" in text
     one = learning_summary([read_curves(runs[0])])
     assert "+20.0 (n=1)" in one
+
+
+def test_learning_summary_shows_a_shared_control_as_one_value(tmp_path: Path) -> None:
+    runs = [_fake_run(tmp_path, "Base", i, {0: 30.0, 100: 40.0 + i}, 20.0) for i in (0, 1, 2)]
+    row = next(line for line in learning_summary([read_curves(r) for r in runs]).splitlines()
+               if line.startswith("Base"))  # fmt: skip
+    assert re.split(r"\s{2,}", row.strip())[5] == "20.0 (every run)"
 
 
 def test_learning_summary_groups_by_settings_not_by_name(tmp_path: Path) -> None:

@@ -32,6 +32,8 @@ PANELS: dict[str, str] = {
     "probe_knn": "online probe: k-NN, top-1 (%)",
 }
 DEFAULT_PANELS = ("loss", "rankme", "probe_linear")
+#: The step-0 record's accuracy of guessing on the monitor task (%).
+CHANCE = "probe_chance"
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2")
 
 
@@ -41,6 +43,7 @@ class Curves:
 
     label: str
     group: str = ""
+    folder: str = ""
     #: The run's config without its seed and runtime keys: runs with the same key are seeds of
     #: one method (as in ``compare``), however they are named.
     config_key: str = ""
@@ -77,14 +80,14 @@ def read_curves(run_dir: Path) -> Curves:
             if cfg.get("display_name"):
                 group = str(cfg["display_name"])
                 label = f"{group} (seed {seed}, {run.root.name})"
-    curves = Curves(label, group, _config_key(cfg, run.root), seed, monitor)
+    curves = Curves(label, group, run.root.name, _config_key(cfg, run.root), seed, monitor)
     for record in read_jsonl(run.metrics):
         step = record.get("step")
         if not isinstance(step, int):
             continue
         for key, value in record.items():
             if isinstance(value, int | float) and not isinstance(value, bool):
-                if key.endswith("_pixels"):
+                if key.endswith("_pixels") or key == CHANCE:
                     curves.controls[key] = float(value)
                 elif math.isfinite(value):
                     curves.series.setdefault(key, []).append((step, float(value)))
@@ -126,7 +129,10 @@ def plot_curves(runs: Sequence[Path], path: Path, panels: Sequence[str] = DEFAUL
                 )
                 + f" (logged: {', '.join(known[:12])})"
             )
-    fig = Figure(figsize=(4.2 * len(panels), 3.6), dpi=150)
+    groups = {c.group for c in curves}
+    one_method = len(groups) == 1 and len(curves) > 1
+    rows = math.ceil(len(curves) / 3)
+    fig = Figure(figsize=(4.2 * len(panels), 3.6 + 0.25 * rows), dpi=150)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, key in zip(axes, panels, strict=True):
@@ -136,19 +142,22 @@ def plot_curves(runs: Sequence[Path], path: Path, panels: Sequence[str] = DEFAUL
             if not points:
                 continue
             steps, values = zip(*points, strict=True)
-            ax.plot(steps, values, color=colour, label=c.label, lw=1.4)
+            label = f"seed {c.seed} ({c.folder})" if one_method else c.label
+            ax.plot(steps, values, color=colour, label=label if ax is axes[0] else None, lw=1.4)
             if key.startswith("probe_"):
                 _controls(ax, c, key, points, colour)
         ax.set_xlabel("step")
         ax.set_title(PANELS.get(key, key), fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="best")
+    if one_method:
+        fig.suptitle(next(iter(groups)), fontsize=10)
+    fig.legend(loc="lower center", ncol=min(len(curves), 3), fontsize=7, frameon=False)
     if any(k.startswith("probe_") for k in panels):
         axes[-1].text(
-            0.99, 0.01, "dotted: step 0 (untrained); dashed: raw pixels",
+            0.99, 0.01, "dotted: step 0 (untrained); dashed: raw pixels; grey: chance",
             transform=axes[-1].transAxes, ha="right", va="bottom", fontsize=6,
         )  # fmt: skip
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07 * rows, 1, 1))
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     atomic_write_bytes(Path(path), lambda f: f.write(buf.getvalue()))
@@ -164,6 +173,9 @@ def _controls(
     pixels = curves.controls.get(f"{key}_pixels")
     if pixels is not None:
         ax.axhline(pixels, color=colour, ls="--", lw=1, alpha=0.7)
+    chance = curves.controls.get(CHANCE)
+    if chance is not None:
+        ax.axhline(chance, color="0.6", ls="-", lw=0.8)
 
 
 def learning_summary(curves: Sequence[Curves], key: str = "probe_linear") -> str:
@@ -192,6 +204,8 @@ def learning_summary(curves: Sequence[Curves], key: str = "probe_linear") -> str
         sign = "+" if signed else ""
         if s["ci95"] is None:
             return f"{s['mean']:{sign}.1f} (n=1)"
+        if s["std"] == 0:  # e.g. the pixel control: one fixed set, the same for every seed
+            return f"{s['mean']:{sign}.1f} (every run)"
         lo, hi = s["ci95"]
         return f"{s['mean']:{sign}.1f} [{lo:{sign}.1f}, {hi:{sign}.1f}]"
 
@@ -221,10 +235,12 @@ def learning_summary(curves: Sequence[Curves], key: str = "probe_linear") -> str
     ]
     monitor = next((c.monitor for c in curves if c.monitor), {})
     what = PANELS.get(key, key).replace(", top-1 (%)", "").replace("online probe: ", "")
+    chance = next((c.controls[CHANCE] for c in curves if CHANCE in c.controls), None)
     intro = (
         f"Online probe ({what}) on the monitor task '{monitor.get('task', '?')}', "
         f"{monitor.get('pool', '?')}-pooled features, {monitor.get('clips', '?')} clips "
-        "(half fit, half scored): top-1 %, mean [95 % t interval] over seeds; differences "
-        "are paired by run."
+        "(half fit, half scored"
+        + (f"; chance {chance:.1f} %" if chance else "")
+        + "): top-1 %, mean [95 % t interval] over seeds; differences are paired by run."
     )
     return intro + "\n\n" + "\n".join(lines) + "\n"

@@ -19,7 +19,8 @@ gradients, so watching never changes what trains. From the pooled features it lo
   cosine k-NN and of a logistic regression, both on features standardised with the first
   half's statistics and fitted on the first half.
   At step 0 the record also holds ``probe_knn_pixels`` / ``probe_linear_pixels``: the same
-  probes on raw pixels, cut into the encoder's patches and pooled the same way.
+  probes on raw pixels, cut into the encoder's patches and pooled the same way, and
+  ``probe_chance``, the accuracy of guessing.
 
 A warning is printed, and ``collapse`` recorded, when ``rankme < monitor.min_rank`` or
 ``feat_std_mean < monitor.min_std``.
@@ -41,7 +42,7 @@ from sklearn.preprocessing import StandardScaler
 
 from jepactl.config import MonitorConfig, Recipe
 from jepactl.data.loader import to_model_input
-from jepactl.data.tasks import labelled_set
+from jepactl.data.tasks import TASKS, labelled_set
 from jepactl.grid import TokenGrid
 from jepactl.models.vit import VideoViT
 
@@ -198,7 +199,9 @@ class Monitor:
         return record
 
     def pixel_controls(self) -> dict[str, float]:
-        """The online probes on raw pixels, pooled as the encoder's tokens are."""
+        """The online probes on raw pixels, pooled as the encoder's tokens are, and the
+        accuracy of guessing (``probe_chance``, %)."""
         tokens, grid = pixel_tokens(self.clips, self.patch, self.tubelet)
         knn, linear = self._probes(pool(tokens, grid, self.cfg.pool))
-        return {"probe_knn_pixels": knn, "probe_linear_pixels": linear}
+        chance = 100.0 / TASKS[self.cfg.task][0]
+        return {"probe_knn_pixels": knn, "probe_linear_pixels": linear, "probe_chance": chance}
