@@ -648,11 +648,12 @@ def plot(
         ),
     ] = "loss,rankme,probe_linear",
 ) -> None:
-    """Did pretraining teach anything? Prints the online probe of each method (runs with
-    one display name are its seeds) at the last step vs the same encoder at step 0 vs raw
-    pixels, with paired 95% intervals over seeds, and draws the loss, RankMe and online-probe
-    curves against step in one PNG (step-0 and pixel controls as dotted and dashed lines).
-    Needs the monitor (monitor.every > 0; the synth/ recipes have it).
+    """Did pretraining teach anything? Prints the online probes (logistic regression, then
+    k-NN) of each method (runs that differ only in seed are one method) at the last step vs
+    the same encoder at step 0 vs raw pixels, with paired 95% intervals over seeds, and draws
+    the loss, RankMe and online-probe curves against step in one PNG (step-0, pixel and chance
+    levels as dotted, dashed and grey lines). Needs the monitor (monitor.every > 0; the synth/
+    recipes have it).
     Example: `jepactl plot runs/synth-baseline-s* --out runs/curves.png`.
     """
     from jepactl.report.curves import learning_summary, plot_curves, read_curves
@@ -660,7 +661,10 @@ def plot(
     panels = [m.strip() for m in metrics.split(",") if m.strip()]
     if not panels:
         _fail("--metrics names no metric")
-    typer.echo(learning_summary([read_curves(r) for r in runs]), nl=False)
+    curves = [read_curves(r) for r in runs]
+    typer.echo(learning_summary(curves, "probe_linear"), nl=False)
+    if any(c.series.get("probe_knn") for c in curves):
+        typer.echo("\n" + learning_summary(curves, "probe_knn"), nl=False)
     typer.echo(f"jepactl: wrote {plot_curves(runs, out, panels)}", err=True)
 
 

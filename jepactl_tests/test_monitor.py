@@ -18,7 +18,7 @@ from jepactl.errors import ConfigError
 from jepactl.grid import TokenGrid
 from jepactl.models import build_encoder
 from jepactl.recipe import load_recipe
-from jepactl.report.curves import learning_summary, plot_curves, read_curves
+from jepactl.report.curves import learning_summary, plot_curves, read_curves, verdict
 from jepactl.train.loop import pretrain
 from jepactl.train.metrics import MetricsLog, read_metrics
 from jepactl.train.monitor import (
@@ -211,8 +211,9 @@ def test_learning_summary_pairs_each_run_with_its_own_controls(tmp_path: Path) -
     assert cells[6] == "+19.0 [+16.5, +21.5]"
     assert cells[7] == "+29.7 [+28.2, +31.1]"  # 30, 30, 29
     assert "monitor task 'directions'" in text and "chance 12.5 %" in text
+    assert "Base: beats its untrained encoder" in text
     one = learning_summary([read_curves(runs[0])])
-    assert "+20.0 (n=1)" in one
+    assert "+20.0 (n=1)" in one and "run 3 or more seeds" in one
 
 
 def test_learning_summary_shows_a_shared_control_as_one_value(tmp_path: Path) -> None:
@@ -220,6 +221,9 @@ def test_learning_summary_shows_a_shared_control_as_one_value(tmp_path: Path) ->
     row = next(line for line in learning_summary([read_curves(r) for r in runs]).splitlines()
                if line.startswith("Base"))  # fmt: skip
     assert re.split(r"\s{2,}", row.strip())[5] == "20.0 (every run)"
+    # gains whose interval straddles 0, or lies below it
+    assert verdict([-1.0, 2.0, 0.5]).startswith("cannot be told")
+    assert verdict([-3.0, -2.0, -2.5]).startswith("worse")
 
 
 def test_learning_summary_groups_by_settings_not_by_name(tmp_path: Path) -> None:
@@ -227,5 +231,5 @@ def test_learning_summary_groups_by_settings_not_by_name(tmp_path: Path) -> None
     config = runs[1] / "config.yaml"
     config.write_text(config.read_text() + "optim: {epochs: 5}\n")
     text = learning_summary([read_curves(r) for r in runs])
-    rows = [line for line in text.splitlines() if line.startswith("Base")]
+    rows = [line for line in text.splitlines() if line.startswith("Base") and "  " in line]
     assert len(rows) == 2 and "[Base-s1]" in rows[1]

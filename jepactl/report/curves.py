@@ -211,7 +211,7 @@ def learning_summary(curves: Sequence[Curves], key: str = "probe_linear") -> str
 
     header = ["Method", "seeds", "last step", "trained", "untrained (step 0)", "raw pixels",
               "trained − untrained", "trained − pixels"]  # fmt: skip
-    rows = []
+    rows, verdicts = [], []
     for name, runs in groups.items():
         trained, untrained, pixels, steps = [], [], [], set()
         for c in runs:
@@ -228,6 +228,7 @@ def learning_summary(curves: Sequence[Curves], key: str = "probe_linear") -> str
             cell([t - z for t, z in vs_init], signed=True),
             cell([t - p for t, p in vs_pixels], signed=True),
         ])  # fmt: skip
+        verdicts.append(f"{name}: {verdict([t - z for t, z in vs_init])}")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [
         "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
@@ -243,4 +244,22 @@ def learning_summary(curves: Sequence[Curves], key: str = "probe_linear") -> str
         + (f"; chance {chance:.1f} %" if chance else "")
         + "): top-1 %, mean [95 % t interval] over seeds; differences are paired by run."
     )
-    return intro + "\n\n" + "\n".join(lines) + "\n"
+    return intro + "\n\n" + "\n".join([*lines, "", *verdicts]) + "\n"
+
+
+def verdict(gains: list[float]) -> str:
+    """One line on paired gains over the untrained encoder: learned, worse, or cannot tell."""
+    from jepactl.stats import summarize
+
+    if len(gains) < 2:
+        return "one seed has no interval; run 3 or more seeds (--seed) to tell learning from noise"
+    s = summarize(gains)
+    lo, hi = s["ci95"]
+    if lo > 0:
+        return "beats its untrained encoder (the 95 % interval of the gain is above 0)"
+    if hi < 0:
+        return "worse than its untrained encoder (the 95 % interval of the gain is below 0)"
+    return (
+        "cannot be told from its untrained encoder (the interval contains 0): train longer "
+        "or run more seeds"
+    )
