@@ -153,9 +153,9 @@ def plot_curves(runs: Sequence[Path], path: Path, panels: Sequence[str] = DEFAUL
         fig.suptitle(next(iter(groups)), fontsize=10)
     fig.legend(loc="lower center", ncol=min(len(curves), 3), fontsize=7, frameon=False)
     if any(k.startswith("probe_") for k in panels):
-        axes[-1].text(
-            0.99, 0.01, "dotted: step 0 (untrained); dashed: raw pixels; grey: chance",
-            transform=axes[-1].transAxes, ha="right", va="bottom", fontsize=6,
+        fig.text(
+            0.995, 0.005, "probe panels: dotted = step 0 (untrained), dashed = raw pixels, "
+            "grey = chance", ha="right", va="bottom", fontsize=6,
         )  # fmt: skip
     fig.tight_layout(rect=(0, 0.07 * rows, 1, 1))
     buf = io.BytesIO()

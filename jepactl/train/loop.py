@@ -521,7 +521,8 @@ def _train(
                 bar.update(1)
                 stopped, too_bad = stop_flags(stop.requested, bad, info)
 
-                watching = monitor is not None and step % recipe.monitor.every == 0
+                # the same on every rank: a logging step all-reduces (rank 0 alone watches)
+                watching = recipe.monitor.every > 0 and step % recipe.monitor.every == 0
                 logging = step % cfg.log_every == 0 or step == end or watching
                 saving = stopped or too_bad or step == end or step % cfg.checkpoint_every == 0
                 if logging or saving:
