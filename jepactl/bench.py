@@ -146,6 +146,40 @@ def step_times(
     return rows
 
 
+def pretrain_markdown(result: dict[str, Any]) -> str:
+    """``jepactl bench pretrain``'s result as the Markdown that ``docs/performance.md`` keeps."""
+    c = result["ceiling"]
+    lines = [
+        f"Measured {result['date']} on {result['machine']} ({result['threads']} threads, torch "
+        f"{result['torch']}), {result['size']} size, {result['precision']}; ceiling: dense "
+        f"{c['dtype']} {c['n']}² matrix product at {c['tflops']:.3f} TFLOP/s; median of "
+        f"{result['rounds']} interleaved rounds × {result['steps']} steps after "
+        f"{result['warmup']} warm-up steps each, one pre-rendered batch.",
+        "",
+        "| recipe | ms / step | × first | GFLOP / step | TFLOP/s | MFU | clips/s |"
+        + (" peak GiB |" if result["device"] == "cuda" else ""),
+        "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if result["device"] == "cuda" else ""),
+    ]
+    for r in result["recipes"]:
+        mem = f" {r['max_mem_gib']:.1f} |" if r["max_mem_gib"] is not None else ""
+        lines.append(
+            f"| `{r['recipe']}` | {r['ms_per_step']:.0f} ({r['ms_min']:.0f}–{r['ms_max']:.0f}) "
+            f"| {r['ratio']:.2f} | {r['gflop_per_step']:.1f} | {r['tflops']:.3f} "
+            f"| {100 * r['mfu']:.1f} % | {r['clips_per_s']:.1f} |{mem}"
+        )
+    loader = result.get("loader")
+    if loader:
+        lines += [
+            "",
+            f"Data wait (`{loader['recipe']}`, {loader['steps']} steps of a real `pretrain` "
+            f"reading {loader['videos']} H.264 files of {loader['video_size'][0]}×"
+            f"{loader['video_size'][1]}, {loader['num_workers']} loader worker(s)): "
+            f"{100 * loader['data_wait_frac']:.1f} % of wall time, {loader['clips_per_s']:.1f} "
+            "clips/s.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def markdown(rows: list[StepTime], header: str) -> str:
     """The rows as a Markdown table (with a peak-memory column for GPU measurements)."""
     gpu = any(r.max_mem_gib is not None for r in rows)
@@ -223,4 +257,249 @@ def probe_cache_vs_reencode(
         "majority": cached["majority"],
         "n_train": float(len(train)),
         "n_val": float(len(val)),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# jepactl bench pretrain: step time, FLOPs, MFU against the machine's measured ceiling, and the
+# data-wait fraction of a real loader run.
+
+
+def _sdpa_cpu_flops(query: Any, key: Any, value: Any, *args: Any, **kwargs: Any) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return int(sdpa_flop_count(query, key, value))
+
+
+def _sdpa_cpu_backward_flops(
+    grad_out: Any, query: Any, key: Any, value: Any, *args: Any, **kwargs: Any
+) -> int:
+    from torch.utils.flop_counter import sdpa_backward_flop_count
+
+    return int(sdpa_backward_flop_count(grad_out, query, key, value))
+
+
+#: FLOP formulas torch's counter lacks: the CPU flash-attention kernels (forward, backward).
+EXTRA_FLOP_FORMULAS: dict[Any, Any] = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_cpu_backward_flops,
+}
+
+
+def count_flops(fn: Any) -> int:
+    """FLOPs of the matrix products, convolutions and attention ``fn()`` runs (forward and
+    backward), counted from shapes by ``torch.utils.flop_counter``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False, custom_mapping=EXTRA_FLOP_FORMULAS) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def matmul_ceiling(device: torch.device, dtype: torch.dtype, reps: int = 8) -> dict[str, Any]:
+    """The machine's dense matrix-product rate at ``dtype`` (TFLOP/s, best of ``reps``): the
+    ceiling MFU is measured against. Square products of 2048 on a CPU, 8192 on a GPU."""
+    n = 8192 if device.type == "cuda" else 2048
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    out = torch.empty(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(reps + 1):  # the first is warm-up
+        _sync(device)
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=out)
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return {"n": n, "dtype": str(dtype).removeprefix("torch."), "tflops": 2 * n**3 / best / 1e12}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class PreparedStep:
+    """One recipe's model, optimizer and a pre-rendered batch, stepping as the loop does."""
+
+    def __init__(self, name: str, recipe: Recipe, device: torch.device) -> None:
+        self.name, self.recipe, self.device = name, recipe, device
+        torch.manual_seed(recipe.train.seed)
+        self.model = JEPA(recipe).to(device).train()
+        self.optimizer = build_optimizer(self.model.trainable(), recipe.optim)
+        source = build_source(recipe.data, recipe.train.seed)
+        strategies = [build_mask_strategy(spec) for spec in recipe.masks]
+        collator = Collator(strategies, recipe.model.patch_size, recipe.model.tubelet,
+                            recipe.train.seed, rank=0)  # fmt: skip
+        data = StepDataset(source, recipe.train.seed)
+        batch = collator([data[(0, i, i)] for i in range(recipe.data.batch_size)])
+        self.batch = batch.pin_memory() if device.type == "cuda" else batch
+        self.guard = NonFiniteGuard(0, device)
+        self.info = DistInfo(0, 1, 0, device)
+        self.step = 0
+        self.last_losses: dict[str, torch.Tensor] = {}
+
+    def __call__(self) -> None:
+        lr = learning_rate(self.step, self.recipe.optim)
+        losses, _, _ = train_step(self.model, self.model, self.optimizer, self.batch, self.step,
+                                  lr, self.recipe, self.device, self.guard, self.info)  # fmt: skip
+        self.step += 1
+        self.last_losses = losses
+
+    def timed(self, steps: int) -> list[float]:
+        times = []
+        for _ in range(steps):
+            _sync(self.device)
+            t0 = time.perf_counter()
+            self()
+            _sync(self.device)
+            times.append(time.perf_counter() - t0)
+        return times
+
+
+def pretrain_bench(
+    names: list[str],
+    size: str = "synth",
+    device: str = "cpu",
+    steps: int = 3,
+    rounds: int = 3,
+    warmup: int = 2,
+    loader_steps: int = 20,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Measure, in one process: the dense matrix-product ceiling at the training dtype; then,
+    for every recipe, the median step time over ``rounds`` interleaved rounds of ``steps``
+    steps (every recipe warmed up before any is timed), the FLOPs of one step, the achieved
+    FLOP/s and MFU against the ceiling, clips/s and peak GPU memory; and the data-wait fraction
+    of a real ``pretrain`` run of the first recipe on synthetic clips written as video files
+    (``loader_steps`` steps; 0 skips it)."""
+    import platform
+
+    from jepactl.config import autocast_bf16
+
+    say = progress or (lambda text: None)
+    dev = torch.device(device)
+    recipes = {name: _profiled(name, size) for name in names}
+    first = next(iter(recipes.values()))
+    dtype = torch.bfloat16 if autocast_bf16(first.train.precision, dev.type) else torch.float32
+    say(f"ceiling: dense {dtype} matrix products")
+    ceiling = matmul_ceiling(dev, dtype)
+    prepared: list[PreparedStep] = []
+    memory: dict[str, float | None] = {}
+    for name, recipe in recipes.items():
+        say(f"warm-up: {name}")
+        before = torch.cuda.memory_allocated(dev) if dev.type == "cuda" else 0
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        p = PreparedStep(name, recipe, dev)
+        for _ in range(warmup):
+            p()
+        _sync(dev)
+        memory[name] = (
+            (torch.cuda.max_memory_allocated(dev) - before) / 2**30 if dev.type == "cuda" else None
+        )
+        prepared.append(p)
+    flops = {p.name: count_flops(p) for p in prepared}
+    times: dict[str, list[float]] = {p.name: [] for p in prepared}
+    for r in range(rounds):
+        for p in prepared:
+            say(f"round {r + 1}/{rounds}: {p.name}")
+            times[p.name] += p.timed(steps)
+    base = statistics.median(times[prepared[0].name])
+    rows = []
+    for p in prepared:
+        sec = statistics.median(times[p.name])
+        achieved = flops[p.name] / sec / 1e12
+        rows.append({
+            "recipe": p.name,
+            "ms_per_step": 1000 * sec,
+            "ms_min": 1000 * min(times[p.name]),
+            "ms_max": 1000 * max(times[p.name]),
+            "ratio": sec / base,
+            "gflop_per_step": flops[p.name] / 1e9,
+            "tflops": achieved,
+            "mfu": achieved / ceiling["tflops"],
+            "clips_per_s": p.recipe.data.batch_size / sec,
+            "max_mem_gib": memory[p.name],
+            "timed_steps": len(times[p.name]),
+        })  # fmt: skip
+    loader = None
+    if loader_steps > 0:
+        say(f"loader: {names[0]} from video files, {loader_steps} steps")
+        loader = loader_wait(names[0], size, device, loader_steps)
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "size": size,
+        "device": device,
+        "precision": str(dtype).removeprefix("torch."),
+        "ceiling": ceiling,
+        "steps": steps,
+        "rounds": rounds,
+        "warmup": warmup,
+        "platform": platform.platform(),
+        "recipes": rows,
+        "loader": loader,
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def loader_wait(name: str, size: str, device: str, steps: int, videos: int = 32) -> dict[str, Any]:
+    """The data-wait fraction of a real ``pretrain`` of ``name`` for ``steps`` steps, reading
+    ``videos`` synthetic clips written as H.264 files (a ``folders`` dataset in a temporary
+    directory, page cache warm) through the recipe's decoder, augmentation and DataLoader
+    workers. The first logged interval (worker start-up) is left out."""
+    import contextlib
+    import sys
+    import tempfile
+
+    from jepactl.data.synthetic import SyntheticVideoSource
+    from jepactl.data.writer import write_video
+    from jepactl.rundir import RunDir
+    from jepactl.train.loop import pretrain
+    from jepactl.train.metrics import read_metrics
+
+    overrides = [] if name.startswith("synth/") or size == "paper" else synth_profile()
+    recipe = load_recipe(name, overrides)  # as pretrain runs it: its own loader workers
+    frames = recipe.data.num_frames * recipe.data.frame_stride + 8
+    short = recipe.data.decode_short_side
+    side = short + short // 4 - (short + short // 4) % 2  # 4:5 frames, even sizes
+    with tempfile.TemporaryDirectory(prefix="jepactl-bench-") as tmp:
+        root = Path(tmp) / "videos"
+        source = SyntheticVideoSource(num_frames=frames, size=short, seed=0)
+        for i in range(videos):
+            clip = source[i].clip  # [T, S, S, 3]
+            wide = torch.nn.functional.interpolate(
+                clip.permute(0, 3, 1, 2).float(), size=(short, side), mode="bilinear"
+            )
+            write_video(root / f"class{i % 4}" / f"clip{i:03d}.mp4",
+                        wide.round().clamp(0, 255).byte().permute(0, 2, 3, 1), gop=16)  # fmt: skip
+        overrides += ["data.source=folders", f"data.roots.folders={root}",
+                      "train.log_every=5", f"train.checkpoint_every={steps}", "monitor.every=0",
+                      f"train.device={device}"]  # fmt: skip
+        run_dir = Path(tmp) / "run"
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the results
+            pretrain(name, overrides, run_dir=run_dir, max_steps=steps, progress=False)
+        records = [r for r in read_metrics(RunDir(run_dir).metrics) if "data_wait_frac" in r]
+    later = records[1:] or records
+    return {
+        "recipe": name,
+        "videos": videos,
+        "video_size": [short, side],
+        "steps": steps,
+        "num_workers": recipe.data.num_workers,
+        "data_wait_frac": statistics.mean(r["data_wait_frac"] for r in later),
+        "clips_per_s": statistics.mean(r["clips_per_s"] for r in later),
     }

@@ -295,6 +295,68 @@ def bench_step_time(
         write_section(write, "step-time", text)
 
 
+@bench_app.command("pretrain")
+def bench_pretrain(
+    recipe: Annotated[
+        list[str] | None,
+        typer.Option(help="Recipe to time (repeatable; the first is the reference)."),
+    ] = None,
+    size: Annotated[
+        str, typer.Option(help="synth: CPU-sized (recipes/base/synth.yaml); paper: as written.")
+    ] = "synth",
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    steps: Annotated[int, typer.Option(help="Timed steps per recipe and round.")] = 3,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds over the recipes.")] = 3,
+    warmup: Annotated[
+        int, typer.Option(help="Untimed steps per recipe, all before any timing.")
+    ] = 2,
+    loader_steps: Annotated[
+        int, typer.Option(help="Steps of the real-loader run that measures data wait (0: skip).")
+    ] = 20,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write every figure to this JSON file.")
+    ] = None,
+) -> None:
+    """Step time, FLOPs and MFU of each recipe, against this machine's measured ceiling.
+
+    One process measures the dense matrix-product rate at the training dtype (the ceiling),
+    warms every recipe up, then times them in interleaved rounds (so warm-up and drift do not
+    favour one), counts the FLOPs of a step (matrix products, convolutions, attention; forward
+    and backward), and runs a real `pretrain` from synthetic clips written as video files for
+    the data-wait fraction. Example:
+    `jepactl bench pretrain --recipe synth/baseline --recipe synth/fwm_hw_ld --json perf.json`.
+    """
+    import json
+
+    from jepactl.bench import pretrain_bench, pretrain_markdown
+    from jepactl.config import list_recipes
+    from jepactl.utils import atomic_write_bytes, suggestion
+
+    if size not in ("synth", "paper"):
+        _fail(f"--size must be synth or paper, got {size!r}")
+    names = recipe or [BASELINE_FOR_SIZE[size]]
+    known = list_recipes()
+    for name in names:
+        if name not in known:
+            _fail(f"unknown recipe {name!r}{suggestion(name, known)}")
+    if min(steps, rounds) < 1 or min(warmup, loader_steps) < 0:
+        _fail("--steps and --rounds must be >= 1, --warmup and --loader-steps >= 0")
+
+    def say(text: str) -> None:
+        typer.echo(f"jepactl: {text}", err=True)
+
+    result = pretrain_bench(names, size, device, steps, rounds, warmup, loader_steps, say)
+    typer.echo(pretrain_markdown(result), nl=False)
+    if json_out is not None:
+        data = (json.dumps(result, indent=2) + "\n").encode()
+        atomic_write_bytes(json_out, lambda f: f.write(data))
+        typer.echo(f"jepactl: wrote {json_out}", err=True)
+
+
+#: The reference recipe of ``bench pretrain`` at each size.
+BASELINE_FOR_SIZE = {"synth": "synth/baseline", "paper": "mixed/baseline"}
+
+
 @bench_app.command("decode")
 def bench_decode(
     frames: Annotated[int, typer.Option(help="Length of the generated test video.")] = 300,

@@ -80,7 +80,7 @@ class Predictor(nn.Module):
         token = self.mask_tokens[mask_index % self.mask_tokens.shape[0]]
         tgt = token.to(ctx.dtype).expand(b, m, -1)
         x = torch.cat((ctx, tgt), dim=1)
-        rope = self.rope(grid.coords(torch.cat((context_idx, target_idx), dim=1)))
+        rope = self.rope.rotations(grid.coords(torch.cat((context_idx, target_idx), dim=1)))
         for blk in self.blocks:
             x = blk(x, rope=rope)
         x = self.norm(x)

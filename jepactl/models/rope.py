@@ -43,3 +43,17 @@ class RotaryEmbedding3D(nn.Module):
             sin = torch.cat((sin, sin.new_zeros((*sin.shape[:-1], rest))), dim=-1)
             cos = torch.cat((cos, cos.new_ones((*cos.shape[:-1], rest))), dim=-1)
         return torch.cat((sin, cos), dim=-1).unsqueeze(1)
+
+    def rotations(self, coords: torch.Tensor) -> torch.Tensor:
+        """The same rotations as unit complex numbers, one per channel pair: ``[B, 1, N,
+        head_dim / 2]`` complex64, ``exp(i·angle)`` (angle 0 for the unrotated channels).
+
+        Rotating a pair ``(x0, x1)`` by its angle is multiplying ``x0 + i·x1`` by this number,
+        which is what :class:`jepactl.models.attention.RopeAttention` does for q and k at once:
+        one complex product per block instead of timm's slice, negate, stack and two products.
+        """
+        angles = (coords.to(self.inv_freq.dtype).unsqueeze(-1) * self.inv_freq).flatten(-2)
+        rest = self.head_dim // 2 - angles.shape[-1]
+        if rest:
+            angles = torch.cat((angles, angles.new_zeros((*angles.shape[:-1], rest))), dim=-1)
+        return torch.polar(torch.ones_like(angles), angles).unsqueeze(1)

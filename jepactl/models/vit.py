@@ -25,6 +25,7 @@ from timm.models.eva import EvaBlock
 from torch import nn
 
 from jepactl.grid import TokenGrid
+from jepactl.models.attention import RopeAttention
 from jepactl.models.rope import RotaryEmbedding3D
 
 LayerNorm = partial(nn.LayerNorm, eps=1e-6)
@@ -33,9 +34,11 @@ LayerNorm = partial(nn.LayerNorm, eps=1e-6)
 def rope_blocks(
     dim: int, depth: int, num_heads: int, mlp_ratio: float, drop_path: float
 ) -> nn.ModuleList:
-    """Pre-norm transformer blocks whose attention takes a rotary table (timm ``EvaBlock``)."""
+    """Pre-norm transformer blocks (timm ``EvaBlock``) whose attention is
+    :class:`~jepactl.models.attention.RopeAttention`: it takes the complex rotations of
+    :meth:`~jepactl.models.rope.RotaryEmbedding3D.rotations`."""
     rates = torch.linspace(0, drop_path, depth).tolist() if depth > 1 else [drop_path]
-    return nn.ModuleList(
+    blocks = nn.ModuleList(
         EvaBlock(
             dim,
             num_heads,
@@ -47,6 +50,10 @@ def rope_blocks(
         )
         for i in range(depth)
     )
+    for blk in blocks:  # the same parameters under the same names, a faster RoPE path
+        blk.attn = RopeAttention(dim, num_heads, qkv_bias=True, num_prefix_tokens=0,
+                                 norm_layer=LayerNorm, scale_norm=False)  # fmt: skip
+    return blocks
 
 
 def trunc_normal_init(module: nn.Module) -> None:
@@ -143,14 +150,25 @@ class VideoViT(nn.Module):
 
         Returns ``[B, K or N, out_dim]``.
         """
-        grid = self.grid(x.shape)
-        tokens = self.embed(x)
+        return self.encode(self.embed(x), self.grid(x.shape), keep)
+
+    def forward_groups(self, x: torch.Tensor, keeps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """``[forward(x, keep=k) for k in keeps]``, embedding the clip once (the student's
+        context for every mask group: one patch embedding, and one in the backward pass)."""
+        tokens, grid = self.embed(x), self.grid(x.shape)
+        return [self.encode(tokens, grid, k) for k in keeps]
+
+    def encode(
+        self, tokens: torch.Tensor, grid: TokenGrid, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The transformer over patch tokens ``[B, N, D]`` from :meth:`embed` (only the indices
+        ``keep`` ``[B, K]`` if given); ``[B, K or N, out_dim]``."""
         if keep is None:
-            idx = torch.arange(grid.num_tokens, device=x.device).unsqueeze(0)
+            idx = torch.arange(grid.num_tokens, device=tokens.device).unsqueeze(0)
         else:
             idx = keep
             tokens = tokens.gather(1, keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
-        rope = self.rope(grid.coords(idx))
+        rope = self.rope.rotations(grid.coords(idx))
         outs = []
         norms = iter(self.norms)
         for i, blk in enumerate(self.blocks, start=1):

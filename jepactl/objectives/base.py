@@ -128,7 +128,7 @@ class StepContext:
     @cached_property
     def context_tokens(self) -> list[torch.Tensor]:
         """Student encoding of each group's context tokens, ``[B, K, D]`` per group."""
-        return [self.student(self.clips, keep=m.context) for m in self.masks]
+        return self.student.forward_groups(self.clips, [m.context for m in self.masks])
 
     @cached_property
     def predictions(self) -> list[Prediction]:
