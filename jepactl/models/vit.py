@@ -50,9 +50,11 @@ def rope_blocks(
         )
         for i in range(depth)
     )
-    for blk in blocks:  # the same parameters under the same names, a faster RoPE path
-        blk.attn = RopeAttention(dim, num_heads, qkv_bias=True, num_prefix_tokens=0,
-                                 norm_layer=LayerNorm, scale_norm=False)  # fmt: skip
+    for blk in blocks:
+        # RopeAttention is EvaAttention with another forward and no state of its own: switching
+        # the class keeps the parameters, their names and the random stream of initialisation
+        # (a seed gives the same weights as before it existed).
+        blk.attn.__class__ = RopeAttention
     return blocks
 
 
