@@ -318,7 +318,6 @@ def bench_pretrain(
     ] = None,
 ) -> None:
     """Step time, FLOPs and MFU of each recipe, against this machine's measured ceiling.
-
     One process measures the dense matrix-product rate at the training dtype (the ceiling),
     warms every recipe up, then times them in interleaved rounds (so warm-up and drift do not
     favour one), counts the FLOPs of a step (matrix products, convolutions, attention; forward
