@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,41 @@ class TokenGrid:
         """Integer (t, h, w) coordinates of flat token indices: ``[...]`` -> ``[..., 3]``."""
         hw = self.h * self.w
         return torch.stack((idx // hw, (idx // self.w) % self.h, idx % self.w), dim=-1)
+
+
+#: How a clip's tokens can be pooled: keep them all, average over time, average each time step
+#: over a 2 x 2 grid of spatial quarters, or average everything.
+POOLS: tuple[str, ...] = ("none", "time", "space2x2", "mean")
+
+
+def pooled_length(grid: TokenGrid, pool: str) -> int:
+    """Tokens per clip after ``pool``."""
+    return {
+        "none": grid.num_tokens,
+        "time": grid.h * grid.w,
+        "space2x2": grid.t * 4,
+        "mean": 1,
+    }[pool]
+
+
+def pool_tokens(tokens: torch.Tensor, grid: TokenGrid, pool: str) -> torch.Tensor:
+    """``[B, T'·H'·W', D]`` (t, h, w raster order) -> ``[B, L, D]``, ``L`` =
+    :func:`pooled_length` (``space2x2``: per time step, the quarters in raster order)."""
+    b, n, d = tokens.shape
+    if n != grid.num_tokens:
+        raise ValueError(f"{n} tokens do not form the grid {grid}")
+    if pool == "none":
+        return tokens
+    if pool == "mean":
+        return tokens.mean(dim=1, keepdim=True)
+    x = tokens.view(b, grid.t, grid.h, grid.w, d)
+    if pool == "time":
+        return x.mean(dim=1).reshape(b, grid.h * grid.w, d)
+    if pool == "space2x2":
+        planes = x.permute(0, 1, 4, 2, 3).reshape(b * grid.t, d, grid.h, grid.w)
+        pooled = F.adaptive_avg_pool2d(planes, 2)  # [B·T', D, 2, 2]
+        return pooled.reshape(b, grid.t, d, 4).transpose(2, 3).reshape(b, grid.t * 4, d)
+    raise ValueError(f"unknown pooling {pool!r}; one of {', '.join(POOLS)}")
 
 
 @dataclass

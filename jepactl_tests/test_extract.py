@@ -23,12 +23,12 @@ from jepactl.data.decode import uniform_indices
 from jepactl.data.readers import imagenet100_classes
 from jepactl.errors import ConfigError
 from jepactl.features.benchmarks import Benchmark
-from jepactl.features.cache import CacheError, merge_shards, pool_tokens
+from jepactl.features.cache import CacheError, merge_shards
 from jepactl.features.clips import EvalSource
 from jepactl.features.encoder import encode_clips, load_frozen_encoder
 from jepactl.features.extract import extract_features
 from jepactl.features.registry import BENCHMARKS, get_benchmark
-from jepactl.grid import TokenGrid
+from jepactl.grid import TokenGrid, pool_tokens
 from jepactl.rundir import RunDir
 from jepactl.train.loop import pretrain
 from jepactl.utils import file_sha256

@@ -22,8 +22,9 @@ Attributes: ``checkpoint`` (path), ``checkpoint_step``, ``checkpoint_sha256``, `
 ``L`` depends on ``pooling``: ``none`` keeps all ``T'·H'·W'`` tokens (t, h, w raster order);
 ``time`` averages over ``T'`` (``L = H'·W'``); ``space2x2`` average-pools each time step's
 ``H'×W'`` plane to 2×2 (``L = 4·T'``, time-major, then row, then column); ``mean`` keeps one
-token. Encoders trained with deep supervision output several blocks concatenated; the cache
-keeps the last block's (LayerNorm'ed) output only, as the reference's evaluation did.
+token (:func:`jepactl.grid.pool_tokens`). Encoders trained with deep supervision output
+several blocks concatenated; the cache keeps the last block's (LayerNorm'ed) output only, as
+the reference's evaluation did.
 
 ``complete`` is the commit flag: a cache is usable only when it is true (:func:`read_header`
 refuses any other). The file's structure (chunk index, ids) is fixed when it is created
@@ -51,16 +52,12 @@ from typing import Any, Literal
 import h5py
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from jepactl.errors import ConfigError, disk_full, space_errors
 from jepactl.grid import TokenGrid
-from jepactl.utils import reserve_space, suggestion
+from jepactl.utils import reserve_space
 
 FORMAT_VERSION = 1
-
-
-POOLS: tuple[str, ...] = ("none", "time", "space2x2", "mean")
 
 
 ENCODER_OUTPUT = "last block, final LayerNorm"
@@ -156,35 +153,6 @@ def read_cache_attrs(path: Path) -> dict[str, Any]:
     """The attributes of a feature cache as plain Python values."""
     with h5py.File(path, "r") as f:
         return {k: _plain(v) for k, v in f.attrs.items()}
-
-
-def pooled_length(grid: TokenGrid, pool: str) -> int:
-    """Tokens per view after ``pool``."""
-    return {
-        "none": grid.num_tokens,
-        "time": grid.h * grid.w,
-        "space2x2": grid.t * 4,
-        "mean": 1,
-    }[pool]
-
-
-def pool_tokens(tokens: torch.Tensor, grid: TokenGrid, pool: str) -> torch.Tensor:
-    """``[B, T'·H'·W', D]`` (t, h, w raster order) -> ``[B, L, D]`` (see the module doc)."""
-    b, n, d = tokens.shape
-    if n != grid.num_tokens:
-        raise ValueError(f"{n} tokens do not form the grid {grid}")
-    if pool == "none":
-        return tokens
-    if pool == "mean":
-        return tokens.mean(dim=1, keepdim=True)
-    x = tokens.view(b, grid.t, grid.h, grid.w, d)
-    if pool == "time":
-        return x.mean(dim=1).reshape(b, grid.h * grid.w, d)
-    if pool == "space2x2":
-        planes = x.permute(0, 1, 4, 2, 3).reshape(b * grid.t, d, grid.h, grid.w)
-        pooled = F.adaptive_avg_pool2d(planes, 2)  # [B·T', D, 2, 2]
-        return pooled.reshape(b, grid.t, d, 4).transpose(2, 3).reshape(b, grid.t * 4, d)
-    raise ConfigError(f"unknown pooling '{pool}'{suggestion(pool, POOLS)}")
 
 
 def create_cache(path: Path, attrs: Mapping[str, Any], shape: tuple[int, ...], ids: list[str]):

@@ -21,8 +21,7 @@ from jepactl import checkpoint as ckpt
 from jepactl.config import Recipe, autocast_bf16, parse_recipe
 from jepactl.data.loader import to_model_input
 from jepactl.errors import CheckpointError, ConfigError
-from jepactl.features.cache import pool_tokens
-from jepactl.grid import TokenGrid
+from jepactl.grid import TokenGrid, pool_tokens
 from jepactl.models import build_encoder
 from jepactl.models.vit import VideoViT
 from jepactl.rundir import RunDir

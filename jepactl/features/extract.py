@@ -40,7 +40,6 @@ from jepactl.errors import ConfigError, DiskFullError, JepactlError, format_byte
 from jepactl.features.benchmarks import Benchmark
 from jepactl.features.cache import (
     FILE_OVERHEAD_BYTES,
-    POOLS,
     ROW_OVERHEAD_BYTES,
     CacheError,
     CacheStatus,
@@ -49,7 +48,6 @@ from jepactl.features.cache import (
     cache_status,
     create_cache,
     merge_shards,
-    pooled_length,
     projected_bytes,
     reserve,
 )
@@ -62,6 +60,7 @@ from jepactl.features.encoder import (
     token_grid,
 )
 from jepactl.features.registry import get_benchmark
+from jepactl.grid import POOLS, pooled_length
 from jepactl.lock import RunLock
 from jepactl.rundir import RunDir
 from jepactl.utils import suggestion

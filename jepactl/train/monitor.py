@@ -43,7 +43,7 @@ from sklearn.preprocessing import StandardScaler
 from jepactl.config import MonitorConfig, Recipe
 from jepactl.data.loader import to_model_input
 from jepactl.data.tasks import TASKS, labelled_set
-from jepactl.grid import TokenGrid
+from jepactl.grid import TokenGrid, pool_tokens
 from jepactl.models.vit import VideoViT
 
 _EPS = 1e-7
@@ -125,16 +125,6 @@ def linear_accuracy(
     return 100.0 * float(np.mean(pred == test_y.numpy()))
 
 
-def pool(tokens: torch.Tensor, grid: TokenGrid, how: str) -> torch.Tensor:
-    """``[B, T'·H'·W', D]`` -> ``[B, D]`` (``mean``) or ``[B, T'·4·D]`` (``space2x2``: the
-    tokens averaged over each quarter of every time step, concatenated)."""
-    b, _, d = tokens.shape
-    if how == "mean":
-        return tokens.mean(dim=1)
-    planes = tokens.reshape(b * grid.t, grid.h, grid.w, d).permute(0, 3, 1, 2)
-    return F.adaptive_avg_pool2d(planes, 2).reshape(b, -1)
-
-
 def pixel_tokens(clips: torch.Tensor, patch: int, tubelet: int) -> tuple[torch.Tensor, TokenGrid]:
     """uint8 clips ``[B, T, H, W, C]`` cut into the encoder's tubelets: float tokens
     ``[B, T'·H'·W', tubelet·patch²·C]`` in [0, 1], and their grid."""
@@ -179,7 +169,9 @@ class Monitor:
                 batch = self.clips[start : start + self.batch_size].to(self.device)
                 x = to_model_input(batch)
                 out = encoder(x)[..., -encoder.embed_dim :].float()
-                pooled.append(pool(out, encoder.grid(x.shape), self.cfg.pool).cpu())
+                pooled.append(
+                    pool_tokens(out, encoder.grid(x.shape), self.cfg.pool).flatten(1).cpu()
+                )
                 tokens.append(out.reshape(-1, out.shape[-1]).cpu())
         finally:
             encoder.train(was_training)
@@ -202,6 +194,6 @@ class Monitor:
         """The online probes on raw pixels, pooled as the encoder's tokens are, and the
         accuracy of guessing (``probe_chance``, %)."""
         tokens, grid = pixel_tokens(self.clips, self.patch, self.tubelet)
-        knn, linear = self._probes(pool(tokens, grid, self.cfg.pool))
+        knn, linear = self._probes(pool_tokens(tokens, grid, self.cfg.pool).flatten(1))
         chance = 100.0 / TASKS[self.cfg.task][0]
         return {"probe_knn_pixels": knn, "probe_linear_pixels": linear, "probe_chance": chance}
