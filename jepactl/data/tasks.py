@@ -37,21 +37,6 @@ from jepactl.data.synthetic import (
 Scene = tuple[list[ObjectSpec], BackgroundSpec, int]
 
 
-def _color(rng: np.random.Generator) -> tuple[float, float, float]:
-    r, g, b = (float(c) for c in rng.uniform(0.0, 1.0, size=3))
-    return r, g, b
-
-
-def _backdrop(rng: np.random.Generator) -> BackgroundSpec:
-    return BackgroundSpec(
-        color=_color(rng),
-        color2=_color(rng),
-        gradient_angle=float(rng.uniform(0.0, 2.0 * math.pi)),
-        noise_std=0.02,
-        noise_seed=int(rng.integers(2**32)),
-    )
-
-
 def _directions_scene(index: int, frames: int, seed: int) -> Scene:
     rng = np.random.default_rng([seed, 8, index])
     label = index % 8
