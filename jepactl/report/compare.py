@@ -373,14 +373,21 @@ def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
     """Group runs by config (up to seed and runtime keys); give each group a unique label."""
     groups: dict[str, Group] = {}
     for order, run in enumerate(runs):
-        config = strip_keys(run.config, GROUPING_IGNORED)
-        key = json.dumps(_str_keys(config), sort_keys=True, default=str)
+        key = method_key(run.config)
         if key not in groups:
-            groups[key] = Group(run.display_name, config, [], order)
+            groups[key] = Group(
+                run.display_name, strip_keys(run.config, GROUPING_IGNORED), [], order
+            )
         groups[key].runs.append(run)
     out = list(groups.values())
     _assign_labels(out)
     return out
+
+
+def method_key(config: dict[str, Any]) -> str:
+    """Runs whose configs give the same key are seeds of one method: the config without its
+    seed and runtime keys (:data:`GROUPING_IGNORED`), as canonical JSON."""
+    return json.dumps(strip_keys(config, GROUPING_IGNORED), sort_keys=True, default=str)
 
 
 def strip_keys(config: dict[str, Any], dotted: Iterable[str]) -> dict[str, Any]:

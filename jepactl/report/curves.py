@@ -10,7 +10,6 @@ not (yet) taught the probe anything.
 from __future__ import annotations
 
 import io
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from jepactl.config import RUNTIME_KEYS
 from jepactl.errors import ConfigError
+from jepactl.report.compare import method_key
 from jepactl.rundir import RunDir
 from jepactl.utils import atomic_write_bytes, read_jsonl
 
@@ -97,16 +96,7 @@ def read_curves(run_dir: Path) -> Curves:
 def _config_key(cfg: Any, root: Path) -> str:
     if not isinstance(cfg, dict):
         return str(root)  # unreadable config: a method of its own
-    ignored = RUNTIME_KEYS | {"train.seed"}
-
-    def strip(node: Any, prefix: str) -> Any:
-        if not isinstance(node, dict):
-            return node
-        return {
-            k: strip(v, f"{prefix}{k}.") for k, v in node.items() if f"{prefix}{k}" not in ignored
-        }
-
-    return json.dumps(strip(cfg, ""), sort_keys=True, default=str)
+    return method_key(cfg)  # as `compare` groups seeds
 
 
 def plot_curves(runs: Sequence[Path], path: Path, panels: Sequence[str] = DEFAULT_PANELS) -> Path:
