@@ -726,7 +726,7 @@ def plot(
     typer.echo(learning_summary(curves, "probe_linear"), nl=False)
     if any(c.series.get("probe_knn") for c in curves):
         typer.echo("\n" + learning_summary(curves, "probe_knn"), nl=False)
-    typer.echo(f"jepactl: wrote {plot_curves(runs, out, panels)}", err=True)
+    typer.echo(f"jepactl: wrote {plot_curves(curves, out, panels)}", err=True)
 
 
 def main() -> None:

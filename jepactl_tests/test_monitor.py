@@ -176,7 +176,7 @@ def test_plot_says_how_to_get_missing_curves(tmp_path: Path) -> None:
     run.mkdir()
     (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0}) + "\n")
     with pytest.raises(ConfigError, match=r"monitor\.every > 0"):
-        plot_curves([run], tmp_path / "c.png")
+        plot_curves([read_curves(run)], tmp_path / "c.png")
     res = runner.invoke(app, ["plot", str(tmp_path / "nothing"), "--out", str(tmp_path / "c.png")])
     assert res.exit_code == 2 and "no metrics.jsonl" in res.output
 

@@ -99,14 +99,16 @@ def _config_key(cfg: Any, root: Path) -> str:
     return method_key(cfg)  # as `compare` groups seeds
 
 
-def plot_curves(runs: Sequence[Path], path: Path, panels: Sequence[str] = DEFAULT_PANELS) -> Path:
-    """Draw ``panels`` (keys of ``metrics.jsonl``) against step for every run; PNG, atomic."""
+def plot_curves(
+    curves: Sequence[Curves], path: Path, panels: Sequence[str] = DEFAULT_PANELS
+) -> Path:
+    """Draw ``panels`` (keys of ``metrics.jsonl``) against step for every run's curves
+    (:func:`read_curves`); PNG, atomic."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    if not runs:
+    if not curves:
         raise ConfigError("no runs to plot")
-    curves = [read_curves(Path(r)) for r in runs]
     for key in panels:
         if not any(c.series.get(key) for c in curves):
             known = sorted({k for c in curves for k in c.series if k != "step"})
