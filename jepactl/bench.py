@@ -52,14 +52,17 @@ def synth_profile() -> list[str]:
     return flatten(raw)
 
 
-def _profiled(name: str, size: str) -> Recipe:
-    """The recipe at the synthetic CPU size (``synth``) or as written, on synthetic clips
-    (``paper``)."""
+def size_overrides(name: str, size: str) -> list[str]:
+    """The overrides that run recipe ``name`` at the synthetic CPU size (``synth``) or as
+    written, on synthetic clips (``paper``)."""
     if size == "paper":
-        overrides = ["data.source=synth"]
-    else:
-        overrides = [] if name.startswith("synth/") else synth_profile()
-    recipe = load_recipe(name, overrides)
+        return ["data.source=synth"]
+    return [] if name.startswith("synth/") else synth_profile()
+
+
+def _profiled(name: str, size: str) -> Recipe:
+    """The recipe at ``size`` (:func:`size_overrides`), with its batches made in-process."""
+    recipe = load_recipe(name, size_overrides(name, size))
     recipe.data.num_workers = 0
     return recipe
 
@@ -72,6 +75,58 @@ class StepTime:
     max_mem_gib: float | None = None
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class PreparedStep:
+    """One recipe's model, optimizer and a pre-rendered batch, stepping as the loop does."""
+
+    def __init__(self, name: str, recipe: Recipe, device: torch.device) -> None:
+        self.name, self.recipe, self.device = name, recipe, device
+        torch.manual_seed(recipe.train.seed)
+        self.model = JEPA(recipe).to(device).train()
+        self.optimizer = build_optimizer(self.model.trainable(), recipe.optim)
+        source = build_source(recipe.data, recipe.train.seed)
+        strategies = [build_mask_strategy(spec) for spec in recipe.masks]
+        collator = Collator(strategies, recipe.model.patch_size, recipe.model.tubelet,
+                            recipe.train.seed, rank=0)  # fmt: skip
+        data = StepDataset(source, recipe.train.seed)
+        batch = collator([data[(0, i, i)] for i in range(recipe.data.batch_size)])
+        self.batch = batch.pin_memory() if device.type == "cuda" else batch
+        self.guard = NonFiniteGuard(0, device)
+        self.info = DistInfo(0, 1, 0, device)
+        self.step = 0
+
+    def __call__(self) -> None:
+        lr = learning_rate(self.step, self.recipe.optim)
+        train_step(self.model, self.model, self.optimizer, self.batch, self.step, lr,
+                   self.recipe, self.device, self.guard, self.info)  # fmt: skip
+        self.step += 1
+
+    def timed(self, steps: int, check_syncs: bool = False) -> list[float]:
+        """Wall time of each of ``steps`` steps, the device drained before and after each.
+        ``check_syncs`` (CUDA): a host-device synchronisation inside a step is an error."""
+        check = check_syncs and self.device.type == "cuda"
+        times = []
+        for _ in range(steps):
+            _sync(self.device)
+            if check:
+                torch.cuda.set_sync_debug_mode("error")
+            t0 = time.perf_counter()
+            try:
+                self()
+                if check:
+                    torch.cuda.set_sync_debug_mode("default")
+                _sync(self.device)
+            finally:
+                if check:
+                    torch.cuda.set_sync_debug_mode("default")
+            times.append(time.perf_counter() - t0)
+        return times
+
+
 def time_recipe(
     recipe: Recipe,
     steps: int,
@@ -82,43 +137,14 @@ def time_recipe(
     """Median wall time (ms) of one training step after ``warmup`` steps, and the peak GPU
     memory (GiB, CUDA only). ``check_syncs`` makes any host-device synchronisation inside the
     timed steps an error (CUDA's sync debug mode): the step must never wait on the GPU."""
-    torch.manual_seed(recipe.train.seed)
-    model = JEPA(recipe).to(device).train()
-    optimizer = build_optimizer(model.trainable(), recipe.optim)
-    source = build_source(recipe.data, recipe.train.seed)
-    collator = Collator(
-        [build_mask_strategy(spec) for spec in recipe.masks],
-        recipe.model.patch_size,
-        recipe.model.tubelet,
-        recipe.train.seed,
-        rank=0,
-    )
-    data = StepDataset(source, recipe.train.seed)
-    batch = collator([data[(0, i, i)] for i in range(recipe.data.batch_size)])
+    step = PreparedStep(recipe.display_name, recipe, device)
     cuda = device.type == "cuda"
     if cuda:
-        batch = batch.pin_memory()
         torch.cuda.reset_peak_memory_stats(device)
-    guard, info = NonFiniteGuard(0, device), DistInfo(0, 1, 0, device)  # as the loop runs it
-    times = []
-    for step in range(warmup + steps):
-        lr = learning_rate(step, recipe.optim)
-        if cuda:
-            torch.cuda.synchronize(device)
-            if check_syncs and step >= warmup:
-                torch.cuda.set_sync_debug_mode("error")
-        t0 = time.perf_counter()
-        try:
-            train_step(model, model, optimizer, batch, step, lr, recipe, device, guard, info)
-            if cuda:
-                torch.cuda.set_sync_debug_mode("default")
-                torch.cuda.synchronize(device)
-        finally:
-            if cuda:
-                torch.cuda.set_sync_debug_mode("default")
-        times.append(time.perf_counter() - t0)
+    step.timed(warmup)
+    times = step.timed(steps, check_syncs)
     mem = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None
-    return 1000.0 * statistics.median(times[warmup:]), mem
+    return 1000.0 * statistics.median(times), mem
 
 
 def step_times(
@@ -313,49 +339,6 @@ def matmul_ceiling(device: torch.device, dtype: torch.dtype, reps: int = 8) -> d
     return {"n": n, "dtype": str(dtype).removeprefix("torch."), "tflops": 2 * n**3 / best / 1e12}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class PreparedStep:
-    """One recipe's model, optimizer and a pre-rendered batch, stepping as the loop does."""
-
-    def __init__(self, name: str, recipe: Recipe, device: torch.device) -> None:
-        self.name, self.recipe, self.device = name, recipe, device
-        torch.manual_seed(recipe.train.seed)
-        self.model = JEPA(recipe).to(device).train()
-        self.optimizer = build_optimizer(self.model.trainable(), recipe.optim)
-        source = build_source(recipe.data, recipe.train.seed)
-        strategies = [build_mask_strategy(spec) for spec in recipe.masks]
-        collator = Collator(strategies, recipe.model.patch_size, recipe.model.tubelet,
-                            recipe.train.seed, rank=0)  # fmt: skip
-        data = StepDataset(source, recipe.train.seed)
-        batch = collator([data[(0, i, i)] for i in range(recipe.data.batch_size)])
-        self.batch = batch.pin_memory() if device.type == "cuda" else batch
-        self.guard = NonFiniteGuard(0, device)
-        self.info = DistInfo(0, 1, 0, device)
-        self.step = 0
-        self.last_losses: dict[str, torch.Tensor] = {}
-
-    def __call__(self) -> None:
-        lr = learning_rate(self.step, self.recipe.optim)
-        losses, _, _ = train_step(self.model, self.model, self.optimizer, self.batch, self.step,
-                                  lr, self.recipe, self.device, self.guard, self.info)  # fmt: skip
-        self.step += 1
-        self.last_losses = losses
-
-    def timed(self, steps: int) -> list[float]:
-        times = []
-        for _ in range(steps):
-            _sync(self.device)
-            t0 = time.perf_counter()
-            self()
-            _sync(self.device)
-            times.append(time.perf_counter() - t0)
-        return times
-
-
 def pretrain_bench(
     names: list[str],
     size: str = "synth",
@@ -471,7 +454,7 @@ def loader_wait(name: str, size: str, device: str, steps: int, videos: int = 32)
     from jepactl.train.loop import pretrain
     from jepactl.train.metrics import read_metrics
 
-    overrides = [] if name.startswith("synth/") or size == "paper" else synth_profile()
+    overrides = size_overrides(name, size)
     recipe = load_recipe(name, overrides)  # as pretrain runs it: its own loader workers
     frames = recipe.data.num_frames * recipe.data.frame_stride + 8
     short = recipe.data.decode_short_side
