@@ -23,12 +23,14 @@ from jepactl.train.loop import pretrain
 from jepactl.train.metrics import MetricsLog, read_metrics
 from jepactl.train.monitor import (
     Monitor,
+    TokenGram,
     collapse_reasons,
     feature_stats,
     knn_accuracy,
     linear_accuracy,
     pixel_tokens,
     rankme,
+    rankme_of_gram,
 )
 
 runner = CliRunner()
@@ -39,6 +41,18 @@ def test_rankme_counts_equal_directions() -> None:
     q, _ = torch.linalg.qr(torch.randn(64, 64, dtype=torch.float64))
     for r in (1, 4, 16):
         assert rankme(q[:, :r] * 3.0) == pytest.approx(r, rel=1e-4)
+
+
+def test_token_rankme_streams_the_centred_gram() -> None:
+    """Batches added to a TokenGram give the RankMe of all tokens centred at once."""
+    torch.manual_seed(0)
+    tokens = torch.randn(5, 30, 16) @ torch.randn(16, 16) + 3.0  # a shared offset, as on black
+    gram = TokenGram()
+    for batch in tokens.split(2):
+        gram.add(batch)
+    flat = tokens.reshape(-1, 16)
+    want = rankme(flat - flat.mean(dim=0))
+    assert rankme_of_gram(gram.centred()) == pytest.approx(want, rel=1e-9)
 
 
 def test_feature_stats_of_spread_and_collapsed_features() -> None:

@@ -50,11 +50,16 @@ _EPS = 1e-7
 
 
 def rankme(features: torch.Tensor) -> float:
-    """RankMe of ``[N, D]`` features (see the module doc). The singular values come from the
-    eigenvalues of the ``[D, D]`` Gram matrix, so a million tokens cost one matrix product."""
+    """RankMe of ``[N, D]`` features (see the module doc)."""
     x = features.double()
-    gram = x.T @ x if x.shape[0] >= x.shape[1] else x @ x.T
-    sigma = torch.linalg.eigvalsh(gram).clamp_min(0).sqrt()
+    return rankme_of_gram(x.T @ x if x.shape[0] >= x.shape[1] else x @ x.T)
+
+
+def rankme_of_gram(gram: torch.Tensor) -> float:
+    """RankMe from the Gram matrix of the features (``XᵀX`` or ``XXᵀ``): its eigenvalues are
+    the squared singular values, so features need never be held at once (see
+    :class:`TokenGram`)."""
+    sigma = torch.linalg.eigvalsh(gram.double()).clamp_min(0).sqrt()
     p = sigma / sigma.sum().clamp_min(_EPS) + _EPS
     return float(torch.exp(-(p * p.log()).sum()))
 
@@ -82,6 +87,29 @@ def feature_stats(features: torch.Tensor) -> dict[str, float]:
         "feat_std_min": float(std.min()),
         "feat_cos": float(mean_cos),
     }
+
+
+class TokenGram:
+    """The centred Gram matrix of many ``[n, D]`` token batches, accumulated in float64 as
+    ``Σ xxᵀ - N μμᵀ``: RankMe over every token of a set without keeping the tokens (at the
+    paper's size, 256 clips are 400 k tokens)."""
+
+    def __init__(self) -> None:
+        self.gram: torch.Tensor | None = None
+        self.total: torch.Tensor | None = None
+        self.count = 0
+
+    def add(self, tokens: torch.Tensor) -> None:
+        x = tokens.reshape(-1, tokens.shape[-1]).double()
+        gram, total = x.T @ x, x.sum(dim=0)
+        self.gram = gram if self.gram is None else self.gram + gram
+        self.total = total if self.total is None else self.total + total
+        self.count += x.shape[0]
+
+    def centred(self) -> torch.Tensor:
+        if self.gram is None or self.total is None:
+            raise ValueError("no tokens added")
+        return self.gram - torch.outer(self.total, self.total) / self.count
 
 
 def collapse_reasons(stats: dict[str, float], cfg: MonitorConfig) -> list[str]:
@@ -159,11 +187,11 @@ class Monitor:
         )
 
     @torch.no_grad()
-    def encode(self, encoder: VideoViT) -> tuple[torch.Tensor, torch.Tensor]:
-        """(pooled features ``[N, ·]``, every token ``[N·L, D]``), float32 on the CPU."""
+    def encode(self, encoder: VideoViT) -> tuple[torch.Tensor, TokenGram]:
+        """(pooled features ``[N, ·]`` float32 on the CPU, the Gram matrix of every token)."""
         was_training = encoder.training
         encoder.eval()
-        pooled, tokens = [], []
+        pooled, tokens = [], TokenGram()
         try:
             for start in range(0, len(self.clips), self.batch_size):
                 batch = self.clips[start : start + self.batch_size].to(self.device)
@@ -172,16 +200,16 @@ class Monitor:
                 pooled.append(
                     pool_tokens(out, encoder.grid(x.shape), self.cfg.pool).flatten(1).cpu()
                 )
-                tokens.append(out.reshape(-1, out.shape[-1]).cpu())
+                tokens.add(out)
         finally:
             encoder.train(was_training)
-        return torch.cat(pooled), torch.cat(tokens)
+        return torch.cat(pooled), tokens
 
     def check(self, encoder: VideoViT, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
         """The diagnostics and online-probe accuracies of ``encoder`` (see the module doc)."""
         pooled, tokens = self.encode(encoder)
         record: dict[str, Any] = feature_stats(pooled)
-        record["rankme_tokens"] = rankme(tokens - tokens.mean(dim=0))
+        record["rankme_tokens"] = rankme_of_gram(tokens.centred().cpu())
         record["probe_knn"], record["probe_linear"] = self._probes(pooled)
         reasons = collapse_reasons(record, self.cfg)
         if reasons:
