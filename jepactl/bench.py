@@ -31,6 +31,8 @@ from jepactl.train.loop import train_step
 from jepactl.train.model import JEPA
 
 BASELINE = "synth/baseline"
+#: The reference recipe of the step benchmarks at each size.
+BASELINE_FOR_SIZE = {"synth": BASELINE, "paper": "mixed/baseline"}
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> list[str]:
@@ -158,7 +160,7 @@ def step_times(
     """Time the recipes matching ``patterns`` (globs over recipe names) and the baseline
     (``synth/baseline`` at the synthetic size, ``mixed/baseline`` at the paper's)."""
     dev = torch.device(device)
-    baseline = BASELINE if size == "synth" else "mixed/baseline"
+    baseline = BASELINE_FOR_SIZE[size]
     names = [n for n in list_recipes() if any(fnmatch(n, p) for p in patterns)]
     if size == "paper":
         names = [n for n in names if not n.startswith("synth/")]

@@ -327,17 +327,12 @@ def bench_pretrain(
     """
     import json
 
-    from jepactl.bench import pretrain_bench, pretrain_markdown
-    from jepactl.config import list_recipes
-    from jepactl.utils import atomic_write_bytes, suggestion
+    from jepactl.bench import BASELINE_FOR_SIZE, pretrain_bench, pretrain_markdown
+    from jepactl.utils import atomic_write_bytes
 
     if size not in ("synth", "paper"):
         _fail(f"--size must be synth or paper, got {size!r}")
     names = recipe or [BASELINE_FOR_SIZE[size]]
-    known = list_recipes()
-    for name in names:
-        if name not in known:
-            _fail(f"unknown recipe {name!r}{suggestion(name, known)}")
     if min(steps, rounds) < 1 or min(warmup, loader_steps) < 0:
         _fail("--steps and --rounds must be >= 1, --warmup and --loader-steps >= 0")
 
@@ -350,10 +345,6 @@ def bench_pretrain(
         data = (json.dumps(result, indent=2) + "\n").encode()
         atomic_write_bytes(json_out, lambda f: f.write(data))
         typer.echo(f"jepactl: wrote {json_out}", err=True)
-
-
-#: The reference recipe of ``bench pretrain`` at each size.
-BASELINE_FOR_SIZE = {"synth": "synth/baseline", "paper": "mixed/baseline"}
 
 
 @bench_app.command("decode")

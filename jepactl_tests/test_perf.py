@@ -141,4 +141,4 @@ def test_bench_pretrain_writes_every_figure(tmp_path: Path) -> None:
 
 def test_bench_pretrain_refuses_an_unknown_recipe() -> None:
     res = runner.invoke(app, ["bench", "pretrain", "--recipe", "synth/basline"])
-    assert res.exit_code == 2 and "did you mean 'synth/baseline'" in res.output
+    assert res.exit_code == 2 and "Did you mean 'synth/baseline'?" in res.output
