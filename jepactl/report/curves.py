@@ -21,6 +21,7 @@ import yaml
 from jepactl.errors import ConfigError
 from jepactl.report.compare import method_key
 from jepactl.rundir import RunDir
+from jepactl.stats import summarize
 from jepactl.utils import atomic_write_bytes, read_jsonl
 
 #: Panels: (metrics key, y label), in order.
@@ -174,8 +175,6 @@ def learning_summary(curves: Sequence[Curves], key: str = "probe_linear") -> str
     """What pretraining taught the online probe: per method (runs grouped by display name,
     seeds as repeats), the accuracy at the last logged step, at step 0 (the same encoder
     untrained) and on raw pixels, and the paired differences, as mean ± 95 % t interval."""
-    from jepactl.stats import summarize
-
     by_config: dict[str, list[Curves]] = {}
     for c in curves:
         if c.last(key) is not None:
@@ -241,8 +240,6 @@ def learning_summary(curves: Sequence[Curves], key: str = "probe_linear") -> str
 
 def verdict(gains: list[float]) -> str:
     """One line on paired gains over the untrained encoder: learned, worse, or cannot tell."""
-    from jepactl.stats import summarize
-
     if len(gains) < 2:
         return "one seed has no interval; run 3 or more seeds (--seed) to tell learning from noise"
     s = summarize(gains)

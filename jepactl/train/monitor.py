@@ -221,7 +221,11 @@ class Monitor:
     def pixel_controls(self) -> dict[str, float]:
         """The online probes on raw pixels, pooled as the encoder's tokens are, and the
         accuracy of guessing (``probe_chance``, %)."""
-        tokens, grid = pixel_tokens(self.clips, self.patch, self.tubelet)
-        knn, linear = self._probes(pool_tokens(tokens, grid, self.cfg.pool).flatten(1))
+        pooled = []
+        for start in range(0, len(self.clips), self.batch_size):  # float pixels batch by batch
+            tokens, grid = pixel_tokens(self.clips[start : start + self.batch_size], self.patch,
+                                        self.tubelet)  # fmt: skip
+            pooled.append(pool_tokens(tokens, grid, self.cfg.pool).flatten(1))
+        knn, linear = self._probes(torch.cat(pooled))
         chance = 100.0 / TASKS[self.cfg.task][0]
         return {"probe_knn_pixels": knn, "probe_linear_pixels": linear, "probe_chance": chance}
