@@ -155,6 +155,9 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 300  # steps between writes of checkpoints/latest.pt
     snapshot_every: int = 0  # steps between kept snapshots (0 = none)
+    # recompute the student's and predictor's block activations in the backward pass: the
+    # same losses and gradients, less activation memory, about one more forward per step
+    activation_checkpointing: bool = False
 
 
 @dataclass
@@ -208,6 +211,7 @@ RUNTIME_KEYS = frozenset(
         "train.log_every",
         "train.checkpoint_every",
         "train.snapshot_every",
+        "train.activation_checkpointing",
         # watching a run never changes what it trains
         *(f"monitor.{f.name}" for f in dataclasses.fields(MonitorConfig)),
     }

@@ -15,7 +15,7 @@ from torch import nn
 
 from jepactl.grid import TokenGrid
 from jepactl.models.rope import RotaryEmbedding3D
-from jepactl.models.vit import LayerNorm, init_weights, rope_blocks
+from jepactl.models.vit import LayerNorm, init_weights, rope_blocks, run_block
 
 
 class Predictor(nn.Module):
@@ -59,6 +59,8 @@ class Predictor(nn.Module):
         self.norm = LayerNorm(dim)
         self.proj = nn.Linear(dim, in_dim)
         self.proj_context = nn.Linear(dim, in_dim) if predict_context else None
+        #: recompute block activations in the backward (``train.activation_checkpointing``)
+        self.grad_checkpointing = False
         init_weights(self, self.blocks)
 
     def forward(
@@ -82,7 +84,7 @@ class Predictor(nn.Module):
         x = torch.cat((ctx, tgt), dim=1)
         rope = self.rope.rotations(grid.coords(torch.cat((context_idx, target_idx), dim=1)))
         for blk in self.blocks:
-            x = blk(x, rope=rope)
+            x = run_block(blk, x, rope, self.grad_checkpointing)
         x = self.norm(x)
         pred_ctx = self.proj_context(x[:, :k]) if self.proj_context is not None else None
         return self.proj(x[:, k:]), pred_ctx

@@ -54,6 +54,8 @@ class JEPA(nn.Module):
         terms = [cast(Term, t) for t in self.terms.values()]  # build_terms holds only Terms
         predict_context = any(t.needs_context_predictions for t in terms)
         self.predictor = build_predictor(recipe.model, self.student.out_dim, predict_context)
+        recompute = recipe.train.activation_checkpointing  # the teacher runs without gradients
+        self.student.grad_checkpointing = self.predictor.grad_checkpointing = recompute
         # "EMA disabled" builds no teacher at all, so nothing untrained can be evaluated later.
         self.teacher: VideoViT | None = None
         if recipe.objective.teacher == "ema":
