@@ -44,9 +44,14 @@ def np_sincos_3d(dim: int, t: int, side: int) -> np.ndarray:
     return np.stack(rows)
 
 
-def encoder_state(layout: str, seed: int, depth: int = DEPTH) -> dict[str, torch.Tensor]:
-    """An encoder state dict with upstream names (no prefix) and random values."""
+def encoder_state(
+    layout: str, seed: int, depth: int = DEPTH, dim: int = DIM, patch: int = PATCH
+) -> dict[str, torch.Tensor]:
+    """An encoder state dict with upstream names (no prefix) and random values, for clips of
+    ``FRAMES x CROP x CROP``."""
     g = torch.Generator().manual_seed(seed)
+    DIM, PATCH = dim, patch  # the shapes below then read as the documented ones
+    side = CROP // PATCH
 
     def rnd(*shape: int, scale: float = 0.1, mean: float = 0.0) -> torch.Tensor:
         return mean + scale * torch.randn(*shape, generator=g)
@@ -56,7 +61,7 @@ def encoder_state(layout: str, seed: int, depth: int = DEPTH) -> dict[str, torch
         "patch_embed.proj.bias": rnd(DIM),
     }
     if layout == "jepa":
-        table = np_sincos_3d(DIM, GRID[0], GRID[1])
+        table = np_sincos_3d(DIM, FRAMES // TUB, side)
         sd["pos_embed"] = torch.from_numpy(table).float().unsqueeze(0)
     for i in range(depth):
         b = f"blocks.{i}."
@@ -82,14 +87,17 @@ def encoder_state(layout: str, seed: int, depth: int = DEPTH) -> dict[str, torch
     return sd
 
 
-def save_checkpoint(path: Path, layout: str, depth: int = DEPTH) -> dict[str, torch.Tensor]:
+def save_checkpoint(
+    path: Path, layout: str, depth: int = DEPTH, dim: int = DIM, patch: int = PATCH
+) -> dict[str, torch.Tensor]:
     """A training checkpoint as the upstream code saves it; returns the target encoder."""
     prefix = PREFIX[layout]
-    student, teacher = encoder_state(layout, 1, depth), encoder_state(layout, 2, depth)
+    student = encoder_state(layout, 1, depth, dim, patch)
+    teacher = encoder_state(layout, 2, depth, dim, patch)
     state = {
         "encoder": {prefix + k: v for k, v in student.items()},
         "target_encoder": {prefix + k: v for k, v in teacher.items()},
-        "predictor": {prefix + "predictor_embed.weight": torch.zeros(4, DIM)},
+        "predictor": {prefix + "predictor_embed.weight": torch.zeros(4, dim)},
         "opt": {"state": {}, "param_groups": []},
         "scaler": None,
         "epoch": 3,
