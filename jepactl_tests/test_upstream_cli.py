@@ -117,6 +117,12 @@ def test_pretrain_init_from_a_checkpoint(checkpoints: dict[str, Path], tmp_path:
         assert state[key].keys() == expected.keys()
         for name, value in expected.items():
             assert torch.equal(state[key][name], value), f"{key}.{name}"
+    # A jepactl run's own checkpoint goes through the same entry point (its recipe's encoder).
+    own = load_encoder(run / "checkpoints" / "latest.pt")
+    assert (own.layout, own.weights) == ("jepactl", "teacher")
+    assert own.encoder.positions == "sincos"
+    for name, value in expected.items():
+        assert torch.equal(own.encoder.state_dict()[name], value), name
 
 
 def test_pretrain_init_from_a_mismatched_size(checkpoints: dict[str, Path], tmp_path: Path) -> None:
