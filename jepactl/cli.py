@@ -119,6 +119,14 @@ def pretrain(
             "the first one stops the run, keeping the last good checkpoint."
         ),
     ] = 0,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Initialise the student and teacher encoder from this checkpoint (V-JEPA, "
+            "V-JEPA 2, the paper's code or a jepactl run; docs/checkpoints.md) before step 0. "
+            "Its size must be the recipe's model; its position scheme is set from the file."
+        ),
+    ] = None,
 ) -> None:
     """Pretrain an encoder from a recipe; resumes the run directory's checkpoint if present.
 
@@ -137,7 +145,7 @@ def pretrain(
     try:
         run_pretrain(
             recipe, overrides, run_dir=run_dir, max_steps=max_steps, force=force,
-            skip_nonfinite=skip_nonfinite,
+            skip_nonfinite=skip_nonfinite, init_from=init_from,
         )  # fmt: skip
     except DatasetLayoutError as exc:
         _fail(f"{exc}\n(to try the recipe without the dataset: --set data.source=synth)")
@@ -234,6 +242,11 @@ TASK_HELP = (
     "(= synth-motion-directions), synth-motion-mixed."
 )
 OLD_BENCH_HELP = "Old name of --task."
+CHECKPOINT_HELP = (
+    "Encode with this checkpoint file instead of the run's: V-JEPA (facebookresearch/jepa), "
+    "V-JEPA 2 (facebookresearch/vjepa2), the paper's V-JEPA 2.1 code, or a jepactl run's "
+    "latest.pt (docs/checkpoints.md). --weights auto takes its target_encoder."
+)
 
 
 def _task(task: str | None, bench: str | None, required: bool = True) -> str | None:
@@ -424,7 +437,13 @@ def _roots(pairs: list[str] | None) -> dict[str, str]:
 
 @app.command("extract-features")
 def extract_features_cmd(
-    run: Annotated[Path, typer.Argument(help="Run directory (with checkpoints/latest.pt).")],
+    run: Annotated[
+        Path,
+        typer.Argument(
+            help="Run directory (with checkpoints/latest.pt); with --checkpoint, where the "
+            "caches go."
+        ),
+    ],
     task: Annotated[str | None, typer.Option(help=TASK_HELP)] = None,
     split: Annotated[str, typer.Option(help="Comma-separated splits.")] = "train,val",
     weights: Annotated[
@@ -445,6 +464,7 @@ def extract_features_cmd(
     limit: Annotated[int | None, typer.Option(help="At most N clips per split (demos).")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild caches that do not match.")] = False,
     bench: Annotated[str | None, typer.Option(help=OLD_BENCH_HELP, hidden=True)] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help=CHECKPOINT_HELP)] = None,
 ) -> None:
     """Encode a task once with the frozen encoder into RUN/features/TASK/SPLIT.h5.
 
@@ -458,7 +478,7 @@ def extract_features_cmd(
     b = get_benchmark(_task(task, bench) or "")
     paths = extract_features(
         run, b, split.split(","), weights, pool or b.pool, batch_size, workers, force,
-        _roots(root), limit,
+        _roots(root), limit, checkpoint=checkpoint,
     )  # fmt: skip
     for name, path in paths.items():
         typer.echo(f"{name}: {path}")
@@ -510,6 +530,9 @@ def probe(
     limit: Annotated[int | None, typer.Option(help="At most N clips per split (demos).")] = None,
     depth: Annotated[int, typer.Option(help="Attentive probe blocks.")] = 1,
     heads: Annotated[int, typer.Option(help="Attentive probe heads.")] = 8,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help=CHECKPOINT_HELP + " Needs --run (where results go).")
+    ] = None,
 ) -> None:
     """Train an attentive or linear probe from the run's token cache and write
     RUN/probes/TASK.json. Every option defaults to what the cache records (pooling, clip
@@ -520,6 +543,8 @@ def probe(
     from jepactl.probe.train import benchmark_settings, train_probe
 
     b = get_benchmark(task)
+    if checkpoint is not None and run is None:
+        _fail("--checkpoint needs --run DIR: the directory its caches and result go to")
     run_dir = rundir.RunDir(run or latest_run())
     recorded = _recorded(run_dir, b.name)
     if recorded is None:
@@ -529,7 +554,7 @@ def probe(
     # Returns at once for a current cache; extracts a missing one, resumes a partial one,
     # and refuses one built from another checkpoint (the run may have trained on).
     paths = extract_features(run_dir.root, b, ("train", "val"), weights, pool,
-                             roots=_roots(root), limit=limit)  # fmt: skip
+                             roots=_roots(root), limit=limit, checkpoint=checkpoint)  # fmt: skip
     settings = benchmark_settings(b)
     kind = probe_kind or b.probe
     if probe_kind is not None and probe_kind != b.probe:
@@ -596,6 +621,9 @@ def synth_motion(
     ] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     markdown: Annotated[bool, typer.Option(help="Print the table as markdown.")] = False,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help=CHECKPOINT_HELP + " Takes one RUN: where the result goes.")
+    ] = None,
 ) -> None:
     """Score frozen encoders on 8-class synthetic motion discrimination (paper Table 6).
 
@@ -611,6 +639,8 @@ def synth_motion(
 
     tasks = list(TASKS) if task == "all" else [check_task(task)]
     get_protocol(protocol)
+    if checkpoint is not None and len(runs) != 1:
+        _fail(f"--checkpoint scores one encoder: give one RUN directory, not {len(runs)}")
     tables = []
     for name in tasks:
         rows = []
@@ -619,7 +649,7 @@ def synth_motion(
                 run, task=name, protocol=protocol, seeds=seeds, weights=weights,
                 device=device, cache_dir=cache_dir, batch_size=batch_size,
                 num_workers=workers, keep_features=keep_features,
-                say=lambda m: typer.echo(f"jepactl: {m}", err=True),
+                say=lambda m: typer.echo(f"jepactl: {m}", err=True), checkpoint=checkpoint,
             )  # fmt: skip
             rows.append((run_label(run), result))
             out = rundir.RunDir(run).result(result_name(name, protocol))

@@ -66,6 +66,17 @@ class ModelConfig:
     pred_embed: Literal["linear", "mlp"] = "linear"
     # The reference shares one mask token between all mask groups; >1 gives each group its own.
     pred_mask_tokens: int = 1
+    # Initialise the student (and teacher) encoder from this checkpoint file before step 0
+    # (`pretrain --init-from`; any layout of jepactl.models.upstream, docs/checkpoints.md).
+    init_from: str = ""
+    # What public checkpoints' encoders need to be reproduced exactly (docs/checkpoints.md);
+    # `--init-from` sets them from the file. positions: rope (ours), rope-vjepa2 (V-JEPA 2's
+    # frequency layout) or sincos (V-JEPA 1's frozen table on the grid `pos_grid` [t, h, w]);
+    # rope_grid: V-JEPA 2.1's interpolate_rope grid (0: off); k_bias: a trained key bias.
+    positions: Literal["rope", "rope-vjepa2", "sincos"] = "rope"
+    pos_grid: list[int] = field(default_factory=list)
+    rope_grid: int = 0
+    k_bias: bool = False
 
 
 @dataclass

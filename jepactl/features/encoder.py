@@ -4,6 +4,13 @@
 of a run that trained none is refused (the reference scored its no-EMA runs on a teacher that
 was a never-trained copy of the initial student). The checkpoint's sha256 is of exactly the
 bytes loaded, and goes into every cache built from it.
+
+An encoder can also come from a checkpoint file (``checkpoint=``, the CLI's ``--checkpoint
+FILE``) in any layout :mod:`jepactl.models.upstream` reads: V-JEPA, V-JEPA 2, the paper's
+V-JEPA 2.1 code, or a jepactl run's own. The run directory then only holds what is computed
+from it (caches, probe results). ``student``/``teacher`` mean the file's ``encoder`` /
+``target_encoder``; ``auto`` is ``target_encoder`` (their evaluation's choice; see
+``docs/checkpoints.md`` for the runs where that encoder never trained).
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import yaml
@@ -23,6 +30,7 @@ from jepactl.data.loader import to_model_input
 from jepactl.errors import CheckpointError, ConfigError
 from jepactl.grid import TokenGrid, pool_tokens
 from jepactl.models import build_encoder
+from jepactl.models.upstream import load_encoder
 from jepactl.models.vit import VideoViT
 from jepactl.rundir import RunDir
 from jepactl.utils import file_sha256, suggestion
@@ -35,12 +43,13 @@ class FrozenEncoder:
     """An encoder rebuilt from a run's checkpoint, in eval mode with gradients off."""
 
     encoder: VideoViT
-    weights: Literal["student", "teacher"]
+    weights: str  # student or teacher (a bare state dict from another codebase: state_dict)
     checkpoint: Path
-    step: int
+    step: int  # 0 for a file from another codebase (they count epochs, not steps)
     sha256: str
-    recipe: Recipe
+    recipe: Recipe | None  # None for a file from another codebase
     trained_encoders: list[str]
+    source: str = "jepactl"  # the checkpoint's layout (jepactl.models.upstream.LAYOUTS)
 
 
 def _trained_encoders(state: Mapping[str, Any], recipe: Recipe) -> list[str]:
@@ -74,10 +83,15 @@ def load_frozen_encoder(
     weights: str = "auto",
     device: torch.device | str = "cpu",
     attempts: int = 3,
+    checkpoint: Path | None = None,
 ) -> FrozenEncoder:
     """Rebuild ``RUN/checkpoints/latest.pt``'s encoder (``weights_only`` load) with the chosen
-    weights. The sha256 is of exactly the bytes loaded: a checkpoint replaced by a training
-    run in the meantime (atomic rename: a new inode) is noticed and the load retried."""
+    weights, or the encoder of the file ``checkpoint`` (any layout of
+    :mod:`jepactl.models.upstream`). The sha256 is of exactly the bytes loaded: a checkpoint
+    replaced by a training run in the meantime (atomic rename: a new inode) is noticed and the
+    load retried."""
+    if checkpoint is not None:
+        return _load_file(Path(checkpoint), weights, device)
     path = RunDir(run_dir).latest
     if not path.is_file():
         raise ConfigError(f"{run_dir} has no checkpoint ({path}); train it with `jepactl pretrain`")
@@ -117,12 +131,45 @@ def load_frozen_encoder(
     encoder.requires_grad_(False).eval().to(device)
     return FrozenEncoder(
         encoder=encoder,
-        weights=chosen,  # type: ignore[arg-type]
+        weights=chosen,
         checkpoint=path.resolve(),
         step=int(state["step"]),
         sha256=sha,
         recipe=recipe,
         trained_encoders=trained,
+    )
+
+
+def _load_file(path: Path, weights: str, device: torch.device | str) -> FrozenEncoder:
+    """A checkpoint file of any layout (:func:`jepactl.models.upstream.load_encoder`)."""
+    if weights not in WEIGHTS:
+        raise ConfigError(f"unknown weights '{weights}'{suggestion(weights, WEIGHTS)}")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist (or is not a file)")
+    sha = file_sha256(path)
+    loaded = load_encoder(path, weights)
+    if file_sha256(path) != sha:
+        raise ConfigError(f"{path} changed while it was read; try again")
+    encoder = loaded.encoder.requires_grad_(False).eval().to(device)
+    state = loaded.state
+    if loaded.layout == "jepactl":
+        recipe = parse_recipe(yaml.safe_load(state["config"]))
+        return FrozenEncoder(
+            encoder, loaded.weights, path.resolve(), int(state["step"]), sha, recipe,
+            _trained_encoders(state, recipe),
+        )  # fmt: skip
+    # upstream files do not say which encoders trained: both are listed as they are present
+    names = {"encoder": "student", "target_encoder": "teacher"}
+    present = [names[k] for k in names if isinstance(state.get(k), Mapping)]
+    return FrozenEncoder(
+        encoder=encoder,
+        weights=names.get(loaded.weights, loaded.weights),
+        checkpoint=path.resolve(),
+        step=0,
+        sha256=sha,
+        recipe=None,
+        trained_encoders=present or [loaded.weights],
+        source=loaded.describe(),
     )
 
 

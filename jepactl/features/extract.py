@@ -155,11 +155,13 @@ def extract_features(
     progress: bool = True,
     device: str = "auto",
     on_batch: BatchCallback | None = None,
+    checkpoint: Path | None = None,
 ) -> dict[str, Path]:
     """Encode ``splits`` of ``bench`` with ``run_dir``'s frozen encoder into feature caches.
 
     Args:
-        run_dir: a run directory with ``checkpoints/latest.pt``.
+        run_dir: a run directory with ``checkpoints/latest.pt``; with ``checkpoint``, the
+            directory the caches go to (created if needed).
         bench: a registered benchmark name (or a :class:`Benchmark`).
         splits: which of the benchmark's splits to extract.
         weights: ``auto`` (the EMA teacher if the run trained one, else the student),
@@ -175,6 +177,8 @@ def extract_features(
         device: ``auto``, ``cpu`` or ``cuda``.
         on_batch: called as ``on_batch(split, rows_done, rows_total)`` after each batch is
             written and flushed (progress reporting; tests use it to simulate a kill).
+        checkpoint: encode with this checkpoint file's encoder instead of the run's (any
+            layout of :mod:`jepactl.models.upstream`: V-JEPA, V-JEPA 2, the paper's code).
 
     Returns:
         ``{split: RUN/features/<bench>/<split>.h5}``, each complete. Under ``torchrun``,
@@ -196,7 +200,7 @@ def extract_features(
     try:
         return _extract(
             run_dir, b, list(splits), weights, pool, batch_size, num_workers, force, roots,
-            limit, progress and info.is_main, info, on_batch,
+            limit, progress and info.is_main, info, on_batch, checkpoint,
         )  # fmt: skip
     finally:
         if owns_group:
@@ -217,14 +221,20 @@ def _extract(
     progress: bool,
     info: DistInfo,
     on_batch: BatchCallback | None,
+    checkpoint: Path | None = None,
 ) -> dict[str, Path]:
-    frozen = load_frozen_encoder(run_dir, weights, info.device)
+    frozen = load_frozen_encoder(run_dir, weights, info.device, checkpoint=checkpoint)
     token_grid(frozen.encoder, bench.frames, bench.crop)  # clips that fit the encoder
+    origin = (
+        f"step {frozen.step}, sha256 {frozen.sha256[:12]}; trained: "
+        f"{', '.join(frozen.trained_encoders)}"
+        if frozen.source == "jepactl"
+        else f"{frozen.source}; sha256 {frozen.sha256[:12]}"
+    )
     _say(
         info,
         f"{bench.name}: encoding with the {frozen.weights} weights of {frozen.checkpoint} "
-        f"(step {frozen.step}, sha256 {frozen.sha256[:12]}; trained: "
-        f"{', '.join(frozen.trained_encoders)})",
+        f"({origin})",
     )
 
     sources = {split: EvalSource(bench, split, roots, limit) for split in splits}

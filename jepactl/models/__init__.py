@@ -26,6 +26,8 @@ ENCODER_PRESETS: dict[str, EncoderPreset] = {
     "small": EncoderPreset(384, 12, 6),
     "base": EncoderPreset(768, 12, 12),
     "large": EncoderPreset(1024, 24, 16),
+    "huge": EncoderPreset(1280, 32, 16),
+    "giant": EncoderPreset(1408, 40, 22, 48 / 11),  # V-JEPA 2's ViT-g (vit_giant_xformers)
 }
 
 
@@ -62,6 +64,14 @@ def check_model_config(cfg: ModelConfig) -> None:
         raise ValueError(f"drop_path must be in [0, 1), got {cfg.drop_path}")
     if cfg.deep_supervision_blocks and not cfg.deep_supervision:
         raise ValueError("deep_supervision_blocks is set but deep_supervision is false")
+    if (cfg.positions == "sincos") != bool(cfg.pos_grid):
+        raise ValueError(
+            "model.pos_grid [t, h, w] is set with model.positions=sincos, and only then"
+        )
+    if cfg.pos_grid and (len(cfg.pos_grid) != 3 or min(cfg.pos_grid) < 1):
+        raise ValueError(f"model.pos_grid must be 3 positive sizes [t, h, w], got {cfg.pos_grid}")
+    if cfg.rope_grid and (cfg.positions == "sincos" or cfg.rope_grid < 2):
+        raise ValueError(f"model.rope_grid {cfg.rope_grid} needs rotary positions and >= 2 cells")
     blocks = deep_supervision_blocks(cfg)
     if blocks and (blocks[-1] != preset.depth or list(blocks) != sorted(set(blocks))):
         raise ValueError(
@@ -82,6 +92,10 @@ def build_encoder(cfg: ModelConfig) -> VideoViT:
         rope_theta=cfg.rope_theta,
         drop_path=cfg.drop_path,
         out_blocks=deep_supervision_blocks(cfg),
+        positions=cfg.positions,
+        pos_grid=tuple(cfg.pos_grid) if cfg.pos_grid else None,
+        rope_grid=cfg.rope_grid or None,
+        k_bias=cfg.k_bias,
     )
 
 
@@ -107,4 +121,5 @@ __all__ = [
     "build_encoder",
     "build_predictor",
     "check_model_config",
+    "deep_supervision_blocks",
 ]

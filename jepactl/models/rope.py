@@ -9,7 +9,8 @@ token carries exactly the rotation it would have in the full clip.
 The output follows timm's ``apply_rot_embed_cat`` layout (``cat([sin, cos], -1)`` with each
 frequency repeated for its channel pair), so timm's EVA attention applies it unchanged. Unlike
 the V-JEPA 2 code (``.repeat`` instead of ``repeat_interleave``, kept there for checkpoint
-compatibility), every channel pair gets its own frequency.
+compatibility), every channel pair gets its own frequency. That layout is still available, for
+loading V-JEPA 2 checkpoints exactly, as :meth:`RotaryEmbedding3D.vjepa2_tables`.
 """
 
 from __future__ import annotations
@@ -57,3 +58,23 @@ class RotaryEmbedding3D(nn.Module):
         if rest:
             angles = torch.cat((angles, angles.new_zeros((*angles.shape[:-1], rest))), dim=-1)
         return torch.polar(torch.ones_like(angles), angles).unsqueeze(1)
+
+    def vjepa2_tables(self, coords: torch.Tensor) -> torch.Tensor:
+        """V-JEPA 2's rotary tables, ``cat([sin, cos], -1)`` ``[B, 1, N, 2 * head_dim]``.
+
+        ``facebookresearch/vjepa2`` builds each axis chunk's angles with ``.repeat(..., 2)``
+        instead of ``repeat_interleave(2)`` (kept there for checkpoint compatibility, their PR
+        #15): within a chunk of ``axis_dim`` channels, channel ``c`` turns with frequency
+        ``inv_freq[c mod axis_dim / 2]``, so the two channels of a pair turn at different
+        frequencies and the operation is not a rotation. It cannot be written as the complex
+        product of :meth:`rotations`; :func:`jepactl.models.attention.rotate_sincos` applies
+        these tables (``x * cos + rot(x) * sin``, their formula).
+        """
+        angles = coords.to(self.inv_freq.dtype).unsqueeze(-1) * self.inv_freq  # [B, N, 3, F]
+        angles = torch.cat((angles, angles), dim=-1).flatten(-2)  # [B, N, 3 * axis_dim]
+        sin, cos = angles.sin(), angles.cos()
+        rest = self.head_dim - sin.shape[-1]
+        if rest:
+            sin = torch.cat((sin, sin.new_zeros((*sin.shape[:-1], rest))), dim=-1)
+            cos = torch.cat((cos, cos.new_ones((*cos.shape[:-1], rest))), dim=-1)
+        return torch.cat((sin, cos), dim=-1).unsqueeze(1)

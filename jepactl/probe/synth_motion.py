@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from jepactl.dist import resolve_device
-from jepactl.errors import ConfigError
+from jepactl.errors import CheckpointError, ConfigError
 from jepactl.features.encoder import WEIGHTS
 from jepactl.features.extract import extract_features
 from jepactl.features.synth_motion import (
@@ -56,6 +56,7 @@ def score_run(
     keep_features: bool = False,
     progress: bool = True,
     say: ProgressCallback | None = None,
+    checkpoint: Path | None = None,
 ) -> dict[str, Any]:
     """Score ``run_dir``'s frozen encoder on ``task`` over ``seeds`` data draws and probes.
 
@@ -65,7 +66,9 @@ def score_run(
     their means over seeds, plus ``top1_std``, ``top1_ci95``, ``n_seeds``, ``per_seed``,
     ``protocol_name`` and ``task``. Feature caches are deleted after probing unless
     ``keep_features`` (they are cheap to recompute from the cached clips); a kept cache built
-    with other settings (e.g. an older protocol) is rebuilt, a matching one reused.
+    with other settings (e.g. an older protocol) is rebuilt, a matching one reused. With
+    ``checkpoint``, the encoder is that file's (any layout of :mod:`jepactl.models.upstream`)
+    and ``run_dir`` only receives the result.
     """
     check_task(task)
     proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
@@ -75,7 +78,9 @@ def score_run(
         raise ConfigError(f"unknown weights '{weights}'{suggestion(weights, WEIGHTS)}")
     resolve_device(device)  # an unknown device, or CUDA asked for and not visible
     run_dir = Path(run_dir)
-    if not RunDir(run_dir).has_checkpoint():
+    if checkpoint is not None and not Path(checkpoint).is_file():  # before writing clips
+        raise CheckpointError(f"checkpoint {checkpoint} does not exist (or is not a file)")
+    if checkpoint is None and not RunDir(run_dir).has_checkpoint():
         raise ConfigError(
             f"{run_dir} has no checkpoint (checkpoints/latest.pt); train it first, e.g. "
             "`jepactl pretrain --recipe synth/baseline`"
@@ -93,7 +98,7 @@ def score_run(
         caches = extract_features(
             run_dir, bench, weights=weights, pool=bench.pool, batch_size=batch_size,
             num_workers=num_workers, force=True, roots={"synth-motion": root.parent.parent},
-            progress=progress, device=device,
+            progress=progress, device=device, checkpoint=checkpoint,
         )  # fmt: skip
         try:
             result = train_probe_on(

@@ -50,10 +50,12 @@ from jepactl.dist import DistInfo, agree, barrier, broadcast, init_distributed, 
 from jepactl.errors import JepactlError, NonFiniteLossError
 from jepactl.lock import RunLock
 from jepactl.masks import build_mask_strategy
+from jepactl.models.upstream import LoadedEncoder
 from jepactl.optim import build_optimizer, ema_update, learning_rate, total_steps
 from jepactl.recipe import load_recipe
 from jepactl.rundir import RunDir
 from jepactl.train.guard import NonFiniteGuard
+from jepactl.train.init import check_init, init_overrides, initialise, read_init
 from jepactl.train.metrics import MetricsLog
 from jepactl.train.model import JEPA
 from jepactl.train.monitor import Monitor
@@ -346,18 +348,28 @@ def pretrain(
     force: bool = False,
     progress: bool = True,
     skip_nonfinite: int = 0,
+    init_from: Path | None = None,
 ) -> RunResult:
     """Train (or resume) the run in ``run_dir``. Stops at the recipe's end, at ``max_steps``,
     or at the first step boundary after SIGTERM/SIGINT, always with a checkpoint written.
 
     ``skip_nonfinite``: skip the update of up to this many steps whose loss is not finite
     (over the run's whole life); by default the first one stops the run.
+    ``init_from``: a checkpoint file whose encoder initialises the student and teacher
+    before step 0 (:mod:`jepactl.train.init`); sets ``model.init_from`` and what the weights
+    need (``model.positions``, ...) before the recipe's own ``--set`` overrides.
     """
     if max_steps is not None and max_steps < 0:
         raise ConfigError(f"--max-steps must be >= 0, got {max_steps}")
     if skip_nonfinite < 0:
         raise ConfigError(f"--skip-nonfinite must be >= 0, got {skip_nonfinite}")
+    init = read_init(init_from) if init_from is not None else None
+    if init is not None and init_from is not None:
+        overrides = [*init_overrides(init, init_from), *overrides]
     recipe = load_recipe(recipe_name, overrides)
+    if recipe.model.init_from:
+        init = init or read_init(Path(recipe.model.init_from))
+        check_init(recipe.model, init)  # before the run directory is touched
     run_dir = run_dir or default_run_dir(recipe_name)
     info = init_distributed(recipe.train.device)
     try:
@@ -371,7 +383,7 @@ def pretrain(
         with _run_lock(run_dir, info):  # held until this run ends, however it ends
             return _train(
                 recipe, source, run_dir, max_steps, force, progress and info.is_main, info,
-                skip_nonfinite,
+                skip_nonfinite, init,
             )  # fmt: skip
     finally:
         shutdown(info)
@@ -403,12 +415,18 @@ def _train(
     progress: bool,
     info: DistInfo,
     skip_nonfinite: int,
+    init: LoadedEncoder | None = None,
 ) -> RunResult:
     found = find_resume_point(run_dir, recipe, force, info)
     resume = found is not None
     seed, device = recipe.train.seed, info.device
     torch.manual_seed(seed)  # same initial weights on every rank
-    model = JEPA(recipe).to(device)
+    model = JEPA(recipe)
+    if found is None and init is not None:  # a resume continues from its own weights
+        initialise(model.student, model.teacher, init)
+        if info.is_main:
+            print(f"jepactl: encoder initialised from {recipe.model.init_from} ({init.describe()})")
+    model = model.to(device)
     optimizer = build_optimizer(model.trainable(), recipe.optim)
     step = restore(found.state, model, optimizer, info) if found is not None else 0
     guard = NonFiniteGuard(
