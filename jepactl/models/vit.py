@@ -69,7 +69,9 @@ def sincos_table_3d(dim: int, grid: Sequence[int]) -> torch.Tensor:
     return torch.cat(parts, dim=1)[:, :dim].float()
 
 
-def run_block(blk: nn.Module, x: torch.Tensor, rope: torch.Tensor, recompute: bool) -> torch.Tensor:
+def run_block(
+    blk: nn.Module, x: torch.Tensor, rope: torch.Tensor | None, recompute: bool
+) -> torch.Tensor:
     """``blk(x, rope=rope)``; with ``recompute`` (and gradients on) its activations are not
     kept for the backward pass but recomputed there (``torch.utils.checkpoint``, non-reentrant,
     the random state of drop-path restored): the same values and gradients, less memory, one
