@@ -594,3 +594,36 @@ def test_plot_with_intervals(tmp_path: Path) -> None:
     seeded(tmp_path / "runs")
     out = plot_deltas(table(tmp_path / "runs"), tmp_path / "f.png", highlight="FWM")
     assert png_size(out) == (1500, 675)
+
+
+# --------------------------------------------------------------------------------------
+# Untrained controls (issue 15, rough edge 1)
+# --------------------------------------------------------------------------------------
+
+
+def stepped(bench: str, top1: float, step: int) -> dict[str, Any]:
+    return result(bench, top1, checkpoint={"path": "x.pt", "step": step, "sha256": "0" * 64})
+
+
+def test_untrained_control_gets_its_own_row_not_a_seed(tmp_path: Path) -> None:
+    """``pretrain --max-steps 0`` with the baseline's recipe and seed: a row of its own,
+    labelled untrained, never grouped with (or chosen as) the baseline."""
+    make_run(tmp_path / "b0", "Baseline", {"ssv2": stepped("ssv2", 8.0, 300)}, seed=0)
+    make_run(tmp_path / "b1", "Baseline", {"ssv2": stepped("ssv2", 9.0, 300)}, seed=1)
+    make_run(tmp_path / "u0", "Baseline", {"ssv2": stepped("ssv2", 5.0, 0)}, seed=0)
+    t = table(tmp_path)
+    assert sorted(r.label for r in t.rows) == ["Baseline", "Baseline (untrained)"]
+    base, control = row(t, "Baseline"), row(t, "Baseline (untrained)")
+    assert base.is_baseline and base.cells["ssv2"].n == 2 and base.cells["ssv2"].mean == 8.5
+    assert control.untrained and control.cells["ssv2"].values == [5.0]
+    assert control.cells["ssv2"].delta == pytest.approx(-3.5)
+    assert not any("share train.seed" in n for n in t.notes)
+    assert any(n.startswith("Baseline (untrained): an untrained control") for n in t.notes)
+    assert json.loads(render_json(t))["rows"][1]["untrained"] is True
+
+
+def test_results_without_a_step_count_as_trained(tmp_path: Path) -> None:
+    make_run(tmp_path / "a", "Baseline", {"ssv2": 8.0}, seed=0)
+    make_run(tmp_path / "b", "Baseline", {"ssv2": stepped("ssv2", 9.0, 10)}, seed=1)
+    t = table(tmp_path)
+    assert [r.label for r in t.rows] == ["Baseline"] and not t.rows[0].untrained

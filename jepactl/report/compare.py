@@ -10,7 +10,9 @@ Rows (methods). Runs whose configs are identical once ``train.seed`` and the run
 (:data:`RUNTIME_KEYS`) are removed form one row, labelled with the config's ``display_name``
 (else the directory name). Two rows that share a name but differ in config get the differing
 dotted keys appended, e.g. ``Baseline (optim.lr=0.001)``. Runs of one row that share a seed are
-still grouped, with a warning in the notes.
+still grouped, with a warning in the notes. An untrained run (every result probed a step-0
+checkpoint, e.g. ``pretrain --max-steps 0``) is never a seed of its trained recipe: it gets a
+row of its own, labelled ``<name> (untrained)``, and is never the default baseline.
 
 Cells. One value prints as ``8.38``; a row of n >= 2 runs prints ``mean ± std (n)`` with the
 sample standard deviation (ddof=1). A missing value is ``—``, never 0. The best mean of each
@@ -95,6 +97,7 @@ OTHER_COLOURS = ("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive
 WEIGHTS_NAMES = {"teacher": "EMA teacher", "student": "student"}
 SORTS = ("delta", "name", "input")
 MISSING = "—"
+UNTRAINED_SUFFIX = " (untrained)"
 DAGGER_NOTE = "† on the reported benchmarks only"
 STAR_NOTE = "* 95% interval excludes 0"
 NO_SPREAD_NOTE = "Δ without [lo, hi] although both rows have ≥ 2 runs: neither side varies."
@@ -117,6 +120,7 @@ class ProbeResult:
     weights: str
     protocol: str
     path: Path
+    step: int | None = None  # the training step of the checkpoint probed (None: not recorded)
 
 
 @dataclass
@@ -137,6 +141,13 @@ class RunRecord:
         train = self.config.get("train")
         return train.get("seed") if isinstance(train, dict) else None
 
+    @property
+    def untrained(self) -> bool:
+        """Whether every result that records its checkpoint's step probed step 0 (an
+        untrained control, ``pretrain --max-steps 0``), and at least one does."""
+        steps = [r.step for r in self.results.values() if r.step is not None]
+        return bool(steps) and all(s == 0 for s in steps)
+
 
 @dataclass(frozen=True)
 class Unreadable:
@@ -155,6 +166,7 @@ class Group:
     runs: list[RunRecord]
     order: int
     label: str = ""
+    untrained: bool = False
 
     def values(self, bench: str) -> list[tuple[Any, float]]:
         return [(r.seed, r.results[bench].top1) for r in self.runs if bench in r.results]
@@ -195,6 +207,7 @@ class Row:
     weights: list[str]
     is_baseline: bool = False
     univ: str = ""
+    untrained: bool = False
 
 
 @dataclass
@@ -336,7 +349,16 @@ def read_result(path: Path) -> ProbeResult | str:
         weights=weights if isinstance(weights, str) else "unknown",
         protocol=protocol_label(data),
         path=path,
+        step=checkpoint_step(data),
     )
+
+
+def checkpoint_step(result: dict[str, Any]) -> int | None:
+    """The training step of the checkpoint a result probed (``checkpoint.step``), or ``None``
+    when the result does not record it (older or hand-written files)."""
+    checkpoint = result.get("checkpoint")
+    step = checkpoint.get("step") if isinstance(checkpoint, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
 def protocol_label(result: dict[str, Any]) -> str:
@@ -370,14 +392,15 @@ def _one_line(exc: BaseException) -> str:
 
 
 def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
-    """Group runs by config (up to seed and runtime keys); give each group a unique label."""
-    groups: dict[str, Group] = {}
+    """Group runs by config (up to seed and runtime keys) and by whether they were trained (an
+    untrained control is its own row); give each group a unique label."""
+    groups: dict[tuple[str, bool], Group] = {}
     for order, run in enumerate(runs):
-        key = method_key(run.config)
+        key = (method_key(run.config), run.untrained)
         if key not in groups:
-            groups[key] = Group(
-                run.display_name, strip_keys(run.config, GROUPING_IGNORED), [], order
-            )
+            name = run.display_name + (UNTRAINED_SUFFIX if run.untrained else "")
+            config = strip_keys(run.config, GROUPING_IGNORED)
+            groups[key] = Group(name, config, [], order, untrained=run.untrained)
         groups[key].runs.append(run)
     out = list(groups.values())
     _assign_labels(out)
@@ -574,6 +597,7 @@ def _row(group: Group, order: Sequence[str]) -> Row:
         seeds=[r.seed for r in group.runs],
         cells=cells,
         weights=weights,
+        untrained=group.untrained,
     )
 
 
@@ -660,7 +684,11 @@ def _choose_baseline(rows: Sequence[Row], name: str | None) -> tuple[Row | None,
     """The baseline row and a note for when there is none."""
     if name is not None:
         return find_row(rows, name), ""
-    candidates = [r for r in rows if re.search(r"\bbaseline\b", r.display_name, re.IGNORECASE)]
+    candidates = [  # an untrained control of the baseline recipe is not the baseline
+        r
+        for r in rows
+        if not r.untrained and re.search(r"\bbaseline\b", r.display_name, re.IGNORECASE)
+    ]
     if len(candidates) == 1:
         return candidates[0], ""
     if candidates:
@@ -694,6 +722,12 @@ def _notes(table: CompareTable, groups: Sequence[Group], base_note: str) -> list
         f"{r.label}: {len(r.runs)} runs, seeds {_seeds(r.seeds)}"
         for r in table.rows
         if len(r.runs) > 1
+    ]
+    notes += [
+        f"{r.label}: an untrained control (probed at step 0, e.g. pretrain --max-steps 0), "
+        "not a seed of its recipe"
+        for r in table.rows
+        if r.untrained
     ]
     notes += _duplicate_seed_notes(groups)
     notes += [base_note] if base_note else []
@@ -890,6 +924,7 @@ def _json_row(row: Row) -> dict[str, Any]:
         "runs": [str(p) for p in row.runs],
         "seeds": row.seeds,
         "weights": row.weights,
+        "untrained": row.untrained,
         "univ": row.univ or None,
         "cells": {b: _json_cell(c) for b, c in row.cells.items()},
     }
