@@ -512,8 +512,10 @@ def probe(
     heads: Annotated[int, typer.Option(help="Attentive probe heads.")] = 8,
 ) -> None:
     """Train an attentive or linear probe from the run's token cache and write
-    RUN/probes/TASK.json. Every option defaults to what the cache records (pooling, clip
-    limit) or to the task's protocol; a missing cache is extracted first."""
+    RUN/probes/TASK-KIND.json (KIND: the probe, e.g. attentive, linear, linear-sklearn,
+    attentive-sweep; so probes of one task never overwrite each other). Every option defaults
+    to what the cache records (pooling, clip limit) or to the task's protocol; a missing cache
+    is extracted first."""
     from jepactl.features.extract import extract_features
     from jepactl.features.registry import get_benchmark
     from jepactl.probe.result import write_result
@@ -658,6 +660,15 @@ def compare(
     highlight: Annotated[
         str | None, typer.Option(help="The method highlighted in the figure (default: first).")
     ] = None,
+    probe_kind: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--probe",
+            help="Probe kind shown: KIND for every column or TASK=KIND for one (repeatable); "
+            "kinds: attentive, attentive-reference, linear, linear-sklearn and each torch "
+            "head with -sweep. Default: the task's probe if a run has it, else the most common.",
+        ),
+    ] = None,
     bench: Annotated[str | None, typer.Option(help=OLD_BENCH_HELP, hidden=True)] = None,
 ) -> None:
     """The paper's tables from run directories: one row per method (seeds grouped as
@@ -676,7 +687,7 @@ def compare(
         _fail(f"no readable run among {' '.join(runs)}" + (f" ({reasons})" if reasons else ""))
     table = cmp.build_table(
         records, baseline=baseline, benches=columns.split(",") if columns else None, sort=sort,
-        unreadable=unreadable,
+        unreadable=unreadable, probe=probe_kind,
     )  # fmt: skip
     render = (
         cmp.render_markdown if markdown else cmp.render_csv if csv

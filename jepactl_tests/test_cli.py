@@ -89,7 +89,7 @@ def test_python_dash_m_entry_point() -> None:
 
 
 def test_extract_and_probe_end_to_end(tmp_path: Path, tiny_overrides: list[str]) -> None:
-    """pretrain (tiny) -> probe (extracts the cache first) -> RUN/probes/<bench>.json."""
+    """pretrain (tiny) -> probe (extracts the cache first) -> RUN/probes/<task>-<kind>.json."""
     import json
 
     from jepactl.train.loop import pretrain
@@ -102,7 +102,7 @@ def test_extract_and_probe_end_to_end(tmp_path: Path, tiny_overrides: list[str])
     )
     assert res.exit_code == 0, res.output
     assert "synth-shapes: top-1" in res.output
-    result = json.loads((run / "probes" / "synth-shapes.json").read_text())
+    result = json.loads((run / "probes" / "synth-shapes-attentive.json").read_text())
     assert result["weights"] == "student"  # no EMA teacher was trained
     assert result["n_train"] == 24 and 0 <= result["top1"] <= 100
     again = runner.invoke(

@@ -1,7 +1,8 @@
 """A probe's result: its accuracies, the file it is kept in, and summaries over seeds.
 
-``RUN/probes/<name>.json`` holds one result with the keys :data:`RESULT_KEYS` (accuracies in
-percent); ``jepactl compare`` reads every such file of a run as one column.
+``RUN/probes/<task>-<kind>.json`` holds one result with the keys :data:`RESULT_KEYS`
+(accuracies in percent), one file per task and probe kind (:func:`jepactl.rundir.probe_kind`);
+``jepactl compare`` reads every such file of a run, one column per task.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 
 from jepactl.features.cache import CacheHeader
-from jepactl.rundir import RunDir
+from jepactl.rundir import RunDir, probe_kind, result_stem
 
 RESULT_KEYS: tuple[str, ...] = (
     "bench",
@@ -40,7 +41,7 @@ RESULT_KEYS: tuple[str, ...] = (
     "sweep",
     "wall_time_s",
 )
-"""Top-level keys of every result dict (and of ``RUN/probes/<bench>.json``)."""
+"""Top-level keys of every result dict (and of ``RUN/probes/<task>-<kind>.json``)."""
 
 
 def topk_accuracy(probs: torch.Tensor, labels: torch.Tensor, k: int) -> float:
@@ -88,7 +89,8 @@ def format_summary(bench: str, result: dict[str, Any]) -> str:
     return line
 
 
-def write_result(run_dir: Path | RunDir, bench: str, result: dict[str, Any]) -> str:
-    """Atomically write ``RUN/probes/<bench>.json``; return the one-line summary."""
-    RunDir(run_dir).write_result(bench, result)
-    return format_summary(bench, result)
+def write_result(run_dir: Path | RunDir, task: str, result: dict[str, Any]) -> str:
+    """Atomically write ``RUN/probes/<task>-<kind>.json`` (the kind read from ``result``, see
+    :func:`~jepactl.rundir.probe_kind`); return the one-line summary."""
+    RunDir(run_dir).write_result(result_stem(task, probe_kind(result)), result)
+    return format_summary(task, result)
