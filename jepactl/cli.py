@@ -192,36 +192,93 @@ app.add_typer(data_app, name="data")
 
 @data_app.command("check")
 def data_check(
-    name: Annotated[str, typer.Argument(help="ucf101, ssv2, diving48, imagenet100, csv, folders.")],
-    root: Annotated[
+    name: Annotated[
         str | None,
-        typer.Option(help="Dataset root (default: $JEPACTL_DATA/<name>); for csv the index file."),
+        typer.Argument(
+            help="Dataset: ucf101, ssv2, diving48, in100 (alias imagenet100), csv, folders. "
+            "Or give --recipe instead."
+        ),
     ] = None,
-    split: Annotated[str, typer.Option(help="Split to check.")] = "train",
-    frames: Annotated[int, typer.Option(help="Clip length the data is for.")] = 16,
-    stride: Annotated[int, typer.Option(help="Frame stride the data is for.")] = 2,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            "--recipe", "-r", help="Check every dataset this recipe reads (name or YAML path)."
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a recipe key (with --recipe), e.g. data.split=val."),
+    ] = None,
+    root: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Dataset root as NAME=PATH (repeatable; a bare PATH when one dataset is "
+            "checked; for csv the index file). Default: the recipe's data.roots, else "
+            "$JEPACTL_DATA/NAME."
+        ),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Split to check (default: the recipe's, else train).")
+    ] = None,
+    frames: Annotated[
+        int | None,
+        typer.Option(help="Clip length the data is for (default: the recipe's, else 16)."),
+    ] = None,
+    stride: Annotated[
+        int | None,
+        typer.Option(help="Frame stride the data is for (default: the recipe's, else 2)."),
+    ] = None,
     workers: Annotated[int, typer.Option(help="Parallel decoding processes.")] = 2,
     report: Annotated[Path | None, typer.Option(help="Also write a JSON report here.")] = None,
 ) -> None:
-    """Decode every file of a dataset split and report undecodable (including truncated),
-    too-short (shorter than one clip of --frames at --stride), mislabelled and missing files
-    (exit 1 if any)."""
-    from jepactl.data.check import check_dataset
+    """Decode every file of a dataset split (or of every dataset a recipe reads) and report
+    undecodable (including truncated), too-short (shorter than one clip of --frames at
+    --stride), mislabelled and missing files (exit 1 if any). Datasets that cannot be found
+    are all reported at once, before any decoding (exit 2)."""
+    from jepactl.config import canonical_dataset
+    from jepactl.data.check import check_index
+    from jepactl.data.readers import OPTION_HINT
+    from jepactl.data.sources import index_recipe_datasets, recipe_datasets
+    from jepactl.recipe import load_recipe
 
+    if (name is None) == (recipe is None):
+        _fail("give a dataset NAME or --recipe RECIPE (not both), e.g. `jepactl data check ssv2`")
+    if set_ and recipe is None:
+        _fail("--set overrides a recipe key; it needs --recipe")
+    if recipe is not None:
+        data = load_recipe(recipe, set_ or []).data
+        names = recipe_datasets(data)
+        if not names:
+            typer.echo(f"{recipe} reads no dataset (data.source: {data.source}); nothing to check")
+            return
+    else:
+        from jepactl.config import DataConfig
+
+        data = DataConfig(source=canonical_dataset(name or ""), roots={})
+        names = [data.source]
+    data.split = split or (data.split if recipe is not None else "train")
+    frames = frames or (data.num_frames if recipe is not None else 16)
+    stride = stride or (data.frame_stride if recipe is not None else 2)
+    indexes = index_recipe_datasets(data, _roots(root, names), OPTION_HINT)
     min_frames = (frames - 1) * stride + 1  # what one clip spans
-    result = check_dataset(name, root, split, min_frames, workers)
-    counts = result.counts()
-    typer.echo(
-        f"{result.dataset}/{result.split} at {result.root}: {result.checked} files checked, "
-        + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no problems")
-    )
-    for problem in result.problems[:50]:
-        typer.echo(f"  {problem.kind:<12} {problem.path}  {problem.detail}")
-    if len(result.problems) > 50:
-        typer.echo(f"  ... and {len(result.problems) - 50} more (see --report)")
+    results = []
+    for index in indexes.values():
+        result = check_index(index, min_frames, workers)
+        results.append(result)
+        counts = result.counts()
+        typer.echo(
+            f"{result.dataset}/{result.split} at {result.root}: {result.checked} files checked, "
+            + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no problems")
+        )
+        for problem in result.problems[:50]:
+            typer.echo(f"  {problem.kind:<12} {problem.path}  {problem.detail}")
+        if len(result.problems) > 50:
+            typer.echo(f"  ... and {len(result.problems) - 50} more (see --report)")
     if report is not None:
-        report.write_text(result.to_json())
-    if result.problems:
+        from jepactl.data.check import reports_json
+
+        report.write_text(reports_json(results))
+    if any(r.problems for r in results):
         raise typer.Exit(1)
 
 
@@ -412,14 +469,34 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def _roots(pairs: list[str] | None) -> dict[str, str]:
-    out = {}
+def _roots(pairs: list[str] | None, used: list[str]) -> dict[str, str]:
+    """``--root`` values, the same form in every command: ``NAME=PATH`` for a dataset the
+    command reads (``used``; names in the one vocabulary, aliases such as ``imagenet100``
+    accepted), or a bare ``PATH`` when it reads exactly one dataset."""
+    from jepactl.config import canonical_dataset
+    from jepactl.utils import suggestion
+
+    reads = f"it reads {', '.join(used)}" if used else "it reads no dataset"
+    out: dict[str, str] = {}
     for pair in pairs or []:
-        name, sep, path = pair.partition("=")
+        key, sep, path = pair.partition("=")
         if not sep:
-            _fail(f"--root expects name=path, got '{pair}'")
-        out[name] = path
+            if len(used) != 1:
+                _fail(f"--root {pair}: give NAME=PATH ({reads})")
+            key, path = used[0], pair
+        key = canonical_dataset(key)
+        if key not in used:
+            hint = suggestion(key, used) if used else ""
+            _fail(f"--root {pair}: no dataset {key!r} in this command{hint} ({reads})")
+        if key in out:
+            _fail(f"--root names {key} twice ({out[key]} and {path}); give it once")
+        out[key] = path
     return out
+
+
+def _task_datasets(task: Any) -> list[str]:
+    """The dataset a task reads, as ``--root`` names it (none for the generated ones)."""
+    return [] if task.reader == "synth" else [task.reader]
 
 
 @app.command("extract-features")
@@ -439,7 +516,8 @@ def extract_features_cmd(
     root: Annotated[
         list[str] | None,
         typer.Option(
-            help="Dataset root as name=path (repeatable); synth-motion=DIR keeps its clips there."
+            help="Dataset root as NAME=PATH (or a bare PATH: the task reads one dataset); "
+            "synth-motion=DIR keeps its clips there."
         ),
     ] = None,
     limit: Annotated[int | None, typer.Option(help="At most N clips per split (demos).")] = None,
@@ -458,7 +536,7 @@ def extract_features_cmd(
     b = get_benchmark(_task(task, bench) or "")
     paths = extract_features(
         run, b, split.split(","), weights, pool or b.pool, batch_size, workers, force,
-        _roots(root), limit,
+        _roots(root, _task_datasets(b)), limit,
     )  # fmt: skip
     for name, path in paths.items():
         typer.echo(f"{name}: {path}")
@@ -506,7 +584,10 @@ def probe(
     weights: Annotated[
         str, typer.Option(help="Encoder weights, if the cache must be built.")
     ] = "auto",
-    root: Annotated[list[str] | None, typer.Option(help="Dataset root as name=path.")] = None,
+    root: Annotated[
+        list[str] | None,
+        typer.Option(help="Dataset root as NAME=PATH (or a bare PATH: the task reads one)."),
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="At most N clips per split (demos).")] = None,
     depth: Annotated[int, typer.Option(help="Attentive probe blocks.")] = 1,
     heads: Annotated[int, typer.Option(help="Attentive probe heads.")] = 8,
@@ -531,7 +612,7 @@ def probe(
     # Returns at once for a current cache; extracts a missing one, resumes a partial one,
     # and refuses one built from another checkpoint (the run may have trained on).
     paths = extract_features(run_dir.root, b, ("train", "val"), weights, pool,
-                             roots=_roots(root), limit=limit)  # fmt: skip
+                             roots=_roots(root, _task_datasets(b)), limit=limit)  # fmt: skip
     settings = benchmark_settings(b)
     kind = probe_kind or b.probe
     if probe_kind is not None and probe_kind != b.probe:

@@ -124,3 +124,16 @@ def test_extract_and_probe_end_to_end(tmp_path: Path, tiny_overrides: list[str])
         ],
     )
     assert res.exit_code == 2 and "teacher" in res.output
+
+
+def test_show_recipe_validates_the_data_source_like_pretrain(tmp_path: Path) -> None:
+    """Issue 15, rough edge 5: a typo in data.source fails in show-recipe too, and the valid
+    sources listed include synth."""
+    shown = runner.invoke(app, ["show-recipe", "synth/baseline", "--set", "data.source=synthh"])
+    assert shown.exit_code == 2
+    assert "data.source: unknown source 'synthh'; did you mean 'synth'?" in shown.output
+    assert "(valid: synth, mixed, ucf101, ssv2, diving48, in100, csv, folders)" in shown.output
+    args = ["pretrain", "-r", "synth/baseline", "--set", "data.source=synthh"]
+    trained = runner.invoke(app, [*args, "--run-dir", str(tmp_path / "r")])
+    assert trained.exit_code == 2 and trained.output == shown.output
+    assert not (tmp_path / "r").exists()

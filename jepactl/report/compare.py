@@ -68,7 +68,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from jepactl.config import RUNTIME_KEYS, config_diff
+from jepactl.config import RUNTIME_KEYS, canonical_data_names, config_diff
 from jepactl.errors import ConfigError
 from jepactl.features.benchmarks import DATASET_BENCHMARKS
 from jepactl.rundir import PROBE_KINDS, RunDir, probe_kind, result_stem
@@ -552,7 +552,8 @@ def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
 def method_key(config: dict[str, Any]) -> str:
     """Runs whose configs give the same key are seeds of one method: the config without its
     seed and runtime keys (:data:`GROUPING_IGNORED`), as canonical JSON."""
-    return json.dumps(strip_keys(config, GROUPING_IGNORED), sort_keys=True, default=str)
+    canonical = canonical_data_names(config)  # imagenet100 (older runs) is in100
+    return json.dumps(strip_keys(canonical, GROUPING_IGNORED), sort_keys=True, default=str)
 
 
 def strip_keys(config: dict[str, Any], dotted: Iterable[str]) -> dict[str, Any]:
