@@ -599,11 +599,18 @@ def probe(
     is extracted first."""
     from jepactl.features.extract import extract_features
     from jepactl.features.registry import get_benchmark
-    from jepactl.probe.result import write_result
+    from jepactl.probe.result import floor_warning, write_result
     from jepactl.probe.train import benchmark_settings, train_probe
 
     b = get_benchmark(task)
-    run_dir = rundir.RunDir(run or latest_run())
+    if run is None:  # said first, before anything else is printed or computed
+        run = latest_run()
+        typer.echo(
+            f"jepactl: probing {run} (the newest run with a checkpoint under runs/; "
+            "--run RUN to choose)",
+            err=True,
+        )
+    run_dir = rundir.RunDir(run)
     recorded = _recorded(run_dir, b.name)
     if recorded is None:
         typer.echo(f"jepactl: no {b.name} cache in {run_dir} yet; extracting it first", err=True)
@@ -627,6 +634,9 @@ def probe(
         probe_kwargs={"depth": depth, "num_heads": heads} if kind == "attentive" else None,
     )  # fmt: skip
     typer.echo(write_result(run_dir, b.name, result))
+    warning = floor_warning(b.name, result)
+    if warning is not None:
+        typer.echo(f"jepactl: {warning}", err=True)
 
 
 def _recorded(run: rundir.RunDir, task: str) -> dict[str, Any] | None:
@@ -689,6 +699,7 @@ def synth_motion(
     Example: `jepactl synth-motion runs/synth-baseline runs/synth-kin_l1 --seeds 3`.
     """
     from jepactl.features.synth_motion import TASKS, check_task, get_protocol
+    from jepactl.probe.result import floor_warning
     from jepactl.probe.synth_motion import result_name, score_run
     from jepactl.report.synth_motion import format_table, run_label
 
@@ -707,6 +718,9 @@ def synth_motion(
             rows.append((run_label(run), result))
             out = rundir.RunDir(run).result(result_name(name, protocol))
             typer.echo(f"jepactl: wrote {out}", err=True)
+            warning = floor_warning(f"{run}: synth-motion-{name}", result)
+            if warning is not None:
+                typer.echo(f"jepactl: {warning}", err=True)
         labels = [label for label, _ in rows]
         rows = [  # several runs of one recipe (seeds): tell them apart by folder
             (f"{label} [{run.name}]" if labels.count(label) > 1 else label, result)

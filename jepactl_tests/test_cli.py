@@ -3,6 +3,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -137,3 +138,64 @@ def test_show_recipe_validates_the_data_source_like_pretrain(tmp_path: Path) -> 
     trained = runner.invoke(app, [*args, "--run-dir", str(tmp_path / "r")])
     assert trained.exit_code == 2 and trained.output == shown.output
     assert not (tmp_path / "r").exists()
+
+
+def test_probe_below_the_majority_floor_warns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15, rough edge 6: a probe under the majority-class floor prints a warning."""
+    import jepactl.features.extract as extract
+    import jepactl.probe.train as probe_train
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "latest.pt").write_bytes(b"")
+    fake = {"train": run / "train.h5", "val": run / "val.h5"}
+    monkeypatch.setattr(extract, "extract_features", lambda *a, **k: fake)
+
+    def scored(top1: float) -> Any:
+        return lambda *a, **k: {
+            "top1": top1, "top5": 90.0, "majority": 40.0, "probe": "attentive", "seed": 0,
+            "hparams": {"impl": "torch", "epochs": 2},
+        }  # fmt: skip
+
+    monkeypatch.setattr(probe_train, "train_probe", scored(25.0))
+    res = runner.invoke(app, ["probe", "synth-shapes", "--run", str(run)])
+    assert res.exit_code == 0, res.output
+    assert "warning: synth-shapes top-1 25.00% is below the majority-class floor 40.00%" in (
+        res.output
+    )
+    monkeypatch.setattr(probe_train, "train_probe", scored(55.0))
+    res = runner.invoke(app, ["probe", "synth-shapes", "--run", str(run)])
+    assert res.exit_code == 0 and "majority-class floor" not in res.output
+
+
+def test_probe_without_run_names_the_run_it_picked_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15, rough edge 8: the newest run is named on the first output line."""
+    import os
+
+    import jepactl.features.extract as extract
+    import jepactl.probe.train as probe_train
+
+    for i, name in enumerate(("older", "newer")):
+        latest = tmp_path / "runs" / name / "checkpoints" / "latest.pt"
+        latest.parent.mkdir(parents=True)
+        latest.write_bytes(b"")
+        os.utime(latest, (1_000_000 + i, 1_000_000 + i))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(extract, "extract_features", lambda *a, **k: {"train": 0, "val": 0})
+    monkeypatch.setattr(
+        probe_train,
+        "train_probe",
+        lambda *a, **k: {
+            "top1": 50.0, "top5": 90.0, "majority": 40.0, "probe": "attentive", "seed": 0,
+            "hparams": {"impl": "torch", "epochs": 2},
+        },
+    )  # fmt: skip
+    res = runner.invoke(app, ["probe", "synth-shapes"])
+    assert res.exit_code == 0, res.output
+    first = res.output.splitlines()[0]
+    assert first.startswith(f"jepactl: probing {Path('runs') / 'newer'} (the newest run")
+    assert (tmp_path / "runs" / "newer" / "probes" / "synth-shapes-attentive.json").exists()

@@ -691,3 +691,17 @@ def test_same_task_and_kind_twice_shows_the_newer_with_a_note(tmp_path: Path) ->
     t = table(tmp_path)
     assert row(t, "Baseline").cells["ssv2"].values == [9.0]
     assert any("showing the newer, ssv2-attentive.json" in n for n in t.notes)
+
+
+def test_limit_is_in_the_protocol_footnote(tmp_path: Path) -> None:
+    """Issue 15, rough edge 6: a demo-sized (--limit) result says so under the table."""
+    limited = result(
+        "ssv2", 9.0, protocol={"train": {"limit": 24}, "val": {"limit": 24}}, n_train=24, n_val=24
+    )
+    make_run(tmp_path / "a", "Baseline", {"ssv2": limited})
+    t = table(tmp_path)
+    assert "Probes: SSv2: attentive probe, 50 epochs, --limit 24 (24 train / 24 val clips)." in (
+        t.notes
+    )
+    full = result("ssv2", 9.0, protocol={"train": {"limit": None}, "val": {"limit": None}})
+    assert "--limit" not in protocol_label(full)

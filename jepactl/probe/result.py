@@ -94,3 +94,19 @@ def write_result(run_dir: Path | RunDir, task: str, result: dict[str, Any]) -> s
     :func:`~jepactl.rundir.probe_kind`); return the one-line summary."""
     RunDir(run_dir).write_result(result_stem(task, probe_kind(result)), result)
     return format_summary(task, result)
+
+
+def floor_warning(task: str, result: dict[str, Any]) -> str | None:
+    """A warning when ``result``'s top-1 is below its val split's majority-class floor (always
+    predicting the most frequent class scores ``majority``): the probe learned nothing usable,
+    or the features carry less than the label frequencies. ``None`` otherwise."""
+    top1, majority = result.get("top1"), result.get("majority")
+    if not isinstance(top1, int | float) or not isinstance(majority, int | float):
+        return None
+    if top1 >= majority:
+        return None
+    return (
+        f"warning: {task} top-1 {top1:.2f}% is below the majority-class floor {majority:.2f}% "
+        "(always predicting the most frequent val class); the probe did not learn: try more "
+        "epochs, --sweep, or a longer-trained encoder"
+    )

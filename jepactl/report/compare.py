@@ -46,7 +46,8 @@ descending, rows without Δ last, ties by label; ``name``: by label; ``input``: 
 appearance of the row's runs on the command line.
 
 Notes (text and markdown footnotes, ``notes`` in JSON): the weights each row was probed with,
-each column's probe protocol (a column that mixes protocols gets ``⚠`` in its header and a note
+each column's probe kind and protocol (including ``--limit N`` when the caches were cut to N
+clips per split) (a column that mixes protocols gets ``⚠`` in its header and a note
 naming which rows used which), the seeds of multi-run rows, the baseline, runs without results
 and unreadable runs.
 """
@@ -415,6 +416,7 @@ def protocol_label(result: dict[str, Any]) -> str:
         label += f", pooled {pooling}"
     if result.get("sweep"):
         label += ", lr x wd sweep"
+    label += _limit_text(result)
     if result.get("protocol_name"):
         label += f", {result['protocol_name']} protocol"
     n_seeds = result.get("n_seeds")
@@ -522,6 +524,23 @@ def select_kinds(runs: Sequence[RunRecord], kinds: dict[str, str]) -> list[RunRe
         )
         for r in runs
     ]
+
+
+def _limit_text(result: dict[str, Any]) -> str:
+    """``, --limit 24 (24 train / 24 val clips)`` when the caches were cut with ``--limit``: a
+    demo-sized number is not the benchmark's."""
+    protocol = result.get("protocol")
+    splits = protocol.values() if isinstance(protocol, dict) else ()
+    limits = [p["limit"] for p in splits if isinstance(p, dict) and isinstance(p.get("limit"), int)]
+    if not limits:
+        return ""
+    n_train, n_val = result.get("n_train"), result.get("n_val")
+    sizes = (
+        f" ({n_train} train / {n_val} val clips)"
+        if isinstance(n_train, int) and isinstance(n_val, int)
+        else ""
+    )
+    return f", --limit {max(limits)}{sizes}"
 
 
 def _one_line(exc: BaseException) -> str:
