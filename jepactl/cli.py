@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -66,6 +67,80 @@ app = typer.Typer(
 )
 
 
+# --------------------------------------------------------------------------------------
+# Choices: enumerations, so --help lists them and shell completion offers them. Each mirrors
+# a library tuple (named in its docstring; a test keeps them equal) without importing the
+# library here, so the CLI starts fast. Commands pass ``.value`` on to the library.
+# --------------------------------------------------------------------------------------
+
+
+class Weights(str, Enum):
+    """:data:`jepactl.features.encoder.WEIGHTS`: auto is the EMA teacher if trained."""
+
+    auto = "auto"
+    student = "student"
+    teacher = "teacher"
+
+
+class Pool(str, Enum):
+    """:data:`jepactl.grid.POOLS`: how tokens are pooled into the feature cache."""
+
+    none = "none"
+    time = "time"
+    space2x2 = "space2x2"
+    mean = "mean"
+
+
+class ProbeHead(str, Enum):
+    """The probe heads :func:`jepactl.probe.heads.build_probe` knows."""
+
+    attentive = "attentive"
+    attentive_reference = "attentive-reference"
+    linear = "linear"
+
+
+class Size(str, Enum):
+    """:data:`jepactl.bench.BASELINE_FOR_SIZE`: synth (CPU-sized) or paper (as written)."""
+
+    synth = "synth"
+    paper = "paper"
+
+
+class BenchDevice(str, Enum):
+    """Where a benchmark times (it measures one kind of device, never both)."""
+
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class MotionTask(str, Enum):
+    """:data:`jepactl.features.synth_motion.TASKS`, or all of them."""
+
+    directions = "directions"
+    mixed = "mixed"
+    all = "all"
+
+
+class MotionProtocol(str, Enum):
+    """:data:`jepactl.features.synth_motion.PROTOCOLS`."""
+
+    default = "default"
+    reference = "reference"
+
+
+class Sort(str, Enum):
+    """:data:`jepactl.report.compare.SORTS`."""
+
+    delta = "delta"
+    name = "name"
+    input = "input"
+
+
+#: ``--device`` of the commands that compute: auto, cpu, cuda or cuda:N (a free string: the
+#: GPU index cannot be enumerated; :func:`jepactl.dist.resolve_device` checks it).
+DEVICE_HELP = "auto (CUDA when visible), cpu, cuda or cuda:N."
+
+
 def _fail(message: str) -> NoReturn:
     """A user's mistake found by the CLI itself: one line, exit 2 (through the group)."""
     raise ConfigError(message)
@@ -109,6 +184,10 @@ def pretrain(
         typer.Option(help="Stop after this many steps in total (the schedule is unchanged)."),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Shorthand for --set train.seed=S.")] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(help="Shorthand for --set train.device=D: " + DEVICE_HELP),
+    ] = None,
     force: Annotated[
         bool, typer.Option(help="Resume a run even though its saved recipe differs.")
     ] = False,
@@ -132,6 +211,8 @@ def pretrain(
     overrides = list(set_ or [])
     if seed is not None:
         overrides.append(f"train.seed={seed}")
+    if device is not None:
+        overrides.append(f"train.device={device}")
     from jepactl.data.readers import DatasetLayoutError
 
     try:
@@ -312,10 +393,10 @@ def bench_step_time(
     ] = None,
     steps: Annotated[int, typer.Option(help="Timed steps per recipe.")] = 8,
     warmup: Annotated[int, typer.Option(help="Untimed steps first.")] = 3,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Annotated[BenchDevice, typer.Option(help="The device to time.")] = BenchDevice.cpu,
     size: Annotated[
-        str, typer.Option(help="synth: CPU-sized (recipes/base/synth.yaml); paper: as written.")
-    ] = "synth",
+        Size, typer.Option(help="synth: CPU-sized (recipes/base/synth.yaml); paper: as written.")
+    ] = Size.synth,
     check_syncs: Annotated[
         bool, typer.Option(help="CUDA: fail if a timed step synchronises with the host.")
     ] = False,
@@ -331,17 +412,15 @@ def bench_step_time(
     from jepactl.bench import markdown, step_times
     from jepactl.utils import write_section
 
-    if size not in ("synth", "paper"):
-        _fail(f"--size must be synth or paper, got {size!r}")
-    rows = step_times(recipes or ["*"], steps, warmup, device, size, check_syncs)
-    if device == "cuda":
+    rows = step_times(recipes or ["*"], steps, warmup, device.value, size.value, check_syncs)
+    if device is BenchDevice.cuda:
         import torch
 
         where = torch.cuda.get_device_name()
     else:
         where = f"{platform.processor() or platform.machine()} ({torch_threads()} threads)"
     header = (
-        f"Measured {datetime.date.today()} on {where} at the {size} size, median of {steps} "
+        f"Measured {datetime.date.today()} on {where} at the {size.value} size, median of {steps} "
         f"steps after {warmup} warm-up steps, bf16 autocast on CUDA and fp32 on CPU (unless a "
         "recipe sets train.precision), one pre-rendered batch"
         + (", no host synchronisation inside any timed step." if check_syncs else ".")
@@ -359,9 +438,9 @@ def bench_pretrain(
         typer.Option(help="Recipe to time (repeatable; the first is the reference)."),
     ] = None,
     size: Annotated[
-        str, typer.Option(help="synth: CPU-sized (recipes/base/synth.yaml); paper: as written.")
-    ] = "synth",
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+        Size, typer.Option(help="synth: CPU-sized (recipes/base/synth.yaml); paper: as written.")
+    ] = Size.synth,
+    device: Annotated[BenchDevice, typer.Option(help="The device to time.")] = BenchDevice.cpu,
     steps: Annotated[int, typer.Option(help="Timed steps per recipe and round.")] = 3,
     rounds: Annotated[int, typer.Option(help="Interleaved rounds over the recipes.")] = 3,
     warmup: Annotated[
@@ -387,16 +466,16 @@ def bench_pretrain(
     from jepactl.bench import BASELINE_FOR_SIZE, pretrain_bench, pretrain_markdown
     from jepactl.utils import atomic_write_bytes
 
-    if size not in ("synth", "paper"):
-        _fail(f"--size must be synth or paper, got {size!r}")
-    names = recipe or [BASELINE_FOR_SIZE[size]]
+    names = recipe or [BASELINE_FOR_SIZE[size.value]]
     if min(steps, rounds) < 1 or min(warmup, loader_steps) < 0:
         _fail("--steps and --rounds must be >= 1, --warmup and --loader-steps >= 0")
 
     def say(text: str) -> None:
         typer.echo(f"jepactl: {text}", err=True)
 
-    result = pretrain_bench(names, size, device, steps, rounds, warmup, loader_steps, say)
+    result = pretrain_bench(
+        names, size.value, device.value, steps, rounds, warmup, loader_steps, say
+    )
     typer.echo(pretrain_markdown(result), nl=False)
     if json_out is not None:
         data = (json.dumps(result, indent=2) + "\n").encode()
@@ -448,11 +527,12 @@ def bench_probe(
     task: Annotated[str, typer.Option(help=TASK_HELP)] = "synth-shapes",
     epochs: Annotated[int, typer.Option(help="Probe epochs.")] = 50,
     limit: Annotated[int, typer.Option(help="Clips per split.")] = 400,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
 ) -> None:
     """Probe from the token cache vs the re-encode-every-epoch protocol: time and accuracy."""
     from jepactl.bench import probe_cache_vs_reencode
 
-    r = probe_cache_vs_reencode(run, task, epochs, limit)
+    r = probe_cache_vs_reencode(run, task, epochs, limit, device=device)
     typer.echo(
         f"{task}, {int(r['n_train'])} train / {int(r['n_val'])} val clips, {epochs} epochs:\n"
         f"  from the cache (extract once + probe): {r['cache_s']:.1f} s, "
@@ -505,11 +585,11 @@ def extract_features_cmd(
     task: Annotated[str | None, typer.Option(help=TASK_HELP)] = None,
     split: Annotated[str, typer.Option(help="Comma-separated splits.")] = "train,val",
     weights: Annotated[
-        str, typer.Option(help="auto (EMA teacher if trained, else student), student, teacher.")
-    ] = "auto",
+        Weights, typer.Option(help="auto: the EMA teacher if the run trained one, else student.")
+    ] = Weights.auto,
     pool: Annotated[
-        str | None,
-        typer.Option(help="none, time, space2x2 or mean (default: the task's, mostly none)."),
+        Pool | None,
+        typer.Option(help="Token pooling (default: the task's, mostly none)."),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Clips per forward pass.")] = 8,
     workers: Annotated[int, typer.Option(help="Decoding worker processes.")] = 2,
@@ -522,6 +602,7 @@ def extract_features_cmd(
     ] = None,
     limit: Annotated[int | None, typer.Option(help="At most N clips per split (demos).")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild caches that do not match.")] = False,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     bench: Annotated[str | None, typer.Option(help=OLD_BENCH_HELP, hidden=True)] = None,
 ) -> None:
     """Encode a task once with the frozen encoder into RUN/features/TASK/SPLIT.h5.
@@ -535,8 +616,8 @@ def extract_features_cmd(
 
     b = get_benchmark(_task(task, bench) or "")
     paths = extract_features(
-        run, b, split.split(","), weights, pool or b.pool, batch_size, workers, force,
-        _roots(root, _task_datasets(b)), limit,
+        run, b, split.split(","), weights.value, pool.value if pool else b.pool, batch_size,
+        workers, force, _roots(root, _task_datasets(b)), limit, device=device,
     )  # fmt: skip
     for name, path in paths.items():
         typer.echo(f"{name}: {path}")
@@ -556,11 +637,9 @@ def probe(
     run: Annotated[
         Path | None, typer.Option(help="Run directory (default: the newest under ./runs).")
     ] = None,
-    probe_kind: Annotated[
-        str | None,
-        typer.Option(
-            "--probe", help="attentive, attentive-reference or linear (default: the task's)."
-        ),
+    probe_head: Annotated[
+        ProbeHead | None,
+        typer.Option("--probe", help="The probe head (default: the task's)."),
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Default: the task's (Table 2).")] = None,
     lr: Annotated[float | None, typer.Option(help="Default: the task's.")] = None,
@@ -578,12 +657,12 @@ def probe(
         ),
     ] = None,
     pool: Annotated[
-        str | None,
+        Pool | None,
         typer.Option(help="Token pooling, if the cache must be built (default: the cache's)."),
     ] = None,
     weights: Annotated[
-        str, typer.Option(help="Encoder weights, if the cache must be built.")
-    ] = "auto",
+        Weights, typer.Option(help="Encoder weights, if the cache must be built.")
+    ] = Weights.auto,
     root: Annotated[
         list[str] | None,
         typer.Option(help="Dataset root as NAME=PATH (or a bare PATH: the task reads one)."),
@@ -591,6 +670,7 @@ def probe(
     limit: Annotated[int | None, typer.Option(help="At most N clips per split (demos).")] = None,
     depth: Annotated[int, typer.Option(help="Attentive probe blocks.")] = 1,
     heads: Annotated[int, typer.Option(help="Attentive probe heads.")] = 8,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
 ) -> None:
     """Train an attentive or linear probe from the run's token cache and write
     RUN/probes/TASK-KIND.json (KIND: the probe, e.g. attentive, linear, linear-sklearn,
@@ -614,15 +694,16 @@ def probe(
     recorded = _recorded(run_dir, b.name)
     if recorded is None:
         typer.echo(f"jepactl: no {b.name} cache in {run_dir} yet; extracting it first", err=True)
-    pool = pool or (recorded or {}).get("pooling") or b.pool
+    pooling = pool.value if pool else (recorded or {}).get("pooling") or b.pool
     limit = limit or (recorded or {}).get("limit")
     # Returns at once for a current cache; extracts a missing one, resumes a partial one,
     # and refuses one built from another checkpoint (the run may have trained on).
-    paths = extract_features(run_dir.root, b, ("train", "val"), weights, pool,
-                             roots=_roots(root, _task_datasets(b)), limit=limit)  # fmt: skip
+    paths = extract_features(run_dir.root, b, ("train", "val"), weights.value, pooling,
+                             roots=_roots(root, _task_datasets(b)), limit=limit,
+                             device=device)  # fmt: skip
     settings = benchmark_settings(b)
-    kind = probe_kind or b.probe
-    if probe_kind is not None and probe_kind != b.probe:
+    kind = probe_head.value if probe_head else b.probe
+    if kind != b.probe:
         settings["sklearn"] = False  # another head than the task's: a torch head
     if sklearn is not None:
         settings["sklearn"] = sklearn
@@ -632,6 +713,7 @@ def probe(
     result = train_probe(
         paths["train"], paths["val"], **{**settings, "probe": kind}, seed=seed, sweep=sweep,
         probe_kwargs={"depth": depth, "num_heads": heads} if kind == "attentive" else None,
+        device=device,
     )  # fmt: skip
     typer.echo(write_result(run_dir, b.name, result))
     warning = floor_warning(b.name, result)
@@ -659,25 +741,25 @@ def _recorded(run: rundir.RunDir, task: str) -> dict[str, Any] | None:
 def synth_motion(
     runs: Annotated[list[Path], typer.Argument(help="Run directories to score.")],
     task: Annotated[
-        str,
+        MotionTask,
         typer.Option(
             help="directions: the reference's 8 translation directions (Table 6's numbers); "
             "mixed: translation, rotation and scaling classes (Table 6's caption); all: both."
         ),
-    ] = "directions",
+    ] = MotionTask.directions,
     seeds: Annotated[
         int, typer.Option(help="Repeat data draw and probe over seeds 0..N-1 (mean ± std, 95% CI).")
     ] = 1,
     protocol: Annotated[
-        str,
+        MotionProtocol,
         typer.Option(
             help="reference: 160/40 clips and the reference's probe (2.5 points per test clip); "
             "default: 960/480 clips, logistic regression on a 2x2-pooled token grid."
         ),
-    ] = "default",
+    ] = MotionProtocol.default,
     weights: Annotated[
-        str, typer.Option(help="auto (EMA teacher if trained, else student), student, teacher.")
-    ] = "auto",
+        Weights, typer.Option(help="auto: the EMA teacher if the run trained one, else student.")
+    ] = Weights.auto,
     cache_dir: Annotated[
         Path | None,
         typer.Option(help="Where generated clips are kept (default: $JEPACTL_CACHE or ~/.cache)."),
@@ -687,7 +769,7 @@ def synth_motion(
     keep_features: Annotated[
         bool, typer.Option(help="Keep the token caches under RUN/features/.")
     ] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     markdown: Annotated[bool, typer.Option(help="Print the table as markdown.")] = False,
 ) -> None:
     """Score frozen encoders on 8-class synthetic motion discrimination (paper Table 6).
@@ -703,20 +785,20 @@ def synth_motion(
     from jepactl.probe.synth_motion import result_name, score_run
     from jepactl.report.synth_motion import format_table, run_label
 
-    tasks = list(TASKS) if task == "all" else [check_task(task)]
-    get_protocol(protocol)
+    tasks = list(TASKS) if task is MotionTask.all else [check_task(task.value)]
+    proto = get_protocol(protocol.value).name
     tables = []
     for name in tasks:
         rows = []
         for run in runs:
             result = score_run(
-                run, task=name, protocol=protocol, seeds=seeds, weights=weights,
+                run, task=name, protocol=proto, seeds=seeds, weights=weights.value,
                 device=device, cache_dir=cache_dir, batch_size=batch_size,
                 num_workers=workers, keep_features=keep_features,
                 say=lambda m: typer.echo(f"jepactl: {m}", err=True),
             )  # fmt: skip
             rows.append((run_label(run), result))
-            out = rundir.RunDir(run).result(result_name(name, protocol))
+            out = rundir.RunDir(run).result(result_name(name, proto))
             typer.echo(f"jepactl: wrote {out}", err=True)
             warning = floor_warning(f"{run}: synth-motion-{name}", result)
             if warning is not None:
@@ -726,7 +808,7 @@ def synth_motion(
             (f"{label} [{run.name}]" if labels.count(label) > 1 else label, result)
             for (label, result), run in zip(rows, runs, strict=True)
         ]
-        tables.append(format_table(rows, name, protocol, markdown=markdown))
+        tables.append(format_table(rows, name, proto, markdown=markdown))
     typer.echo("\n\n".join(tables))
 
 
@@ -747,8 +829,11 @@ def compare(
         str | None, typer.Option(help="Comma-separated task columns, in this order.")
     ] = None,
     sort: Annotated[
-        str, typer.Option(help="delta (baseline first, then by mean Δ), name, or input.")
-    ] = "delta",
+        Sort,
+        typer.Option(
+            help="delta: baseline first, then by mean Δ; name; input: command-line order."
+        ),
+    ] = Sort.delta,
     plot: Annotated[
         Path | None, typer.Option(help="Write Figure 2 (grouped Δ bars) to this PNG.")
     ] = None,
@@ -781,7 +866,8 @@ def compare(
         reasons = "; ".join(f"{u.path}: {u.reason}" for u in unreadable)
         _fail(f"no readable run among {' '.join(runs)}" + (f" ({reasons})" if reasons else ""))
     table = cmp.build_table(
-        records, baseline=baseline, benches=columns.split(",") if columns else None, sort=sort,
+        records, baseline=baseline, benches=columns.split(",") if columns else None,
+        sort=sort.value,
         unreadable=unreadable, probe=probe_kind,
     )  # fmt: skip
     render = (

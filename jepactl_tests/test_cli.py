@@ -199,3 +199,71 @@ def test_probe_without_run_names_the_run_it_picked_first(
     first = res.output.splitlines()[0]
     assert first.startswith(f"jepactl: probing {Path('runs') / 'newer'} (the newest run")
     assert (tmp_path / "runs" / "newer" / "probes" / "synth-shapes-attentive.json").exists()
+
+
+def _params(path: list[str]) -> dict[str, Any]:
+    """The click parameters of ``jepactl PATH...`` by option name."""
+    from typer.main import get_command
+
+    cmd: Any = get_command(app)
+    for name in path:
+        cmd = cmd.commands[name]
+    return {opt: p for p in cmd.params for opt in getattr(p, "opts", [])}
+
+
+def _enum_values(annotation: Any) -> set[str] | None:
+    """The values of the Enum an option is annotated with (``E`` or ``E | None``)."""
+    import enum
+    import typing
+
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, enum.Enum):
+            return {m.value for m in candidate}
+    return None
+
+
+def test_choices_are_enumerations_listed_by_help() -> None:
+    """Issue 15, rough edge 7: every choice option offers its values (help, completion), and
+    they are the library's values."""
+    from jepactl.bench import BASELINE_FOR_SIZE
+    from jepactl.features.encoder import WEIGHTS
+    from jepactl.features.synth_motion import PROTOCOLS, TASKS
+    from jepactl.grid import POOLS
+    from jepactl.probe.heads import PROBES
+    from jepactl.report.compare import SORTS
+
+    expected = {
+        ("extract-features",): {"--weights": WEIGHTS, "--pool": POOLS},
+        ("probe",): {"--weights": WEIGHTS, "--pool": POOLS, "--probe": tuple(PROBES)},
+        ("synth-motion",): {
+            "--weights": WEIGHTS,
+            "--task": (*TASKS, "all"),
+            "--protocol": tuple(PROTOCOLS),
+        },
+        ("compare",): {"--sort": SORTS},
+        ("bench", "step-time"): {"--size": tuple(BASELINE_FOR_SIZE), "--device": ("cpu", "cuda")},
+        ("bench", "pretrain"): {"--size": tuple(BASELINE_FOR_SIZE), "--device": ("cpu", "cuda")},
+    }
+    for path, options in expected.items():
+        params = _params(list(path))
+        for option, values in options.items():
+            choices = _enum_values(params[option].type_descriptor.annotation)
+            assert choices == set(values), (path, option)
+    text = "".join(runner.invoke(app, ["compare", "--help"]).output.split())
+    assert "<delta|name|input>" in text
+    res = runner.invoke(app, ["compare", ".", "--sort", "deltaa"])
+    assert res.exit_code == 2
+    assert "'delta','name','input'" in "".join(res.output.replace("│", " ").split())
+
+
+def test_every_command_that_computes_takes_device() -> None:
+    for path in (
+        ["pretrain"],
+        ["extract-features"],
+        ["probe"],
+        ["synth-motion"],
+        ["bench", "step-time"],
+        ["bench", "pretrain"],
+        ["bench", "probe"],
+    ):
+        assert "--device" in _params(path), path
