@@ -226,6 +226,7 @@ def probe_cache_vs_reencode(
     limit: int | None = 400,
     seed: int = 0,
     num_workers: int = 0,
+    device: str = "auto",
 ) -> dict[str, float]:
     """Wall time and accuracy of a probe trained from the token cache (encode once, then
     ``epochs`` passes over the cache) against the V-JEPA protocol, which re-decodes and
@@ -244,21 +245,21 @@ def probe_cache_vs_reencode(
     from jepactl.utils import derive_seed
 
     b = get_benchmark(bench)
-    device = resolve_device("auto")  # both protocols on the same device and precision
+    dev = resolve_device(device)  # both protocols on the same device and precision
     shutil.rmtree(RunDir(run_dir).features(b.name), ignore_errors=True)  # time a real build
     t0 = time.perf_counter()
     paths = extract_features(run_dir, b, ("train", "val"), limit=limit,
-                             num_workers=num_workers, progress=False)  # fmt: skip
+                             num_workers=num_workers, progress=False, device=str(dev))  # fmt: skip
     cached = train_probe(paths["train"], paths["val"], probe=b.probe, epochs=epochs, lr=b.lr,
                          wd=b.wd, batch_size=b.batch_size, seed=seed, progress=False,
-                         device=str(device), bf16=False)  # fmt: skip
+                         device=str(dev), bf16=False)  # fmt: skip
     t_cache = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    frozen = load_frozen_encoder(run_dir, "auto", device=device)
+    frozen = load_frozen_encoder(run_dir, "auto", device=dev)
     train, val = EvalSource(b, "train", limit=limit), EvalSource(b, "val", limit=limit)
     torch.manual_seed(seed)
-    head = build_probe(b.probe, frozen.encoder.embed_dim, b.num_classes).to(device)
+    head = build_probe(b.probe, frozen.encoder.embed_dim, b.num_classes).to(dev)
     steps = epochs * -(-len(train) // b.batch_size)
     trainer = HeadTrainer(head, b.lr, b.wd, steps)  # the probe's own step, schedule and AdamW
     gen = torch.Generator().manual_seed(derive_seed(seed, "probe-shuffle"))
@@ -266,7 +267,7 @@ def probe_cache_vs_reencode(
         order = torch.randperm(len(train), generator=gen).tolist()
         for batch in eval_loader(train, order, b.batch_size, num_workers):
             x = encode_clips(frozen.encoder, batch.clips).flatten(0, 1)
-            y = batch.labels.to(device).repeat_interleave(batch.clips.shape[1])
+            y = batch.labels.to(dev).repeat_interleave(batch.clips.shape[1])
             trainer.step(x, y)
     head.eval()
     correct = 0

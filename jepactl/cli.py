@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -66,6 +67,80 @@ app = typer.Typer(
 )
 
 
+# --------------------------------------------------------------------------------------
+# Choices: enumerations, so --help lists them and shell completion offers them. Each mirrors
+# a library tuple (named in its docstring; a test keeps them equal) without importing the
+# library here, so the CLI starts fast. Commands pass ``.value`` on to the library.
+# --------------------------------------------------------------------------------------
+
+
+class Weights(str, Enum):
+    """:data:`jepactl.features.encoder.WEIGHTS`: auto is the EMA teacher if trained."""
+
+    auto = "auto"
+    student = "student"
+    teacher = "teacher"
+
+
+class Pool(str, Enum):
+    """:data:`jepactl.grid.POOLS`: how tokens are pooled into the feature cache."""
+
+    none = "none"
+    time = "time"
+    space2x2 = "space2x2"
+    mean = "mean"
+
+
+class ProbeHead(str, Enum):
+    """The probe heads :func:`jepactl.probe.heads.build_probe` knows."""
+
+    attentive = "attentive"
+    attentive_reference = "attentive-reference"
+    linear = "linear"
+
+
+class Size(str, Enum):
+    """:data:`jepactl.bench.BASELINE_FOR_SIZE`: synth (CPU-sized) or paper (as written)."""
+
+    synth = "synth"
+    paper = "paper"
+
+
+class BenchDevice(str, Enum):
+    """Where a benchmark times (it measures one kind of device, never both)."""
+
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class MotionTask(str, Enum):
+    """:data:`jepactl.features.synth_motion.TASKS`, or all of them."""
+
+    directions = "directions"
+    mixed = "mixed"
+    all = "all"
+
+
+class MotionProtocol(str, Enum):
+    """:data:`jepactl.features.synth_motion.PROTOCOLS`."""
+
+    default = "default"
+    reference = "reference"
+
+
+class Sort(str, Enum):
+    """:data:`jepactl.report.compare.SORTS`."""
+
+    delta = "delta"
+    name = "name"
+    input = "input"
+
+
+#: ``--device`` of the commands that compute: auto, cpu, cuda or cuda:N (a free string: the
+#: GPU index cannot be enumerated; :func:`jepactl.dist.resolve_device` checks it).
+DEVICE_HELP = "auto (CUDA when visible), cpu, cuda or cuda:N."
+
+
 def _fail(message: str) -> NoReturn:
     """A user's mistake found by the CLI itself: one line, exit 2 (through the group)."""
     raise ConfigError(message)
@@ -109,6 +184,10 @@ def pretrain(
         typer.Option(help="Stop after this many steps in total (the schedule is unchanged)."),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Shorthand for --set train.seed=S.")] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(help="Shorthand for --set train.device=D: " + DEVICE_HELP),
+    ] = None,
     force: Annotated[
         bool, typer.Option(help="Resume a run even though its saved recipe differs.")
     ] = False,
@@ -140,6 +219,8 @@ def pretrain(
     overrides = list(set_ or [])
     if seed is not None:
         overrides.append(f"train.seed={seed}")
+    if device is not None:
+        overrides.append(f"train.device={device}")
     from jepactl.data.readers import DatasetLayoutError
 
     try:
@@ -200,36 +281,93 @@ app.add_typer(data_app, name="data")
 
 @data_app.command("check")
 def data_check(
-    name: Annotated[str, typer.Argument(help="ucf101, ssv2, diving48, imagenet100, csv, folders.")],
-    root: Annotated[
+    name: Annotated[
         str | None,
-        typer.Option(help="Dataset root (default: $JEPACTL_DATA/<name>); for csv the index file."),
+        typer.Argument(
+            help="Dataset: ucf101, ssv2, diving48, in100 (alias imagenet100), csv, folders. "
+            "Or give --recipe instead."
+        ),
     ] = None,
-    split: Annotated[str, typer.Option(help="Split to check.")] = "train",
-    frames: Annotated[int, typer.Option(help="Clip length the data is for.")] = 16,
-    stride: Annotated[int, typer.Option(help="Frame stride the data is for.")] = 2,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            "--recipe", "-r", help="Check every dataset this recipe reads (name or YAML path)."
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a recipe key (with --recipe), e.g. data.split=val."),
+    ] = None,
+    root: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Dataset root as NAME=PATH (repeatable; a bare PATH when one dataset is "
+            "checked; for csv the index file). Default: the recipe's data.roots, else "
+            "$JEPACTL_DATA/NAME."
+        ),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Split to check (default: the recipe's, else train).")
+    ] = None,
+    frames: Annotated[
+        int | None,
+        typer.Option(help="Clip length the data is for (default: the recipe's, else 16)."),
+    ] = None,
+    stride: Annotated[
+        int | None,
+        typer.Option(help="Frame stride the data is for (default: the recipe's, else 2)."),
+    ] = None,
     workers: Annotated[int, typer.Option(help="Parallel decoding processes.")] = 2,
     report: Annotated[Path | None, typer.Option(help="Also write a JSON report here.")] = None,
 ) -> None:
-    """Decode every file of a dataset split and report undecodable (including truncated),
-    too-short (shorter than one clip of --frames at --stride), mislabelled and missing files
-    (exit 1 if any)."""
-    from jepactl.data.check import check_dataset
+    """Decode every file of a dataset split (or of every dataset a recipe reads) and report
+    undecodable (including truncated), too-short (shorter than one clip of --frames at
+    --stride), mislabelled and missing files (exit 1 if any). Datasets that cannot be found
+    are all reported at once, before any decoding (exit 2)."""
+    from jepactl.config import canonical_dataset
+    from jepactl.data.check import check_index
+    from jepactl.data.readers import OPTION_HINT
+    from jepactl.data.sources import index_recipe_datasets, recipe_datasets
+    from jepactl.recipe import load_recipe
 
+    if (name is None) == (recipe is None):
+        _fail("give a dataset NAME or --recipe RECIPE (not both), e.g. `jepactl data check ssv2`")
+    if set_ and recipe is None:
+        _fail("--set overrides a recipe key; it needs --recipe")
+    if recipe is not None:
+        data = load_recipe(recipe, set_ or []).data
+        names = recipe_datasets(data)
+        if not names:
+            typer.echo(f"{recipe} reads no dataset (data.source: {data.source}); nothing to check")
+            return
+    else:
+        from jepactl.config import DataConfig
+
+        data = DataConfig(source=canonical_dataset(name or ""), roots={})
+        names = [data.source]
+    data.split = split or (data.split if recipe is not None else "train")
+    frames = frames or (data.num_frames if recipe is not None else 16)
+    stride = stride or (data.frame_stride if recipe is not None else 2)
+    indexes = index_recipe_datasets(data, _roots(root, names), OPTION_HINT)
     min_frames = (frames - 1) * stride + 1  # what one clip spans
-    result = check_dataset(name, root, split, min_frames, workers)
-    counts = result.counts()
-    typer.echo(
-        f"{result.dataset}/{result.split} at {result.root}: {result.checked} files checked, "
-        + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no problems")
-    )
-    for problem in result.problems[:50]:
-        typer.echo(f"  {problem.kind:<12} {problem.path}  {problem.detail}")
-    if len(result.problems) > 50:
-        typer.echo(f"  ... and {len(result.problems) - 50} more (see --report)")
+    results = []
+    for index in indexes.values():
+        result = check_index(index, min_frames, workers)
+        results.append(result)
+        counts = result.counts()
+        typer.echo(
+            f"{result.dataset}/{result.split} at {result.root}: {result.checked} files checked, "
+            + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no problems")
+        )
+        for problem in result.problems[:50]:
+            typer.echo(f"  {problem.kind:<12} {problem.path}  {problem.detail}")
+        if len(result.problems) > 50:
+            typer.echo(f"  ... and {len(result.problems) - 50} more (see --report)")
     if report is not None:
-        report.write_text(result.to_json())
-    if result.problems:
+        from jepactl.data.check import reports_json
+
+        report.write_text(reports_json(results))
+    if any(r.problems for r in results):
         raise typer.Exit(1)
 
 
@@ -268,10 +406,10 @@ def bench_step_time(
     ] = None,
     steps: Annotated[int, typer.Option(help="Timed steps per recipe.")] = 8,
     warmup: Annotated[int, typer.Option(help="Untimed steps first.")] = 3,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Annotated[BenchDevice, typer.Option(help="The device to time.")] = BenchDevice.cpu,
     size: Annotated[
-        str, typer.Option(help="synth: CPU-sized (recipes/base/synth.yaml); paper: as written.")
-    ] = "synth",
+        Size, typer.Option(help="synth: CPU-sized (recipes/base/synth.yaml); paper: as written.")
+    ] = Size.synth,
     check_syncs: Annotated[
         bool, typer.Option(help="CUDA: fail if a timed step synchronises with the host.")
     ] = False,
@@ -287,17 +425,15 @@ def bench_step_time(
     from jepactl.bench import markdown, step_times
     from jepactl.utils import write_section
 
-    if size not in ("synth", "paper"):
-        _fail(f"--size must be synth or paper, got {size!r}")
-    rows = step_times(recipes or ["*"], steps, warmup, device, size, check_syncs)
-    if device == "cuda":
+    rows = step_times(recipes or ["*"], steps, warmup, device.value, size.value, check_syncs)
+    if device is BenchDevice.cuda:
         import torch
 
         where = torch.cuda.get_device_name()
     else:
         where = f"{platform.processor() or platform.machine()} ({torch_threads()} threads)"
     header = (
-        f"Measured {datetime.date.today()} on {where} at the {size} size, median of {steps} "
+        f"Measured {datetime.date.today()} on {where} at the {size.value} size, median of {steps} "
         f"steps after {warmup} warm-up steps, bf16 autocast on CUDA and fp32 on CPU (unless a "
         "recipe sets train.precision), one pre-rendered batch"
         + (", no host synchronisation inside any timed step." if check_syncs else ".")
@@ -315,9 +451,9 @@ def bench_pretrain(
         typer.Option(help="Recipe to time (repeatable; the first is the reference)."),
     ] = None,
     size: Annotated[
-        str, typer.Option(help="synth: CPU-sized (recipes/base/synth.yaml); paper: as written.")
-    ] = "synth",
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+        Size, typer.Option(help="synth: CPU-sized (recipes/base/synth.yaml); paper: as written.")
+    ] = Size.synth,
+    device: Annotated[BenchDevice, typer.Option(help="The device to time.")] = BenchDevice.cpu,
     steps: Annotated[int, typer.Option(help="Timed steps per recipe and round.")] = 3,
     rounds: Annotated[int, typer.Option(help="Interleaved rounds over the recipes.")] = 3,
     warmup: Annotated[
@@ -343,16 +479,16 @@ def bench_pretrain(
     from jepactl.bench import BASELINE_FOR_SIZE, pretrain_bench, pretrain_markdown
     from jepactl.utils import atomic_write_bytes
 
-    if size not in ("synth", "paper"):
-        _fail(f"--size must be synth or paper, got {size!r}")
-    names = recipe or [BASELINE_FOR_SIZE[size]]
+    names = recipe or [BASELINE_FOR_SIZE[size.value]]
     if min(steps, rounds) < 1 or min(warmup, loader_steps) < 0:
         _fail("--steps and --rounds must be >= 1, --warmup and --loader-steps >= 0")
 
     def say(text: str) -> None:
         typer.echo(f"jepactl: {text}", err=True)
 
-    result = pretrain_bench(names, size, device, steps, rounds, warmup, loader_steps, say)
+    result = pretrain_bench(
+        names, size.value, device.value, steps, rounds, warmup, loader_steps, say
+    )
     typer.echo(pretrain_markdown(result), nl=False)
     if json_out is not None:
         data = (json.dumps(result, indent=2) + "\n").encode()
@@ -404,11 +540,12 @@ def bench_probe(
     task: Annotated[str, typer.Option(help=TASK_HELP)] = "synth-shapes",
     epochs: Annotated[int, typer.Option(help="Probe epochs.")] = 50,
     limit: Annotated[int, typer.Option(help="Clips per split.")] = 400,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
 ) -> None:
     """Probe from the token cache vs the re-encode-every-epoch protocol: time and accuracy."""
     from jepactl.bench import probe_cache_vs_reencode
 
-    r = probe_cache_vs_reencode(run, task, epochs, limit)
+    r = probe_cache_vs_reencode(run, task, epochs, limit, device=device)
     typer.echo(
         f"{task}, {int(r['n_train'])} train / {int(r['n_val'])} val clips, {epochs} epochs:\n"
         f"  from the cache (extract once + probe): {r['cache_s']:.1f} s, "
@@ -425,14 +562,34 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def _roots(pairs: list[str] | None) -> dict[str, str]:
-    out = {}
+def _roots(pairs: list[str] | None, used: list[str]) -> dict[str, str]:
+    """``--root`` values, the same form in every command: ``NAME=PATH`` for a dataset the
+    command reads (``used``; names in the one vocabulary, aliases such as ``imagenet100``
+    accepted), or a bare ``PATH`` when it reads exactly one dataset."""
+    from jepactl.config import canonical_dataset
+    from jepactl.utils import suggestion
+
+    reads = f"it reads {', '.join(used)}" if used else "it reads no dataset"
+    out: dict[str, str] = {}
     for pair in pairs or []:
-        name, sep, path = pair.partition("=")
+        key, sep, path = pair.partition("=")
         if not sep:
-            _fail(f"--root expects name=path, got '{pair}'")
-        out[name] = path
+            if len(used) != 1:
+                _fail(f"--root {pair}: give NAME=PATH ({reads})")
+            key, path = used[0], pair
+        key = canonical_dataset(key)
+        if key not in used:
+            hint = suggestion(key, used) if used else ""
+            _fail(f"--root {pair}: no dataset {key!r} in this command{hint} ({reads})")
+        if key in out:
+            _fail(f"--root names {key} twice ({out[key]} and {path}); give it once")
+        out[key] = path
     return out
+
+
+def _task_datasets(task: Any) -> list[str]:
+    """The dataset a task reads, as ``--root`` names it (none for the generated ones)."""
+    return [] if task.reader == "synth" else [task.reader]
 
 
 @app.command("extract-features")
@@ -447,22 +604,24 @@ def extract_features_cmd(
     task: Annotated[str | None, typer.Option(help=TASK_HELP)] = None,
     split: Annotated[str, typer.Option(help="Comma-separated splits.")] = "train,val",
     weights: Annotated[
-        str, typer.Option(help="auto (EMA teacher if trained, else student), student, teacher.")
-    ] = "auto",
+        Weights, typer.Option(help="auto: the EMA teacher if the run trained one, else student.")
+    ] = Weights.auto,
     pool: Annotated[
-        str | None,
-        typer.Option(help="none, time, space2x2 or mean (default: the task's, mostly none)."),
+        Pool | None,
+        typer.Option(help="Token pooling (default: the task's, mostly none)."),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Clips per forward pass.")] = 8,
     workers: Annotated[int, typer.Option(help="Decoding worker processes.")] = 2,
     root: Annotated[
         list[str] | None,
         typer.Option(
-            help="Dataset root as name=path (repeatable); synth-motion=DIR keeps its clips there."
+            help="Dataset root as NAME=PATH (or a bare PATH: the task reads one dataset); "
+            "synth-motion=DIR keeps its clips there."
         ),
     ] = None,
     limit: Annotated[int | None, typer.Option(help="At most N clips per split (demos).")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild caches that do not match.")] = False,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     bench: Annotated[str | None, typer.Option(help=OLD_BENCH_HELP, hidden=True)] = None,
     checkpoint: Annotated[Path | None, typer.Option(help=CHECKPOINT_HELP)] = None,
 ) -> None:
@@ -477,8 +636,9 @@ def extract_features_cmd(
 
     b = get_benchmark(_task(task, bench) or "")
     paths = extract_features(
-        run, b, split.split(","), weights, pool or b.pool, batch_size, workers, force,
-        _roots(root), limit, checkpoint=checkpoint,
+        run, b, split.split(","), weights.value, pool.value if pool else b.pool, batch_size,
+        workers, force, _roots(root, _task_datasets(b)), limit, device=device,
+        checkpoint=checkpoint,
     )  # fmt: skip
     for name, path in paths.items():
         typer.echo(f"{name}: {path}")
@@ -498,11 +658,9 @@ def probe(
     run: Annotated[
         Path | None, typer.Option(help="Run directory (default: the newest under ./runs).")
     ] = None,
-    probe_kind: Annotated[
-        str | None,
-        typer.Option(
-            "--probe", help="attentive, attentive-reference or linear (default: the task's)."
-        ),
+    probe_head: Annotated[
+        ProbeHead | None,
+        typer.Option("--probe", help="The probe head (default: the task's)."),
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Default: the task's (Table 2).")] = None,
     lr: Annotated[float | None, typer.Option(help="Default: the task's.")] = None,
@@ -520,44 +678,58 @@ def probe(
         ),
     ] = None,
     pool: Annotated[
-        str | None,
+        Pool | None,
         typer.Option(help="Token pooling, if the cache must be built (default: the cache's)."),
     ] = None,
     weights: Annotated[
-        str, typer.Option(help="Encoder weights, if the cache must be built.")
-    ] = "auto",
-    root: Annotated[list[str] | None, typer.Option(help="Dataset root as name=path.")] = None,
+        Weights, typer.Option(help="Encoder weights, if the cache must be built.")
+    ] = Weights.auto,
+    root: Annotated[
+        list[str] | None,
+        typer.Option(help="Dataset root as NAME=PATH (or a bare PATH: the task reads one)."),
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="At most N clips per split (demos).")] = None,
     depth: Annotated[int, typer.Option(help="Attentive probe blocks.")] = 1,
     heads: Annotated[int, typer.Option(help="Attentive probe heads.")] = 8,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     checkpoint: Annotated[
         Path | None, typer.Option(help=CHECKPOINT_HELP + " Needs --run (where results go).")
     ] = None,
 ) -> None:
     """Train an attentive or linear probe from the run's token cache and write
-    RUN/probes/TASK.json. Every option defaults to what the cache records (pooling, clip
-    limit) or to the task's protocol; a missing cache is extracted first."""
+    RUN/probes/TASK-KIND.json (KIND: the probe, e.g. attentive, linear, linear-sklearn,
+    attentive-sweep; so probes of one task never overwrite each other). Every option defaults
+    to what the cache records (pooling, clip limit) or to the task's protocol; a missing cache
+    is extracted first."""
     from jepactl.features.extract import extract_features
     from jepactl.features.registry import get_benchmark
-    from jepactl.probe.result import write_result
+    from jepactl.probe.result import floor_warning, write_result
     from jepactl.probe.train import benchmark_settings, train_probe
 
     b = get_benchmark(task)
     if checkpoint is not None and run is None:
         _fail("--checkpoint needs --run DIR: the directory its caches and result go to")
-    run_dir = rundir.RunDir(run or latest_run())
+    if run is None:  # said first, before anything else is printed or computed
+        run = latest_run()
+        typer.echo(
+            f"jepactl: probing {run} (the newest run with a checkpoint under runs/; "
+            "--run RUN to choose)",
+            err=True,
+        )
+    run_dir = rundir.RunDir(run)
     recorded = _recorded(run_dir, b.name)
     if recorded is None:
         typer.echo(f"jepactl: no {b.name} cache in {run_dir} yet; extracting it first", err=True)
-    pool = pool or (recorded or {}).get("pooling") or b.pool
+    pooling = pool.value if pool else (recorded or {}).get("pooling") or b.pool
     limit = limit or (recorded or {}).get("limit")
     # Returns at once for a current cache; extracts a missing one, resumes a partial one,
     # and refuses one built from another checkpoint (the run may have trained on).
-    paths = extract_features(run_dir.root, b, ("train", "val"), weights, pool,
-                             roots=_roots(root), limit=limit, checkpoint=checkpoint)  # fmt: skip
+    paths = extract_features(run_dir.root, b, ("train", "val"), weights.value, pooling,
+                             roots=_roots(root, _task_datasets(b)), limit=limit,
+                             device=device, checkpoint=checkpoint)  # fmt: skip
     settings = benchmark_settings(b)
-    kind = probe_kind or b.probe
-    if probe_kind is not None and probe_kind != b.probe:
+    kind = probe_head.value if probe_head else b.probe
+    if kind != b.probe:
         settings["sklearn"] = False  # another head than the task's: a torch head
     if sklearn is not None:
         settings["sklearn"] = sklearn
@@ -567,8 +739,12 @@ def probe(
     result = train_probe(
         paths["train"], paths["val"], **{**settings, "probe": kind}, seed=seed, sweep=sweep,
         probe_kwargs={"depth": depth, "num_heads": heads} if kind == "attentive" else None,
+        device=device,
     )  # fmt: skip
     typer.echo(write_result(run_dir, b.name, result))
+    warning = floor_warning(b.name, result)
+    if warning is not None:
+        typer.echo(f"jepactl: {warning}", err=True)
 
 
 def _recorded(run: rundir.RunDir, task: str) -> dict[str, Any] | None:
@@ -591,25 +767,25 @@ def _recorded(run: rundir.RunDir, task: str) -> dict[str, Any] | None:
 def synth_motion(
     runs: Annotated[list[Path], typer.Argument(help="Run directories to score.")],
     task: Annotated[
-        str,
+        MotionTask,
         typer.Option(
             help="directions: the reference's 8 translation directions (Table 6's numbers); "
             "mixed: translation, rotation and scaling classes (Table 6's caption); all: both."
         ),
-    ] = "directions",
+    ] = MotionTask.directions,
     seeds: Annotated[
         int, typer.Option(help="Repeat data draw and probe over seeds 0..N-1 (mean ± std, 95% CI).")
     ] = 1,
     protocol: Annotated[
-        str,
+        MotionProtocol,
         typer.Option(
             help="reference: 160/40 clips and the reference's probe (2.5 points per test clip); "
             "default: 960/480 clips, logistic regression on a 2x2-pooled token grid."
         ),
-    ] = "default",
+    ] = MotionProtocol.default,
     weights: Annotated[
-        str, typer.Option(help="auto (EMA teacher if trained, else student), student, teacher.")
-    ] = "auto",
+        Weights, typer.Option(help="auto: the EMA teacher if the run trained one, else student.")
+    ] = Weights.auto,
     cache_dir: Annotated[
         Path | None,
         typer.Option(help="Where generated clips are kept (default: $JEPACTL_CACHE or ~/.cache)."),
@@ -619,7 +795,7 @@ def synth_motion(
     keep_features: Annotated[
         bool, typer.Option(help="Keep the token caches under RUN/features/.")
     ] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     markdown: Annotated[bool, typer.Option(help="Print the table as markdown.")] = False,
     checkpoint: Annotated[
         Path | None, typer.Option(help=CHECKPOINT_HELP + " Takes one RUN: where the result goes.")
@@ -634,11 +810,12 @@ def synth_motion(
     Example: `jepactl synth-motion runs/synth-baseline runs/synth-kin_l1 --seeds 3`.
     """
     from jepactl.features.synth_motion import TASKS, check_task, get_protocol
+    from jepactl.probe.result import floor_warning
     from jepactl.probe.synth_motion import result_name, score_run
     from jepactl.report.synth_motion import format_table, run_label
 
-    tasks = list(TASKS) if task == "all" else [check_task(task)]
-    get_protocol(protocol)
+    tasks = list(TASKS) if task is MotionTask.all else [check_task(task.value)]
+    proto = get_protocol(protocol.value).name
     if checkpoint is not None and len(runs) != 1:
         _fail(f"--checkpoint scores one encoder: give one RUN directory, not {len(runs)}")
     tables = []
@@ -646,20 +823,23 @@ def synth_motion(
         rows = []
         for run in runs:
             result = score_run(
-                run, task=name, protocol=protocol, seeds=seeds, weights=weights,
+                run, task=name, protocol=proto, seeds=seeds, weights=weights.value,
                 device=device, cache_dir=cache_dir, batch_size=batch_size,
                 num_workers=workers, keep_features=keep_features,
                 say=lambda m: typer.echo(f"jepactl: {m}", err=True), checkpoint=checkpoint,
             )  # fmt: skip
             rows.append((run_label(run), result))
-            out = rundir.RunDir(run).result(result_name(name, protocol))
+            out = rundir.RunDir(run).result(result_name(name, proto))
             typer.echo(f"jepactl: wrote {out}", err=True)
+            warning = floor_warning(f"{run}: synth-motion-{name}", result)
+            if warning is not None:
+                typer.echo(f"jepactl: {warning}", err=True)
         labels = [label for label, _ in rows]
         rows = [  # several runs of one recipe (seeds): tell them apart by folder
             (f"{label} [{run.name}]" if labels.count(label) > 1 else label, result)
             for (label, result), run in zip(rows, runs, strict=True)
         ]
-        tables.append(format_table(rows, name, protocol, markdown=markdown))
+        tables.append(format_table(rows, name, proto, markdown=markdown))
     typer.echo("\n\n".join(tables))
 
 
@@ -680,13 +860,25 @@ def compare(
         str | None, typer.Option(help="Comma-separated task columns, in this order.")
     ] = None,
     sort: Annotated[
-        str, typer.Option(help="delta (baseline first, then by mean Δ), name, or input.")
-    ] = "delta",
+        Sort,
+        typer.Option(
+            help="delta: baseline first, then by mean Δ; name; input: command-line order."
+        ),
+    ] = Sort.delta,
     plot: Annotated[
         Path | None, typer.Option(help="Write Figure 2 (grouped Δ bars) to this PNG.")
     ] = None,
     highlight: Annotated[
         str | None, typer.Option(help="The method highlighted in the figure (default: first).")
+    ] = None,
+    probe_kind: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--probe",
+            help="Probe kind shown: KIND for every column or TASK=KIND for one (repeatable); "
+            "kinds: attentive, attentive-reference, linear, linear-sklearn and each torch "
+            "head with -sweep. Default: the task's probe if a run has it, else the most common.",
+        ),
     ] = None,
     bench: Annotated[str | None, typer.Option(help=OLD_BENCH_HELP, hidden=True)] = None,
 ) -> None:
@@ -705,8 +897,9 @@ def compare(
         reasons = "; ".join(f"{u.path}: {u.reason}" for u in unreadable)
         _fail(f"no readable run among {' '.join(runs)}" + (f" ({reasons})" if reasons else ""))
     table = cmp.build_table(
-        records, baseline=baseline, benches=columns.split(",") if columns else None, sort=sort,
-        unreadable=unreadable,
+        records, baseline=baseline, benches=columns.split(",") if columns else None,
+        sort=sort.value,
+        unreadable=unreadable, probe=probe_kind,
     )  # fmt: skip
     render = (
         cmp.render_markdown if markdown else cmp.render_csv if csv

@@ -88,14 +88,41 @@ class SynthDataConfig:
     max_objects: int = 3
 
 
+#: Other names of datasets, accepted wherever a dataset is named (``data.source``, the keys of
+#: ``data.mix`` and ``data.roots``, ``--root``, ``data check``) and read as the name they map
+#: to: the one the evaluation tasks use.
+DATASET_ALIASES: dict[str, str] = {"imagenet100": "in100"}
+
+
+def canonical_dataset(name: str) -> str:
+    """A dataset's name in jepactl's one vocabulary (``imagenet100`` -> ``in100``)."""
+    return DATASET_ALIASES.get(name, name)
+
+
+def canonical_data_names(config: Any) -> Any:
+    """A copy of a raw recipe dict (a run's saved ``config.yaml``) with the dataset aliases of
+    ``data.source``, ``data.mix`` and ``data.roots`` replaced by their names, so a run saved
+    with ``imagenet100`` compares equal to the same recipe saved with ``in100``."""
+    if not isinstance(config, dict) or not isinstance(config.get("data"), dict):
+        return config
+    data = dict(config["data"])
+    if isinstance(data.get("source"), str):
+        data["source"] = canonical_dataset(data["source"])
+    for key in ("mix", "roots"):
+        if isinstance(data.get(key), dict):
+            data[key] = {canonical_dataset(str(k)): v for k, v in data[key].items()}
+    return {**config, "data": data}
+
+
 @dataclass
 class DataConfig:
     """Where clips come from and how they are cut (pretraining).
 
     ``source``: ``synth`` (built-in), a dataset reader (``ucf101``, ``ssv2``, ``diving48``,
-    ``imagenet100``, ``csv``, ``folders``; see ``docs/data.md``), or ``mixed``: a mixture of
-    readers with the weights in ``mix``, sampled with replacement. Dataset roots come from
-    ``roots.<name>`` (for ``csv``: the index file), else, for the four official datasets,
+    ``in100`` (alias ``imagenet100``), ``csv``, ``folders``; see ``docs/data.md``), or
+    ``mixed``: a mixture of readers with the weights in ``mix``, sampled with replacement.
+    Dataset roots come from ``roots.<name>`` (for ``csv``: the index file), else, for the
+    four official datasets,
     ``$JEPACTL_DATA/<name>``.
     """
 

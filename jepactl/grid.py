@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange, reduce
 
 
 @dataclass(frozen=True)
@@ -65,20 +66,19 @@ def pooled_length(grid: TokenGrid, pool: str) -> int:
 def pool_tokens(tokens: torch.Tensor, grid: TokenGrid, pool: str) -> torch.Tensor:
     """``[B, T'·H'·W', D]`` (t, h, w raster order) -> ``[B, L, D]``, ``L`` =
     :func:`pooled_length` (``space2x2``: per time step, the quarters in raster order)."""
-    b, n, d = tokens.shape
+    b, n, _ = tokens.shape
     if n != grid.num_tokens:
         raise ValueError(f"{n} tokens do not form the grid {grid}")
     if pool == "none":
         return tokens
     if pool == "mean":
         return tokens.mean(dim=1, keepdim=True)
-    x = tokens.view(b, grid.t, grid.h, grid.w, d)
     if pool == "time":
-        return x.mean(dim=1).reshape(b, grid.h * grid.w, d)
+        return reduce(tokens, "b (t hw) d -> b hw d", "mean", t=grid.t)
     if pool == "space2x2":
-        planes = x.permute(0, 1, 4, 2, 3).reshape(b * grid.t, d, grid.h, grid.w)
+        planes = rearrange(tokens, "b (t h w) d -> (b t) d h w", t=grid.t, h=grid.h, w=grid.w)
         pooled = F.adaptive_avg_pool2d(planes, 2)  # [B·T', D, 2, 2]
-        return pooled.reshape(b, grid.t, d, 4).transpose(2, 3).reshape(b, grid.t * 4, d)
+        return rearrange(pooled, "(b t) d i j -> b (t i j) d", b=b)
     raise ValueError(f"unknown pooling {pool!r}; one of {', '.join(POOLS)}")
 
 

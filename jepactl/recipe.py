@@ -17,6 +17,8 @@ from jepactl.config import (
     Recipe,
     apply_override,
     built,
+    canonical_data_names,
+    canonical_dataset,
     check_data_config,
     check_monitor_config,
     check_optim_config,
@@ -27,12 +29,13 @@ from jepactl.config import (
     resolve_recipe_path,
     validate_kwargs,
 )
+from jepactl.data.readers import READERS
 from jepactl.data.tasks import TASKS as MONITOR_TASKS
 from jepactl.errors import ConfigError
 from jepactl.masks import MASK_STRATEGIES
 from jepactl.models import ENCODER_PRESETS, check_model_config
 from jepactl.objectives import TERMS
-from jepactl.utils import suggestion
+from jepactl.utils import close_match, suggestion
 
 
 def load_recipe(name: str, overrides: Iterable[str] = (), root: Path | None = None) -> Recipe:
@@ -41,7 +44,9 @@ def load_recipe(name: str, overrides: Iterable[str] = (), root: Path | None = No
     for text in overrides:
         path, value = parse_override(text)
         apply_override(raw, path, value)
-    return recipe_from_dict(raw)
+    # A dataset named by its alias (data.mix.imagenet100=2, an older YAML) is the dataset of
+    # that name: the later of the two wins, as with any override.
+    return recipe_from_dict(canonical_data_names(raw))
 
 
 def recipe_from_dict(raw: Mapping[str, Any]) -> Recipe:
@@ -69,8 +74,46 @@ def validate(recipe: Recipe) -> None:
             f"monitor.task: unknown task '{recipe.monitor.task}'"
             f"{suggestion(recipe.monitor.task, MONITOR_TASKS)}"
         )
+    _validate_data(recipe)
     _validate_terms(recipe)
     _validate_masks(recipe)
+
+
+#: What ``data.source`` may name: the built-in generator, a mixture, or one dataset reader.
+DATA_SOURCES: tuple[str, ...] = ("synth", "mixed", *READERS)
+
+
+def _validate_data(recipe: Recipe) -> None:
+    """``data.source``, and the dataset names of ``data.mix`` and ``data.roots``, in place:
+    aliases (``imagenet100``) become the one name every command uses (``in100``)."""
+    data = recipe.data
+    source = canonical_dataset(data.source)
+    if source not in DATA_SOURCES:
+        raise ConfigError(
+            f"data.source: unknown source '{data.source}'{_named(source, DATA_SOURCES)}"
+        )
+    data.source = source
+    for key in ("mix", "roots"):
+        given: dict[str, Any] = getattr(data, key)
+        out: dict[str, Any] = {}
+        for name, value in given.items():
+            canonical = canonical_dataset(name)
+            if canonical not in READERS:
+                raise ConfigError(f"data.{key}.{name}: unknown dataset{_named(canonical, READERS)}")
+            if canonical in out:
+                raise ConfigError(
+                    f"data.{key} names {canonical} twice (once as an alias); keep one"
+                )
+            out[canonical] = value
+        setattr(data, key, out)
+
+
+def _named(name: str, valid: Iterable[str]) -> str:
+    """``"; did you mean 'x'? (valid: a, b, c)"``: the close match and every valid name, in
+    their own order."""
+    valid = list(valid)
+    close = close_match(name, valid)
+    return (f"; did you mean '{close}'?" if close else "") + f" (valid: {', '.join(valid)})"
 
 
 def _validate_terms(recipe: Recipe) -> None:

@@ -8,7 +8,10 @@
       bad_samples[.rank<r>].jsonl  clips replaced because they would not decode
       checkpoints/latest.pt        the last good state; step_<n>.pt snapshots beside it
       features/<task>/<split>.h5   frozen-encoder token caches (extract-features)
-      probes/<name>.json           probe results (probe, synth-motion)
+      probes/<task>-<kind>.json    probe results of `probe`, one per task and probe kind
+                                   (see :func:`probe_kind`); runs written before the kind
+                                   was in the name hold probes/<task>.json
+      probes/synth-motion-<task>[-<protocol>].json   results of `synth-motion`
       .lock                        held by the one process writing the run
 
 No other module spells these names. Imports neither torch nor the models, so ``compare`` and
@@ -124,6 +127,41 @@ class RunDir:
 
     def read_result(self, name: str) -> Any:
         return json.loads(self.result(name).read_text())
+
+
+#: The probe kinds a result can have (:func:`probe_kind`): each head, the scikit-learn linear
+#: probe, and each torch head selected by the lr x wd sweep.
+PROBE_KINDS: tuple[str, ...] = (
+    "attentive",
+    "attentive-reference",
+    "linear",
+    "linear-sklearn",
+    "attentive-sweep",
+    "attentive-reference-sweep",
+    "linear-sweep",
+)
+
+
+def probe_kind(result: dict[str, Any]) -> str:
+    """What kind of probe produced ``result``: its head (``probe``), ``-sklearn`` for the
+    scikit-learn linear probe, ``-sweep`` when the lr x wd sweep chose the hyper-parameters;
+    e.g. ``attentive``, ``linear-sklearn``, ``attentive-sweep``. Read from the result itself,
+    so files written before the kind was in their name have one too."""
+    head = result.get("probe")
+    kind = head if isinstance(head, str) and head else "unknown"
+    hparams = result.get("hparams")
+    if isinstance(hparams, dict) and hparams.get("impl") == "sklearn":
+        kind += "-sklearn"
+    if result.get("sweep"):
+        kind += "-sweep"
+    return kind
+
+
+def result_stem(task: str, kind: str) -> str:
+    """The name (``probes/<name>.json``) of ``task``'s result from a ``kind`` probe: the kind
+    is part of it, so an attentive, a linear and a swept probe of one task never overwrite
+    each other."""
+    return f"{task}-{kind}"
 
 
 def runs_under(base: Path) -> Iterator[RunDir]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -89,7 +90,7 @@ def test_python_dash_m_entry_point() -> None:
 
 
 def test_extract_and_probe_end_to_end(tmp_path: Path, tiny_overrides: list[str]) -> None:
-    """pretrain (tiny) -> probe (extracts the cache first) -> RUN/probes/<bench>.json."""
+    """pretrain (tiny) -> probe (extracts the cache first) -> RUN/probes/<task>-<kind>.json."""
     import json
 
     from jepactl.train.loop import pretrain
@@ -102,7 +103,7 @@ def test_extract_and_probe_end_to_end(tmp_path: Path, tiny_overrides: list[str])
     )
     assert res.exit_code == 0, res.output
     assert "synth-shapes: top-1" in res.output
-    result = json.loads((run / "probes" / "synth-shapes.json").read_text())
+    result = json.loads((run / "probes" / "synth-shapes-attentive.json").read_text())
     assert result["weights"] == "student"  # no EMA teacher was trained
     assert result["n_train"] == 24 and 0 <= result["top1"] <= 100
     again = runner.invoke(
@@ -124,3 +125,145 @@ def test_extract_and_probe_end_to_end(tmp_path: Path, tiny_overrides: list[str])
         ],
     )
     assert res.exit_code == 2 and "teacher" in res.output
+
+
+def test_show_recipe_validates_the_data_source_like_pretrain(tmp_path: Path) -> None:
+    """Issue 15, rough edge 5: a typo in data.source fails in show-recipe too, and the valid
+    sources listed include synth."""
+    shown = runner.invoke(app, ["show-recipe", "synth/baseline", "--set", "data.source=synthh"])
+    assert shown.exit_code == 2
+    assert "data.source: unknown source 'synthh'; did you mean 'synth'?" in shown.output
+    assert "(valid: synth, mixed, ucf101, ssv2, diving48, in100, csv, folders)" in shown.output
+    args = ["pretrain", "-r", "synth/baseline", "--set", "data.source=synthh"]
+    trained = runner.invoke(app, [*args, "--run-dir", str(tmp_path / "r")])
+    assert trained.exit_code == 2 and trained.output == shown.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_probe_below_the_majority_floor_warns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15, rough edge 6: a probe under the majority-class floor prints a warning."""
+    import jepactl.features.extract as extract
+    import jepactl.probe.train as probe_train
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "latest.pt").write_bytes(b"")
+    fake = {"train": run / "train.h5", "val": run / "val.h5"}
+    monkeypatch.setattr(extract, "extract_features", lambda *a, **k: fake)
+
+    def scored(top1: float) -> Any:
+        return lambda *a, **k: {
+            "top1": top1, "top5": 90.0, "majority": 40.0, "probe": "attentive", "seed": 0,
+            "hparams": {"impl": "torch", "epochs": 2},
+        }  # fmt: skip
+
+    monkeypatch.setattr(probe_train, "train_probe", scored(25.0))
+    res = runner.invoke(app, ["probe", "synth-shapes", "--run", str(run)])
+    assert res.exit_code == 0, res.output
+    assert "warning: synth-shapes top-1 25.00% is below the majority-class floor 40.00%" in (
+        res.output
+    )
+    monkeypatch.setattr(probe_train, "train_probe", scored(55.0))
+    res = runner.invoke(app, ["probe", "synth-shapes", "--run", str(run)])
+    assert res.exit_code == 0 and "majority-class floor" not in res.output
+
+
+def test_probe_without_run_names_the_run_it_picked_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15, rough edge 8: the newest run is named on the first output line."""
+    import os
+
+    import jepactl.features.extract as extract
+    import jepactl.probe.train as probe_train
+
+    for i, name in enumerate(("older", "newer")):
+        latest = tmp_path / "runs" / name / "checkpoints" / "latest.pt"
+        latest.parent.mkdir(parents=True)
+        latest.write_bytes(b"")
+        os.utime(latest, (1_000_000 + i, 1_000_000 + i))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(extract, "extract_features", lambda *a, **k: {"train": 0, "val": 0})
+    monkeypatch.setattr(
+        probe_train,
+        "train_probe",
+        lambda *a, **k: {
+            "top1": 50.0, "top5": 90.0, "majority": 40.0, "probe": "attentive", "seed": 0,
+            "hparams": {"impl": "torch", "epochs": 2},
+        },
+    )  # fmt: skip
+    res = runner.invoke(app, ["probe", "synth-shapes"])
+    assert res.exit_code == 0, res.output
+    first = res.output.splitlines()[0]
+    assert first.startswith(f"jepactl: probing {Path('runs') / 'newer'} (the newest run")
+    assert (tmp_path / "runs" / "newer" / "probes" / "synth-shapes-attentive.json").exists()
+
+
+def _params(path: list[str]) -> dict[str, Any]:
+    """The click parameters of ``jepactl PATH...`` by option name."""
+    from typer.main import get_command
+
+    cmd: Any = get_command(app)
+    for name in path:
+        cmd = cmd.commands[name]
+    return {opt: p for p in cmd.params for opt in getattr(p, "opts", [])}
+
+
+def _enum_values(annotation: Any) -> set[str] | None:
+    """The values of the Enum an option is annotated with (``E`` or ``E | None``)."""
+    import enum
+    import typing
+
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, enum.Enum):
+            return {m.value for m in candidate}
+    return None
+
+
+def test_choices_are_enumerations_listed_by_help() -> None:
+    """Issue 15, rough edge 7: every choice option offers its values (help, completion), and
+    they are the library's values."""
+    from jepactl.bench import BASELINE_FOR_SIZE
+    from jepactl.features.encoder import WEIGHTS
+    from jepactl.features.synth_motion import PROTOCOLS, TASKS
+    from jepactl.grid import POOLS
+    from jepactl.probe.heads import PROBES
+    from jepactl.report.compare import SORTS
+
+    expected = {
+        ("extract-features",): {"--weights": WEIGHTS, "--pool": POOLS},
+        ("probe",): {"--weights": WEIGHTS, "--pool": POOLS, "--probe": tuple(PROBES)},
+        ("synth-motion",): {
+            "--weights": WEIGHTS,
+            "--task": (*TASKS, "all"),
+            "--protocol": tuple(PROTOCOLS),
+        },
+        ("compare",): {"--sort": SORTS},
+        ("bench", "step-time"): {"--size": tuple(BASELINE_FOR_SIZE), "--device": ("cpu", "cuda")},
+        ("bench", "pretrain"): {"--size": tuple(BASELINE_FOR_SIZE), "--device": ("cpu", "cuda")},
+    }
+    for path, options in expected.items():
+        params = _params(list(path))
+        for option, values in options.items():
+            choices = _enum_values(params[option].type_descriptor.annotation)
+            assert choices == set(values), (path, option)
+    text = "".join(runner.invoke(app, ["compare", "--help"]).output.split())
+    assert "<delta|name|input>" in text
+    res = runner.invoke(app, ["compare", ".", "--sort", "deltaa"])
+    assert res.exit_code == 2
+    assert "'delta','name','input'" in "".join(res.output.replace("│", " ").split())
+
+
+def test_every_command_that_computes_takes_device() -> None:
+    for path in (
+        ["pretrain"],
+        ["extract-features"],
+        ["probe"],
+        ["synth-motion"],
+        ["bench", "step-time"],
+        ["bench", "pretrain"],
+        ["bench", "probe"],
+    ):
+        assert "--device" in _params(path), path

@@ -416,7 +416,9 @@ def test_mixed_protocols_are_flagged_and_weights_footnoted(tmp_path: Path) -> No
         tmp_path / "b",
         "Kin.-L1 (λ=1.0)",
         {
-            "ssv2": result("ssv2", 9.0, probe="linear", weights="student"),
+            "ssv2": result(
+                "ssv2", 9.0, weights="student", hparams={"impl": "torch", "epochs": 100}
+            ),
             "in100": result("in100", 21.0, weights="student"),
         },
     )
@@ -425,7 +427,7 @@ def test_mixed_protocols_are_flagged_and_weights_footnoted(tmp_path: Path) -> No
     assert "SSv2 ⚠" in header and "ImageNet-100" in header
     assert (
         "⚠ SSv2 mixes protocols: attentive probe, 50 epochs (Baseline); "
-        "linear probe, 50 epochs (Kin.-L1 (λ=1.0))"
+        "attentive probe, 100 epochs (Kin.-L1 (λ=1.0))"
     ) in t.notes
     assert "Probes: ImageNet-100: linear probe, 50 epochs." in t.notes
     assert "Weights: EMA teacher — Baseline; student — Kin.-L1 (λ=1.0)." in t.notes
@@ -594,3 +596,112 @@ def test_plot_with_intervals(tmp_path: Path) -> None:
     seeded(tmp_path / "runs")
     out = plot_deltas(table(tmp_path / "runs"), tmp_path / "f.png", highlight="FWM")
     assert png_size(out) == (1500, 675)
+
+
+# --------------------------------------------------------------------------------------
+# Untrained controls (issue 15, rough edge 1)
+# --------------------------------------------------------------------------------------
+
+
+def stepped(bench: str, top1: float, step: int) -> dict[str, Any]:
+    return result(bench, top1, checkpoint={"path": "x.pt", "step": step, "sha256": "0" * 64})
+
+
+def test_untrained_control_gets_its_own_row_not_a_seed(tmp_path: Path) -> None:
+    """``pretrain --max-steps 0`` with the baseline's recipe and seed: a row of its own,
+    labelled untrained, never grouped with (or chosen as) the baseline."""
+    make_run(tmp_path / "b0", "Baseline", {"ssv2": stepped("ssv2", 8.0, 300)}, seed=0)
+    make_run(tmp_path / "b1", "Baseline", {"ssv2": stepped("ssv2", 9.0, 300)}, seed=1)
+    make_run(tmp_path / "u0", "Baseline", {"ssv2": stepped("ssv2", 5.0, 0)}, seed=0)
+    t = table(tmp_path)
+    assert sorted(r.label for r in t.rows) == ["Baseline", "Baseline (untrained)"]
+    base, control = row(t, "Baseline"), row(t, "Baseline (untrained)")
+    assert base.is_baseline and base.cells["ssv2"].n == 2 and base.cells["ssv2"].mean == 8.5
+    assert control.untrained and control.cells["ssv2"].values == [5.0]
+    assert control.cells["ssv2"].delta == pytest.approx(-3.5)
+    assert not any("share train.seed" in n for n in t.notes)
+    assert any(n.startswith("Baseline (untrained): an untrained control") for n in t.notes)
+    assert json.loads(render_json(t))["rows"][1]["untrained"] is True
+
+
+def test_results_without_a_step_count_as_trained(tmp_path: Path) -> None:
+    make_run(tmp_path / "a", "Baseline", {"ssv2": 8.0}, seed=0)
+    make_run(tmp_path / "b", "Baseline", {"ssv2": stepped("ssv2", 9.0, 10)}, seed=1)
+    t = table(tmp_path)
+    assert [r.label for r in t.rows] == ["Baseline"] and not t.rows[0].untrained
+
+
+# --------------------------------------------------------------------------------------
+# Probe kinds (issue 15, rough edge 2)
+# --------------------------------------------------------------------------------------
+
+
+def write_probe(run: Path, name: str, data: dict[str, Any], mtime: float | None = None) -> None:
+    path = run / "probes" / f"{name}.json"
+    path.write_text(json.dumps(data))
+    if mtime is not None:
+        import os
+
+        os.utime(path, (mtime, mtime))
+
+
+def kinds_runs(root: Path) -> None:
+    """A run probed three ways (new names), and an old run with probes/ssv2.json."""
+    new = make_run(root / "new", "Method", {})
+    write_probe(new, "ssv2-attentive", result("ssv2", 10.0))
+    write_probe(new, "ssv2-linear", result("ssv2", 4.0, probe="linear"))
+    swept = result("ssv2", 12.0, sweep={"selected": {"lr": 1e-3, "wd": 0.0}})
+    write_probe(new, "ssv2-attentive-sweep", swept)
+    make_run(root / "old", "Baseline", {"ssv2": 8.0})  # the old name, an attentive probe
+
+
+def test_probe_kinds_are_columns_of_one_kind_default_the_tasks(tmp_path: Path) -> None:
+    kinds_runs(tmp_path)
+    t = table(tmp_path)
+    assert [(c.bench, c.kind) for c in t.columns] == [("ssv2", "attentive")]
+    assert row(t, "Method").cells["ssv2"].values == [10.0]
+    assert row(t, "Baseline").cells["ssv2"].values == [8.0]  # the old file name still reads
+    note = next(n for n in t.notes if n.startswith("Probe kind:"))
+    assert "SSv2 attentive (also in these runs: linear, attentive-sweep)" in note
+    assert "--probe" in note
+    assert json.loads(render_json(t))["columns"][0]["kind"] == "attentive"
+
+
+def test_probe_option_chooses_the_kind(tmp_path: Path) -> None:
+    kinds_runs(tmp_path)
+    t = table(tmp_path, probe=["linear"])
+    assert t.columns[0].kind == "linear"
+    assert row(t, "Method").cells["ssv2"].values == [4.0]
+    assert row(t, "Baseline").cells["ssv2"].mean is None  # no linear probe: —, never another kind
+    t = table(tmp_path, probe=["ssv2=attentive-sweep"])
+    assert row(t, "Method").cells["ssv2"].values == [12.0]
+    assert any("lr x wd sweep" in n for n in t.notes)
+    with pytest.raises(ConfigError, match="did you mean 'linear'"):
+        table(tmp_path, probe=["linaer"])
+    with pytest.raises(ConfigError, match=r"no run has a linear-sklearn probe result for ssv2"):
+        table(tmp_path, probe=["linear-sklearn"])
+    with pytest.raises(ConfigError, match="no run has results for 'sv2'"):
+        table(tmp_path, probe=["sv2=linear"])
+
+
+def test_same_task_and_kind_twice_shows_the_newer_with_a_note(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "a", "Baseline", {})
+    write_probe(run, "ssv2", result("ssv2", 8.0), mtime=1_000_000)
+    write_probe(run, "ssv2-attentive", result("ssv2", 9.0), mtime=2_000_000)
+    t = table(tmp_path)
+    assert row(t, "Baseline").cells["ssv2"].values == [9.0]
+    assert any("showing the newer, ssv2-attentive.json" in n for n in t.notes)
+
+
+def test_limit_is_in_the_protocol_footnote(tmp_path: Path) -> None:
+    """Issue 15, rough edge 6: a demo-sized (--limit) result says so under the table."""
+    limited = result(
+        "ssv2", 9.0, protocol={"train": {"limit": 24}, "val": {"limit": 24}}, n_train=24, n_val=24
+    )
+    make_run(tmp_path / "a", "Baseline", {"ssv2": limited})
+    t = table(tmp_path)
+    assert "Probes: SSv2: attentive probe, 50 epochs, --limit 24 (24 train / 24 val clips)." in (
+        t.notes
+    )
+    full = result("ssv2", 9.0, protocol={"train": {"limit": None}, "val": {"limit": None}})
+    assert "--limit" not in protocol_label(full)

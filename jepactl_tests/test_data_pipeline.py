@@ -305,3 +305,89 @@ def test_an_index_mixing_images_and_videos_is_split_by_clip_length(tmp_path: Pat
         "single/baseline", [*TINY, *data], run_dir=tmp_path / "run", max_steps=4, progress=False
     )
     assert result.step == 4
+
+
+# --------------------------------------------------------------------------------------
+# Issue 15, rough edges 3 and 4: every missing dataset at once; one vocabulary
+# --------------------------------------------------------------------------------------
+
+
+def test_every_missing_dataset_of_a_recipe_is_reported_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JEPACTL_DATA", raising=False)
+    roots = _official_layouts(tmp_path / "data")
+    sets = [*TINY, f"data.roots.ucf101={roots['ucf101']}"]  # ssv2 and in100 are not given
+    with pytest.raises(ConfigError) as info:
+        pretrain("mixed/baseline", sets, run_dir=tmp_path / "r", max_steps=1, progress=False)
+    message = str(info.value)
+    assert message.startswith("2 of 3 datasets cannot be read: [1] ssv2: ")
+    assert "[2] in100: " in message and "ucf101:" not in message
+    for hint in ("--set data.roots.ssv2=", "--set data.roots.in100=", "labels.json", "val/"):
+        assert hint in message  # where to point it, and each layout expected
+    assert not (tmp_path / "r").exists()
+
+
+def test_data_check_recipe_checks_every_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JEPACTL_DATA", raising=False)
+    runner = CliRunner()
+    res = runner.invoke(app, ["data", "check", "--recipe", "mixed/baseline"])
+    assert res.exit_code == 2
+    for name in ("ucf101", "ssv2", "in100"):  # all three in one error, with the real option
+        assert f"--root {name}=/path/to/{name}" in res.output
+    assert "data.roots" not in res.output
+    roots = _official_layouts(tmp_path / "data")
+    args = ["data", "check", "--recipe", "mixed/baseline", "--frames", "4", "--stride", "1"]
+    args += ["--workers", "1", "--report", str(tmp_path / "r.json")]
+    for name, path in roots.items():  # imagenet100= is the alias of in100
+        args += ["--root", f"{name}={path}"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    for name in ("ucf101", "ssv2", "in100"):
+        assert f"{name}/train at {roots['imagenet100' if name == 'in100' else name]}" in res.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [r["dataset"] for r in report] == ["ucf101", "ssv2", "in100"]
+    res = runner.invoke(app, ["data", "check", "--recipe", "mixed/baseline", "--root", "/x"])
+    assert res.exit_code == 2 and "give NAME=PATH" in res.output
+
+
+def test_one_vocabulary_for_datasets_and_roots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JEPACTL_DATA", raising=False)
+    runner = CliRunner()
+    res = runner.invoke(app, ["data", "check", "ssv2"])
+    assert res.exit_code == 2
+    assert "pass --root ssv2=/path/to/ssv2" in res.output and "data.roots" not in res.output
+    in100 = _official_layouts(tmp_path / "data")["imagenet100"]
+    check = ["--split", "train", "--frames", "1", "--stride", "1", "--workers", "1"]
+    for name, root in (("in100", f"in100={in100}"), ("imagenet100", str(in100))):
+        res = runner.invoke(app, ["data", "check", name, "--root", root, *check])
+        assert res.exit_code == 0, res.output
+        assert f"in100/train at {in100}: 4 files checked, no problems" in res.output
+    res = runner.invoke(app, ["data", "check", "in100", "--root", f"ssv2={in100}"])
+    assert res.exit_code == 2 and "no dataset 'ssv2' in this command" in res.output
+    # the evaluation commands take the same --root NAME=PATH, and a bare PATH for their one
+    res = runner.invoke(
+        app, ["extract-features", str(tmp_path), "--task", "in100", "--root", "ssv2=/x"]
+    )
+    assert res.exit_code == 2 and "(it reads in100)" in res.output
+    res = runner.invoke(
+        app, ["extract-features", str(tmp_path), "--task", "synth-shapes", "--root", "/x"]
+    )
+    assert res.exit_code == 2 and "it reads no dataset" in res.output
+    # recipes: the alias is the dataset, in an override too
+    res = runner.invoke(app, ["show-recipe", "mixed/baseline", "--set", "data.mix.imagenet100=2"])
+    assert res.exit_code == 0, res.output
+    assert "in100: 2" in res.output and "imagenet100" not in res.output
+
+
+def test_older_configs_with_the_alias_compare_equal() -> None:
+    from jepactl.config import canonical_data_names
+
+    old = {"data": {"source": "imagenet100", "mix": {"imagenet100": 0.2}, "roots": {}}}
+    assert canonical_data_names(old) == {
+        "data": {"source": "in100", "mix": {"in100": 0.2}, "roots": {}}
+    }

@@ -63,7 +63,9 @@ def test_synth_motion_takes_the_extract_probe_path(
 
     res = runner.invoke(app, ["probe", "synth-motion", "--run", str(trained), "--root", cache])
     assert res.exit_code == 0, res.output
-    result = json.loads((trained / "probes" / "synth-motion-directions.json").read_text())
+    result = json.loads(
+        (trained / "probes" / "synth-motion-directions-linear-sklearn.json").read_text()
+    )
     assert result["pooling"] == "space2x2"  # the task's pooling, never asked for
     assert result["hparams"]["impl"] == "sklearn" and result["hparams"]["features"] == "flat"
     assert (result["n_train"], result["n_val"]) == (96, 48)
@@ -84,7 +86,7 @@ def test_probe_takes_the_pooling_the_cache_was_written_with(
     res = runner.invoke(app, ["probe", "synth-shapes", "--run", str(trained), "--epochs", "2"])
     assert res.exit_code == 0, res.output
     assert "nothing to do" in res.output  # the mean-pooled cache was used, not rebuilt
-    result = json.loads((trained / "probes" / "synth-shapes.json").read_text())
+    result = json.loads((trained / "probes" / "synth-shapes-attentive.json").read_text())
     assert result["pooling"] == "mean"
 
 

@@ -88,7 +88,7 @@ def test_registry_defaults() -> None:
     expect = {
         "diving48": ("diving48", 48, "attentive", "test"),
         "ssv2": ("ssv2", 174, "attentive", "validation"),
-        "in100": ("imagenet100", 100, "linear", "val"),
+        "in100": ("in100", 100, "linear", "val"),
         "ucf101": ("ucf101", 101, "attentive", "test"),
         "synth-shapes": ("synth", 5, "attentive", "val"),
     }

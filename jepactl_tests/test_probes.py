@@ -334,7 +334,8 @@ def test_result_json(tmp_path: Path, caches: tuple[Path, Path]) -> None:
     res = train_probe(*caches, probe="attentive-reference", **{**FAST, "epochs": 2})
     assert tuple(res) == RESULT_KEYS
     line = write_result(tmp_path / "run", "toy", res)
-    saved = json.loads((tmp_path / "run" / "probes" / "toy.json").read_text())
+    # keyed by probe kind (issue 15, edge 2): another kind of probe never overwrites it
+    saved = json.loads((tmp_path / "run" / "probes" / "toy-attentive-reference.json").read_text())
     assert saved == res
     for key in ("top1", "top5", "majority", "n_train", "n_val", "seed", "wall_time_s"):
         assert key in saved
@@ -370,3 +371,22 @@ def test_token_count_mismatch_refused(tmp_path: Path, caches: tuple[Path, Path])
     short = write_cache(tmp_path / "short.h5", np.ascontiguousarray(x[:, :, :4]), y)
     with pytest.raises(CacheError, match="tokens"):
         train_probe(caches[0], short, **FAST)
+
+
+def test_probe_kinds_never_overwrite_each_other(tmp_path: Path) -> None:
+    """An attentive, a linear and a swept probe of one task: three files (issue 15, edge 2)."""
+    base = {"top1": 50.0, "top5": 90.0, "majority": 20.0, "seed": 0}
+    torch_hp = {"impl": "torch", "epochs": 2}
+    write_result(tmp_path, "ssv2", {**base, "probe": "attentive", "hparams": torch_hp})
+    write_result(tmp_path, "ssv2", {**base, "probe": "linear", "hparams": torch_hp})
+    sweep = {"selected": {"lr": 1e-3, "wd": 0.0, "holdout_top1": 40.0}}
+    swept = {**base, "probe": "attentive", "hparams": torch_hp, "sweep": sweep}
+    write_result(tmp_path, "ssv2", swept)
+    write_result(tmp_path, "in100", {**base, "probe": "linear", "hparams": {"impl": "sklearn"}})
+    names = sorted(p.name for p in (tmp_path / "probes").iterdir())
+    assert names == [
+        "in100-linear-sklearn.json",
+        "ssv2-attentive-sweep.json",
+        "ssv2-attentive.json",
+        "ssv2-linear.json",
+    ]

@@ -497,7 +497,7 @@ def test_read_dataset_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_read_dataset_names_and_options(tmp_path: Path) -> None:
-    assert set(READERS) == {"ucf101", "ssv2", "diving48", "imagenet100", "csv", "folders"}
+    assert set(READERS) == {"ucf101", "ssv2", "diving48", "in100", "csv", "folders"}
     with pytest.raises(ConfigError, match="did you mean 'ssv2'"):
         read_dataset("ssv", tmp_path)
     with pytest.raises(ConfigError, match="no option 'folds'; did you mean 'fold'"):

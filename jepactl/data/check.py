@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from jepactl.data.decode import probe
-from jepactl.data.readers import DatasetIndex, Entry, read_dataset
+from jepactl.data.readers import OPTION_HINT, DatasetIndex, Entry, read_dataset
 from jepactl.data.sources import IMAGE_SUFFIXES
 
 
@@ -110,4 +110,13 @@ def check_dataset(
     workers: int,
 ) -> CheckReport:
     """Index ``name`` at ``root`` (or ``$JEPACTL_DATA/<name>``) and check every file."""
-    return check_index(read_dataset(name, root, split=split), min_frames, workers)
+    index = read_dataset(name, root, hint=OPTION_HINT, split=split)
+    return check_index(index, min_frames, workers)
+
+
+def reports_json(reports: list[CheckReport]) -> str:
+    """One report as its JSON object; several (``--recipe``) as a JSON list of them."""
+    if len(reports) == 1:
+        return reports[0].to_json()
+    docs = [{**asdict(r), "counts": r.counts()} for r in reports]
+    return json.dumps(docs, indent=2)

@@ -23,6 +23,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from einops import rearrange
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from jepactl.data.base import Sample
@@ -333,5 +334,5 @@ def to_model_input(clips: torch.Tensor, dtype: torch.dtype = torch.float32) -> t
     once, on the batch, where it is cheapest.
     """
     mean, std = _normalization(clips.device, dtype)
-    x = clips.permute(0, 4, 1, 2, 3).to(dtype).div_(255.0)
+    x = rearrange(clips, "b t h w c -> b c t h w").to(dtype).div_(255.0)
     return x.sub_(mean).div_(std)

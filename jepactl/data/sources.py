@@ -8,14 +8,16 @@ after any resume.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from jepactl.config import DataConfig
 from jepactl.data.base import Sample
 from jepactl.data.readers import IMAGE_EXTENSIONS as IMAGE_SUFFIXES
-from jepactl.data.readers import DatasetIndex, read_dataset
+from jepactl.data.readers import RECIPE_HINT, DatasetIndex, read_datasets
 from jepactl.errors import ConfigError
 
 
@@ -169,12 +171,42 @@ def _by_kind(index: DatasetIndex, spec: ClipSpec) -> list[tuple[str, IndexedSour
     ]
 
 
-def _indexed(name: str, cfg: DataConfig, spec: ClipSpec) -> list[tuple[str, IndexedSource, float]]:
-    """One dataset as one source, or one per clip length if it mixes images and videos."""
-    kwargs: dict[str, object] = {"split": cfg.split}
+def _reader_options(name: str, cfg: DataConfig) -> dict[str, Any]:
+    options: dict[str, Any] = {"split": cfg.split}
     if name == "ucf101":
-        kwargs["fold"] = cfg.fold
-    index = read_dataset(name, cfg.roots.get(name), **kwargs)
+        options["fold"] = cfg.fold
+    return options
+
+
+def recipe_datasets(cfg: DataConfig) -> list[str]:
+    """The datasets a recipe's ``data`` section reads (none for ``synth``)."""
+    if cfg.source == "synth":
+        return []
+    if cfg.source == "mixed":
+        return list(cfg.mix)
+    return [cfg.source]
+
+
+def index_recipe_datasets(
+    cfg: DataConfig,
+    roots: Mapping[str, str] | None = None,
+    hint: str = RECIPE_HINT,
+) -> dict[str, DatasetIndex]:
+    """Index every dataset of the recipe (``roots`` override ``cfg.roots``); every one that
+    cannot be read is reported in one error (:func:`~jepactl.data.readers.read_datasets`)."""
+    names = recipe_datasets(cfg)
+    where = {**cfg.roots, **(roots or {})}
+    return read_datasets(
+        {name: _reader_options(name, cfg) for name in names},
+        {name: where.get(name) for name in names},
+        hint,
+    )
+
+
+def _parts(
+    name: str, index: DatasetIndex, spec: ClipSpec
+) -> list[tuple[str, IndexedSource, float]]:
+    """One dataset as one source, or one per clip length if it mixes images and videos."""
     if not index.entries:
         raise ConfigError(f"{index.name} ({index.split}) at {index.root} has no usable entries")
     parts = _by_kind(index, spec)
@@ -182,22 +214,24 @@ def _indexed(name: str, cfg: DataConfig, spec: ClipSpec) -> list[tuple[str, Inde
 
 
 def build_source(cfg: DataConfig, seed: int) -> Source:
-    """The source a recipe's ``data`` section names. Reading a dataset's index happens here,
-    so a missing or malformed dataset fails before any training, with the path it looked at."""
+    """The source a recipe's ``data`` section names. Reading the datasets' indexes happens
+    here, so a missing or malformed dataset fails before any training, with the path it looked
+    at; a mixture reports every dataset that cannot be read at once."""
     if cfg.source == "synth":
         return SyntheticSource(cfg, seed)
     spec = ClipSpec.from_config(cfg)
+    if cfg.source == "mixed" and not cfg.mix:
+        raise ConfigError("data.source=mixed needs data.mix, e.g. {ucf101: 0.2, ssv2: 0.6}")
+    indexes = index_recipe_datasets(cfg)
     if cfg.source == "mixed":
-        if not cfg.mix:
-            raise ConfigError("data.source=mixed needs data.mix, e.g. {ucf101: 0.2, ssv2: 0.6}")
         total = sum(cfg.mix.values())
         parts = [
             (part, source, weight * share / total)
             for name, weight in cfg.mix.items()
-            for part, source, share in _indexed(name, cfg, spec)
+            for part, source, share in _parts(name, indexes[name], spec)
         ]
         return MixtureSource(parts)
-    parts = _indexed(cfg.source, cfg, spec)
+    parts = _parts(cfg.source, indexes[cfg.source], spec)
     return parts[0][1] if len(parts) == 1 else MixtureSource(parts)
 
 
@@ -217,5 +251,7 @@ __all__ = [
     "Source",
     "SyntheticSource",
     "build_source",
+    "index_recipe_datasets",
+    "recipe_datasets",
     "replacement",
 ]

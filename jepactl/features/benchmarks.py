@@ -34,7 +34,7 @@ class Benchmark:
 
     Attributes:
         name: registry key, also the cache folder name (``RUN/features/<name>/``).
-        reader: a dataset reader (``diving48``, ``ssv2``, ``imagenet100``, ``ucf101``, ...)
+        reader: a dataset reader (``diving48``, ``ssv2``, ``in100``, ``ucf101``, ...)
             or ``synth`` (the built-in generator, see :class:`EvalSource`).
         splits: our split name -> the reader's split name (``{"train": "train",
             "val": "test"}``). ``val`` is whatever split results are reported on.
@@ -156,7 +156,7 @@ DATASET_BENCHMARKS: dict[str, Benchmark] = {
         ),
         Benchmark(
             name="in100",
-            reader="imagenet100",
+            reader="in100",
             splits={"train": "train", "val": "val"},
             num_classes=100,
             frames=1,

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from jepactl.config import canonical_dataset
 from jepactl.data.readers import DatasetIndex
 from jepactl.errors import ConfigError
 from jepactl.features.benchmarks import Benchmark
@@ -93,7 +94,9 @@ class EvalSource:
             self.classes = list(SHAPES)
             total = self._synth_count
         else:
-            index = self._index((roots or {}).get(self.bench.reader))
+            # roots by dataset name; an alias (imagenet100) names the dataset it stands for
+            named = {canonical_dataset(k): v for k, v in (roots or {}).items()}
+            index = self._index(named.get(self.bench.reader))
             if not index.entries:
                 raise ConfigError(f"{index.name} ({index.split}) at {index.root} has no entries")
             self.root = index.root
@@ -114,16 +117,17 @@ class EvalSource:
     def _index(self, root: str | os.PathLike[str] | None) -> DatasetIndex:
         """The split's entries from the benchmark's reader; a ``synth-motion`` benchmark's
         clips are generated first (once, into ``root`` or the cache folder) and read as csv."""
-        from jepactl.data.readers import read_dataset
+        from jepactl.data.readers import OPTION_HINT, read_dataset
 
         if self.bench.reader == "synth-motion":
             from jepactl.features.synth_motion import ensure_dataset, spec_of
 
             folder = ensure_dataset(spec_of(self.bench), Path(root) if root else None)
             return read_dataset("csv", folder, split=self.reader_split)
-        return read_dataset(
-            self.bench.reader, root, split=self.reader_split, **dict(self.bench.options)
-        )
+        return read_dataset(  # a missing root is given with the command's --root NAME=PATH
+            self.bench.reader, root, hint=OPTION_HINT, split=self.reader_split,
+            **dict(self.bench.options),
+        )  # fmt: skip
 
     def _init_synth(self) -> None:
         from jepactl.data.synthetic import SyntheticVideoSource

@@ -1,7 +1,8 @@
 """A probe's result: its accuracies, the file it is kept in, and summaries over seeds.
 
-``RUN/probes/<name>.json`` holds one result with the keys :data:`RESULT_KEYS` (accuracies in
-percent); ``jepactl compare`` reads every such file of a run as one column.
+``RUN/probes/<task>-<kind>.json`` holds one result with the keys :data:`RESULT_KEYS`
+(accuracies in percent), one file per task and probe kind (:func:`jepactl.rundir.probe_kind`);
+``jepactl compare`` reads every such file of a run, one column per task.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 
 from jepactl.features.cache import CacheHeader
-from jepactl.rundir import RunDir
+from jepactl.rundir import RunDir, probe_kind, result_stem
 
 RESULT_KEYS: tuple[str, ...] = (
     "bench",
@@ -40,7 +41,7 @@ RESULT_KEYS: tuple[str, ...] = (
     "sweep",
     "wall_time_s",
 )
-"""Top-level keys of every result dict (and of ``RUN/probes/<bench>.json``)."""
+"""Top-level keys of every result dict (and of ``RUN/probes/<task>-<kind>.json``)."""
 
 
 def topk_accuracy(probs: torch.Tensor, labels: torch.Tensor, k: int) -> float:
@@ -88,7 +89,24 @@ def format_summary(bench: str, result: dict[str, Any]) -> str:
     return line
 
 
-def write_result(run_dir: Path | RunDir, bench: str, result: dict[str, Any]) -> str:
-    """Atomically write ``RUN/probes/<bench>.json``; return the one-line summary."""
-    RunDir(run_dir).write_result(bench, result)
-    return format_summary(bench, result)
+def write_result(run_dir: Path | RunDir, task: str, result: dict[str, Any]) -> str:
+    """Atomically write ``RUN/probes/<task>-<kind>.json`` (the kind read from ``result``, see
+    :func:`~jepactl.rundir.probe_kind`); return the one-line summary."""
+    RunDir(run_dir).write_result(result_stem(task, probe_kind(result)), result)
+    return format_summary(task, result)
+
+
+def floor_warning(task: str, result: dict[str, Any]) -> str | None:
+    """A warning when ``result``'s top-1 is below its val split's majority-class floor (always
+    predicting the most frequent class scores ``majority``): the probe learned nothing usable,
+    or the features carry less than the label frequencies. ``None`` otherwise."""
+    top1, majority = result.get("top1"), result.get("majority")
+    if not isinstance(top1, int | float) or not isinstance(majority, int | float):
+        return None
+    if top1 >= majority:
+        return None
+    return (
+        f"warning: {task} top-1 {top1:.2f}% is below the majority-class floor {majority:.2f}% "
+        "(always predicting the most frequent val class); the probe did not learn: try more "
+        "epochs, --sweep, or a longer-trained encoder"
+    )

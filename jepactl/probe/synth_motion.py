@@ -34,7 +34,6 @@ from jepactl.features.synth_motion import (
     get_protocol,
     motion_benchmark,
 )
-from jepactl.probe.result import write_result
 from jepactl.probe.train import train_probe_on
 from jepactl.rundir import RunDir
 from jepactl.stats import summarize
@@ -146,7 +145,7 @@ def score_run(
             "wall_time_s": round(sum(r["wall_time_s"] for r in per_seed), 3),
         }
     )
-    write_result(run_dir, name, out)
+    RunDir(run_dir).write_result(name, out)  # keyed by protocol: one probe kind each
     return out
 
 

@@ -1,16 +1,25 @@
 """``jepactl compare``: the paper's result tables (Tables 3, 4) and Figure 2 from run directories.
 
 Inputs. A run directory holds ``config.yaml`` (the resolved recipe, read as a plain dict, never
-validated) and ``probes/<bench>.json``, one probe result per benchmark; the column key is the
-file name's stem. A run whose config or any probe result cannot be read is *unreadable*: it is
-listed with the file and the reason and left out, and the other runs are still compared. A run
-with no ``probes/*.json`` is listed as having no results.
+validated) and ``probes/<task>-<kind>.json``, one probe result per benchmark and probe kind
+(``probes/<task>.json`` in runs written before the kind was in the name; the kind is read from
+the result itself, :func:`jepactl.rundir.probe_kind`). A run whose config or any probe result
+cannot be read is *unreadable*: it is listed with the file and the reason and left out, and the
+other runs are still compared. A run with no ``probes/*.json`` is listed as having no results.
+
+Probe kinds. Each column shows one kind of probe: the one ``--probe`` names (``KIND`` for every
+column, ``TASK=KIND`` for one), else the task's default probe when some run has it, else the
+kind most runs have. A note names the kind of each column and the other kinds available. Two
+files of one run with the same task and kind (a ``synth-motion`` result beside a ``probe``
+one): the newer is shown, with a note.
 
 Rows (methods). Runs whose configs are identical once ``train.seed`` and the runtime keys
 (:data:`RUNTIME_KEYS`) are removed form one row, labelled with the config's ``display_name``
 (else the directory name). Two rows that share a name but differ in config get the differing
 dotted keys appended, e.g. ``Baseline (optim.lr=0.001)``. Runs of one row that share a seed are
-still grouped, with a warning in the notes.
+still grouped, with a warning in the notes. An untrained run (every result probed a step-0
+checkpoint, e.g. ``pretrain --max-steps 0``) is never a seed of its trained recipe: it gets a
+row of its own, labelled ``<name> (untrained)``, and is never the default baseline.
 
 Cells. One value prints as ``8.38``; a row of n >= 2 runs prints ``mean ± std (n)`` with the
 sample standard deviation (ddof=1). A missing value is ``—``, never 0. The best mean of each
@@ -37,7 +46,8 @@ descending, rows without Δ last, ties by label; ``name``: by label; ``input``: 
 appearance of the row's runs on the command line.
 
 Notes (text and markdown footnotes, ``notes`` in JSON): the weights each row was probed with,
-each column's probe protocol (a column that mixes protocols gets ``⚠`` in its header and a note
+each column's probe kind and protocol (including ``--limit N`` when the caches were cut to N
+clips per split) (a column that mixes protocols gets ``⚠`` in its header and a note
 naming which rows used which), the seeds of multi-run rows, the baseline, runs without results
 and unreadable runs.
 """
@@ -51,7 +61,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
@@ -59,9 +69,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from jepactl.config import RUNTIME_KEYS, config_diff
+from jepactl.config import RUNTIME_KEYS, canonical_data_names, config_diff
 from jepactl.errors import ConfigError
-from jepactl.rundir import RunDir
+from jepactl.features.benchmarks import DATASET_BENCHMARKS
+from jepactl.rundir import PROBE_KINDS, RunDir, probe_kind, result_stem
 from jepactl.utils import atomic_write_bytes, close_match, suggestion
 
 #: Keys removed before grouping: the seed and the runtime keys (how a run executed, not what it
@@ -95,6 +106,7 @@ OTHER_COLOURS = ("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive
 WEIGHTS_NAMES = {"teacher": "EMA teacher", "student": "student"}
 SORTS = ("delta", "name", "input")
 MISSING = "—"
+UNTRAINED_SUFFIX = " (untrained)"
 DAGGER_NOTE = "† on the reported benchmarks only"
 STAR_NOTE = "* 95% interval excludes 0"
 NO_SPREAD_NOTE = "Δ without [lo, hi] although both rows have ≥ 2 runs: neither side varies."
@@ -110,22 +122,32 @@ DPI = 150
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """One ``probes/<bench>.json``: the value compared and what describes its protocol."""
+    """One ``probes/<task>-<kind>.json``: the value compared and what describes its protocol."""
 
     bench: str
     top1: float
     weights: str
     protocol: str
     path: Path
+    kind: str = "unknown"
+    step: int | None = None  # the training step of the checkpoint probed (None: not recorded)
 
 
 @dataclass
 class RunRecord:
-    """A readable run directory: its config (plain dict) and its probe results by bench."""
+    """A readable run directory: its config (plain dict), every probe result by bench and kind
+    (``by_kind``), and the results shown (``results``, one kind per bench; see
+    :func:`choose_kinds`)."""
 
     path: Path
     config: dict[str, Any]
     results: dict[str, ProbeResult]
+    by_kind: dict[str, dict[str, ProbeResult]] = field(default_factory=dict)
+    shadowed: list[str] = field(default_factory=list)  # notes: same bench and kind twice
+
+    def __post_init__(self) -> None:
+        if not self.by_kind:  # built from shown results only: those are all there is
+            self.by_kind = {b: {r.kind: r} for b, r in self.results.items()}
 
     @property
     def display_name(self) -> str:
@@ -136,6 +158,13 @@ class RunRecord:
     def seed(self) -> Any:
         train = self.config.get("train")
         return train.get("seed") if isinstance(train, dict) else None
+
+    @property
+    def untrained(self) -> bool:
+        """Whether every result that records its checkpoint's step probed step 0 (an
+        untrained control, ``pretrain --max-steps 0``), and at least one does."""
+        steps = [r.step for r in self.results.values() if r.step is not None]
+        return bool(steps) and all(s == 0 for s in steps)
 
 
 @dataclass(frozen=True)
@@ -155,6 +184,7 @@ class Group:
     runs: list[RunRecord]
     order: int
     label: str = ""
+    untrained: bool = False
 
     def values(self, bench: str) -> list[tuple[Any, float]]:
         return [(r.seed, r.results[bench].top1) for r in self.runs if bench in r.results]
@@ -195,14 +225,17 @@ class Row:
     weights: list[str]
     is_baseline: bool = False
     univ: str = ""
+    untrained: bool = False
 
 
 @dataclass
 class Column:
-    """One benchmark column and the probe protocols behind its values."""
+    """One benchmark column, the probe kind it shows and the protocols behind its values."""
 
     bench: str
     protocols: dict[str, list[str]]  # protocol label -> row labels using it
+    kind: str = "unknown"
+    other_kinds: list[str] = field(default_factory=list)  # also in the runs, not shown
 
     @property
     def mixed(self) -> bool:
@@ -307,13 +340,26 @@ def read_run(directory: Path) -> RunRecord | Unreadable:
         return Unreadable(directory, f"config.yaml: {_one_line(exc)}")
     if not isinstance(config, dict):
         return Unreadable(directory, "config.yaml: not a mapping")
-    results: dict[str, ProbeResult] = {}
+    by_kind: dict[str, dict[str, ProbeResult]] = {}
+    shadowed: list[str] = []
     for path in run.result_files():
         result = read_result(path)
         if isinstance(result, str):
             return Unreadable(directory, f"probes/{path.name}: {result}")
-        results[result.bench] = result
-    return RunRecord(directory, config, results)
+        kinds = by_kind.setdefault(result.bench, {})
+        old = kinds.get(result.kind)
+        if old is not None:
+            new, old = sorted((old, result), key=lambda r: (r.path.stat().st_mtime, r.path.name))[
+                ::-1
+            ]
+            shadowed.append(
+                f"{directory}: probes/{new.path.name} and probes/{old.path.name} both hold a "
+                f"{result.kind} probe of {result.bench}; showing the newer, {new.path.name}"
+            )
+            result = new
+        kinds[result.kind] = result
+    results = {bench: kinds[_default_kind(bench, [kinds])] for bench, kinds in by_kind.items()}
+    return RunRecord(directory, config, results, by_kind, shadowed)
 
 
 def read_result(path: Path) -> ProbeResult | str:
@@ -330,13 +376,29 @@ def read_result(path: Path) -> ProbeResult | str:
     if isinstance(top1, bool) or not isinstance(top1, int | float) or not math.isfinite(top1):
         return f"no numeric 'top1' (got {top1!r})"
     weights = data.get("weights")
+    kind = probe_kind(data)
+    bench = data.get("bench")
     return ProbeResult(
-        bench=path.stem,
+        # probes/<task>-<kind>.json names its task in the file; older probes/<task>.json are
+        # named by the task alone
+        bench=bench
+        if isinstance(bench, str) and path.stem == result_stem(bench, kind)
+        else path.stem,
         top1=float(top1),
         weights=weights if isinstance(weights, str) else "unknown",
         protocol=protocol_label(data),
         path=path,
+        step=checkpoint_step(data),
+        kind=kind,
     )
+
+
+def checkpoint_step(result: dict[str, Any]) -> int | None:
+    """The training step of the checkpoint a result probed (``checkpoint.step``), or ``None``
+    when the result does not record it (older or hand-written files)."""
+    checkpoint = result.get("checkpoint")
+    step = checkpoint.get("step") if isinstance(checkpoint, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
 def protocol_label(result: dict[str, Any]) -> str:
@@ -352,12 +414,133 @@ def protocol_label(result: dict[str, Any]) -> str:
     pooling = result.get("pooling")
     if pooling not in (None, "none"):
         label += f", pooled {pooling}"
+    if result.get("sweep"):
+        label += ", lr x wd sweep"
+    label += _limit_text(result)
     if result.get("protocol_name"):
         label += f", {result['protocol_name']} protocol"
     n_seeds = result.get("n_seeds")
     if isinstance(n_seeds, int) and n_seeds > 1:
         label += f", mean of {n_seeds} data/probe seeds"
     return label
+
+
+# --------------------------------------------------------------------------------------
+# Probe kinds
+# --------------------------------------------------------------------------------------
+
+
+def task_default_kind(bench: str) -> str | None:
+    """The kind of probe ``jepactl probe TASK`` trains without ``--probe`` (dataset tasks)."""
+    b = DATASET_BENCHMARKS.get(bench)
+    if b is None:
+        return None
+    return b.probe + ("-sklearn" if b.sklearn_features is not None else "")
+
+
+def _kind_rank(kind: str) -> tuple[int, str]:
+    return (PROBE_KINDS.index(kind) if kind in PROBE_KINDS else len(PROBE_KINDS), kind)
+
+
+def _default_kind(bench: str, runs_kinds: Sequence[dict[str, ProbeResult]]) -> str:
+    """The task's default probe if some run has it, else the kind most runs have."""
+    counts: dict[str, int] = {}
+    for kinds in runs_kinds:
+        for kind in kinds:
+            counts[kind] = counts.get(kind, 0) + 1
+    preferred = task_default_kind(bench)
+    if preferred in counts:
+        return preferred
+    return min(counts, key=lambda k: (-counts[k], _kind_rank(k)))
+
+
+def parse_probe_choice(specs: Sequence[str]) -> tuple[str | None, dict[str, str]]:
+    """``--probe`` values: ``KIND`` (every column) or ``TASK=KIND`` (one column)."""
+    every: str | None = None
+    per_task: dict[str, str] = {}
+    for spec in specs:
+        task, sep, kind = spec.rpartition("=")
+        if kind not in PROBE_KINDS:
+            raise ConfigError(
+                f"--probe {spec}: unknown probe kind {kind!r}{suggestion(kind, PROBE_KINDS)} "
+                f"(kinds: {', '.join(PROBE_KINDS)})"
+            )
+        if not sep:
+            if every is not None and every != kind:
+                raise ConfigError(f"--probe {every} and --probe {kind} disagree; give one")
+            every = kind
+        elif not task:
+            raise ConfigError(f"--probe {spec}: expected KIND or TASK=KIND")
+        else:
+            per_task[task] = kind
+    return every, per_task
+
+
+def choose_kinds(
+    runs: Sequence[RunRecord],
+    probe: Sequence[str] | None = None,
+    benches: Sequence[str] | None = None,
+) -> dict[str, str]:
+    """The probe kind each benchmark column shows (see the module docstring).
+
+    Raises:
+        ConfigError: an unknown kind, a task no run has, or a kind no run has for a column.
+    """
+    every, per_task = parse_probe_choice(probe or ())
+    available: dict[str, list[dict[str, ProbeResult]]] = {}
+    for run in runs:
+        for bench, kinds in run.by_kind.items():
+            available.setdefault(bench, []).append(kinds)
+    for task in per_task:
+        if task not in available:
+            raise ConfigError(
+                f"--probe {task}={per_task[task]}: no run has results for {task!r}"
+                + suggestion(task, available or ["(none)"])
+            )
+    out: dict[str, str] = {}
+    for bench, runs_kinds in available.items():
+        wanted = per_task.get(bench, every)
+        if wanted is None:
+            out[bench] = _default_kind(bench, runs_kinds)
+            continue
+        present = sorted({k for kinds in runs_kinds for k in kinds}, key=_kind_rank)
+        if wanted not in present and (not benches or bench in benches):
+            raise ConfigError(
+                f"no run has a {wanted} probe result for {bench} (it has: {', '.join(present)}); "
+                f"choose per task, e.g. --probe {bench}={present[0]}, or leave {bench} out "
+                "with --task"
+            )
+        out[bench] = wanted
+    return out
+
+
+def select_kinds(runs: Sequence[RunRecord], kinds: dict[str, str]) -> list[RunRecord]:
+    """The runs with ``results`` holding, per bench, the result of the chosen kind (a run
+    without that kind has no value in the column: never another kind's)."""
+    return [
+        replace(
+            r,
+            results={b: r.by_kind[b][k] for b, k in kinds.items() if k in r.by_kind.get(b, {})},
+        )
+        for r in runs
+    ]
+
+
+def _limit_text(result: dict[str, Any]) -> str:
+    """``, --limit 24 (24 train / 24 val clips)`` when the caches were cut with ``--limit``: a
+    demo-sized number is not the benchmark's."""
+    protocol = result.get("protocol")
+    splits = protocol.values() if isinstance(protocol, dict) else ()
+    limits = [p["limit"] for p in splits if isinstance(p, dict) and isinstance(p.get("limit"), int)]
+    if not limits:
+        return ""
+    n_train, n_val = result.get("n_train"), result.get("n_val")
+    sizes = (
+        f" ({n_train} train / {n_val} val clips)"
+        if isinstance(n_train, int) and isinstance(n_val, int)
+        else ""
+    )
+    return f", --limit {max(limits)}{sizes}"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -370,14 +553,15 @@ def _one_line(exc: BaseException) -> str:
 
 
 def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
-    """Group runs by config (up to seed and runtime keys); give each group a unique label."""
-    groups: dict[str, Group] = {}
+    """Group runs by config (up to seed and runtime keys) and by whether they were trained (an
+    untrained control is its own row); give each group a unique label."""
+    groups: dict[tuple[str, bool], Group] = {}
     for order, run in enumerate(runs):
-        key = method_key(run.config)
+        key = (method_key(run.config), run.untrained)
         if key not in groups:
-            groups[key] = Group(
-                run.display_name, strip_keys(run.config, GROUPING_IGNORED), [], order
-            )
+            name = run.display_name + (UNTRAINED_SUFFIX if run.untrained else "")
+            config = strip_keys(run.config, GROUPING_IGNORED)
+            groups[key] = Group(name, config, [], order, untrained=run.untrained)
         groups[key].runs.append(run)
     out = list(groups.values())
     _assign_labels(out)
@@ -387,7 +571,8 @@ def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
 def method_key(config: dict[str, Any]) -> str:
     """Runs whose configs give the same key are seeds of one method: the config without its
     seed and runtime keys (:data:`GROUPING_IGNORED`), as canonical JSON."""
-    return json.dumps(strip_keys(config, GROUPING_IGNORED), sort_keys=True, default=str)
+    canonical = canonical_data_names(config)  # imagenet100 (older runs) is in100
+    return json.dumps(strip_keys(canonical, GROUPING_IGNORED), sort_keys=True, default=str)
 
 
 def strip_keys(config: dict[str, Any], dotted: Iterable[str]) -> dict[str, Any]:
@@ -513,15 +698,19 @@ def build_table(
     benches: Sequence[str] | None = None,
     sort: str = "delta",
     unreadable: Sequence[Unreadable] = (),
+    probe: Sequence[str] | None = None,
 ) -> CompareTable:
     """The comparison table of ``runs`` (see the module docstring for the semantics).
+    ``probe``: ``--probe`` values (``KIND`` or ``TASK=KIND``), the probe kind of each column.
 
     Raises:
-        ConfigError: an unknown ``baseline``, bench or ``sort``.
+        ConfigError: an unknown ``baseline``, bench, ``sort`` or probe kind.
     """
     if sort not in SORTS:
         raise ConfigError(f"unknown sort {sort!r}{suggestion(sort, SORTS)}")
-    with_results = [r for r in runs if r.results]
+    kinds = choose_kinds(runs, probe, benches)
+    runs = select_kinds(runs, kinds)
+    with_results = [r for r in runs if r.by_kind]
     groups = group_runs(with_results)
     order = column_order(groups, benches)
     rows = [_row(g, order) for g in groups]
@@ -532,14 +721,21 @@ def build_table(
     _mark_best(rows, order)
     rows = sort_rows(rows, sort, {r.label: g.order for r, g in zip(rows, groups, strict=True)})
     table = CompareTable(
-        columns=[Column(b, _protocols(groups, b)) for b in order],
+        columns=[
+            Column(b, _protocols(groups, b), kinds[b], _others(runs, b, kinds[b])) for b in order
+        ],
         rows=rows,
         baseline=base.label if base else None,
         unreadable=list(unreadable),
-        no_results=[r.path for r in runs if not r.results],
+        no_results=[r.path for r in runs if not r.by_kind],
     )
     table.notes = _notes(table, groups, base_note)
     return table
+
+
+def _others(runs: Sequence[RunRecord], bench: str, shown: str) -> list[str]:
+    kinds = {k for r in runs for k in r.by_kind.get(bench, {}) if k != shown}
+    return sorted(kinds, key=_kind_rank)
 
 
 def column_order(groups: Sequence[Group], benches: Sequence[str] | None) -> list[str]:
@@ -574,6 +770,7 @@ def _row(group: Group, order: Sequence[str]) -> Row:
         seeds=[r.seed for r in group.runs],
         cells=cells,
         weights=weights,
+        untrained=group.untrained,
     )
 
 
@@ -660,7 +857,11 @@ def _choose_baseline(rows: Sequence[Row], name: str | None) -> tuple[Row | None,
     """The baseline row and a note for when there is none."""
     if name is not None:
         return find_row(rows, name), ""
-    candidates = [r for r in rows if re.search(r"\bbaseline\b", r.display_name, re.IGNORECASE)]
+    candidates = [  # an untrained control of the baseline recipe is not the baseline
+        r
+        for r in rows
+        if not r.untrained and re.search(r"\bbaseline\b", r.display_name, re.IGNORECASE)
+    ]
     if len(candidates) == 1:
         return candidates[0], ""
     if candidates:
@@ -689,17 +890,42 @@ def _protocols(groups: Sequence[Group], bench: str) -> dict[str, list[str]]:
 def _notes(table: CompareTable, groups: Sequence[Group], base_note: str) -> list[str]:
     notes = _marker_notes(table)
     notes += [_weights_note(table.rows)] if table.rows else []
+    notes += _kind_notes(table.columns)
     notes += _protocol_notes(table.columns)
     notes += [
         f"{r.label}: {len(r.runs)} runs, seeds {_seeds(r.seeds)}"
         for r in table.rows
         if len(r.runs) > 1
     ]
+    notes += [
+        f"{r.label}: an untrained control (probed at step 0, e.g. pretrain --max-steps 0), "
+        "not a seed of its recipe"
+        for r in table.rows
+        if r.untrained
+    ]
     notes += _duplicate_seed_notes(groups)
     notes += [base_note] if base_note else []
     notes += [f"no results: {p} (no probes/*.json)" for p in table.no_results]
     notes += [f"unreadable: {u.path}: {u.reason}" for u in table.unreadable]
+    notes += [n for g in groups for r in g.runs for n in r.shadowed]
     return notes
+
+
+def _kind_notes(columns: Sequence[Column]) -> list[str]:
+    """Which kind of probe each column shows, and the others the runs also have."""
+    if not columns:
+        return []
+    parts = [
+        f"{bench_header(c.bench)} {c.kind}"
+        + (f" (also in these runs: {', '.join(c.other_kinds)})" if c.other_kinds else "")
+        for c in columns
+    ]
+    choose = (
+        " — choose with --probe KIND or --probe TASK=KIND"
+        if any(c.other_kinds for c in columns)
+        else ""
+    )
+    return ["Probe kind: " + "; ".join(parts) + choose + "."]
 
 
 def _marker_notes(table: CompareTable) -> list[str]:
@@ -871,7 +1097,13 @@ def render_json(table: CompareTable) -> str:
     doc = {
         "baseline": table.baseline,
         "columns": [
-            {"bench": c.bench, "header": bench_header(c.bench), "protocols": c.protocols}
+            {
+                "bench": c.bench,
+                "header": bench_header(c.bench),
+                "kind": c.kind,
+                "other_kinds": c.other_kinds,
+                "protocols": c.protocols,
+            }
             for c in table.columns
         ],
         "rows": [_json_row(r) for r in table.rows],
@@ -890,6 +1122,7 @@ def _json_row(row: Row) -> dict[str, Any]:
         "runs": [str(p) for p in row.runs],
         "seeds": row.seeds,
         "weights": row.weights,
+        "untrained": row.untrained,
         "univ": row.univ or None,
         "cells": {b: _json_cell(c) for b, c in row.cells.items()},
     }

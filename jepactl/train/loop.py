@@ -31,6 +31,7 @@ from jepactl.config import (
     ConfigError,
     Recipe,
     autocast_bf16,
+    canonical_data_names,
     config_diff,
     dump_yaml,
     to_dict,
@@ -131,7 +132,8 @@ def find_resume_point(
     if found is None:
         found = ckpt.Found(path, ckpt.load(path))
     # The checkpoint's own copy of the recipe is authoritative (config.yaml is for people).
-    saved = yaml.safe_load(found.state["config"])
+    # (dataset aliases of older runs, e.g. imagenet100, read as today's names)
+    saved = canonical_data_names(yaml.safe_load(found.state["config"]))
     diff = config_diff(saved, to_dict(recipe))
     diff = [key for key in diff if key not in RUNTIME_KEYS]
     if diff and not force:

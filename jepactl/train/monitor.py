@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
@@ -156,12 +157,13 @@ def linear_accuracy(
 def pixel_tokens(clips: torch.Tensor, patch: int, tubelet: int) -> tuple[torch.Tensor, TokenGrid]:
     """uint8 clips ``[B, T, H, W, C]`` cut into the encoder's tubelets: float tokens
     ``[B, T'·H'·W', tubelet·patch²·C]`` in [0, 1], and their grid."""
-    b, t, h, w, c = clips.shape
+    _, t, h, w, _ = clips.shape
     grid = TokenGrid(t // tubelet, h // patch, w // patch)
     x = clips[:, : grid.t * tubelet, : grid.h * patch, : grid.w * patch].float() / 255.0
-    x = x.reshape(b, grid.t, tubelet, grid.h, patch, grid.w, patch, c)
-    x = x.permute(0, 1, 3, 5, 2, 4, 6, 7)
-    return x.reshape(b, grid.num_tokens, tubelet * patch * patch * c), grid
+    tokens = rearrange(
+        x, "b (t dt) (h dh) (w dw) c -> b (t h w) (dt dh dw c)", dt=tubelet, dh=patch, dw=patch
+    )
+    return tokens, grid
 
 
 class Monitor:

@@ -19,7 +19,8 @@ What is an error and what is not:
 
 :func:`read_dataset` finds the root: an explicit one (the recipe's ``data.roots.<name>`` or
 ``--set data.roots.<name>=/path``), else ``$JEPACTL_DATA/<name>`` for the four official
-datasets (``ucf101/``, ``ssv2/``, ``diving48/``, ``imagenet100/``).
+datasets (``ucf101/``, ``ssv2/``, ``diving48/``, ``in100/``). Dataset names are the same in
+every command; ``imagenet100`` is an alias of ``in100``.
 
 The modules:
 
@@ -42,8 +43,10 @@ from jepactl.data.readers.common import (
     VIDEO_EXTENSIONS,
     DatasetIndex,
     DatasetLayoutError,
+    DatasetsLayoutError,
     Entry,
     PathLike,
+    compact_tree,
 )
 from jepactl.data.readers.csvfile import CSV_TREE, csv_index
 from jepactl.data.readers.diving import DIVING48_TREE, diving48
@@ -52,10 +55,14 @@ from jepactl.data.readers.in100 import IMAGENET100_TREE, imagenet100, imagenet10
 from jepactl.data.readers.registry import (
     DATA_ENV,
     ENV_FOLDERS,
+    OPTION_HINT,
     READERS,
+    RECIPE_HINT,
     TREES,
     data_root,
+    how_to_point,
     read_dataset,
+    read_datasets,
 )
 from jepactl.data.readers.something_something import SSV2_TREE, ssv2
 from jepactl.data.readers.ucf import UCF101_TREE, ucf101
@@ -68,22 +75,28 @@ __all__ = [
     "FOLDERS_TREE",
     "IMAGENET100_TREE",
     "IMAGE_EXTENSIONS",
+    "OPTION_HINT",
     "READERS",
+    "RECIPE_HINT",
     "SSV2_TREE",
     "TREES",
     "UCF101_TREE",
     "VIDEO_EXTENSIONS",
     "DatasetIndex",
     "DatasetLayoutError",
+    "DatasetsLayoutError",
     "Entry",
     "PathLike",
     "class_folders",
+    "compact_tree",
     "csv_index",
     "data_root",
     "diving48",
+    "how_to_point",
     "imagenet100",
     "imagenet100_classes",
     "read_dataset",
+    "read_datasets",
     "ssv2",
     "ucf101",
 ]

@@ -83,6 +83,28 @@ class DatasetLayoutError(ConfigError):
         super().__init__(message)
 
 
+def compact_tree(tree: str) -> str:
+    """A layout tree on one line without its comments, e.g. ``<root>/ train/ n02869837/ ...``:
+    for an error that lists several datasets' layouts."""
+    lines = [line.split("#", 1)[0].strip() for line in tree.splitlines()]
+    return " ".join(line for line in lines if line)
+
+
+class DatasetsLayoutError(DatasetLayoutError):
+    """Several datasets (of one recipe) cannot be read: every one is reported at once, with
+    the path looked at and the layout expected, so fixing one never reveals the next."""
+
+    def __init__(self, errors: Sequence[DatasetLayoutError], total: int) -> None:
+        self.errors = list(errors)
+        parts = [
+            e.summary + (f" (expected layout: {compact_tree(e.tree)})" if e.tree else "")
+            for e in self.errors
+        ]
+        what = f"{len(parts)} of {total} datasets cannot be read" if total > 1 else "dataset"
+        listed = " ".join(f"[{i}] {p}" for i, p in enumerate(parts, 1))
+        super().__init__(f"{what}: {listed}")
+
+
 # --------------------------------------------------------------------------------------
 # Layout helpers
 # --------------------------------------------------------------------------------------

@@ -91,11 +91,11 @@ def imagenet100(
         split: ``train`` or ``val`` (``validation`` is accepted).
         classes: the wnids to keep, in label order.
     """
-    split = check_choice("imagenet100", "split", split, ("train", "val"), {"validation": "val"})
+    split = check_choice("in100", "split", split, ("train", "val"), {"validation": "val"})
     wanted = imagenet100_classes() if classes is None else [str(c) for c in classes]
     if not wanted or len(set(wanted)) != len(wanted):
-        raise ConfigError("imagenet100: classes must be a non-empty list of distinct wnids")
-    layout = Layout("imagenet100", IMAGENET100_TREE)
+        raise ConfigError("in100: classes must be a non-empty list of distinct wnids")
+    layout = Layout("in100", IMAGENET100_TREE)
     base = as_path(root)
     layout.require_dir(base)
     split_dir = base / split
@@ -105,14 +105,14 @@ def imagenet100(
     folders = layout.subdirs(split_dir)
     if split == "train" or not folders.isdisjoint(label_of):
         entries = _class_folder_entries(layout, split_dir, folders, wanted)
-        return DatasetIndex("imagenet100", base, split, entries, wanted, "image", [])
+        return DatasetIndex("in100", base, split, entries, wanted, "image", [])
 
     label_file = _val_label_file(layout, base, split_dir, len(wanted))
     images = layout.stems(split_dir, IMAGE_EXTENSIONS, prefer=".jpeg")
     rows = _read_val_labels(layout, label_file, label_of)
     entries, missing = _flat_val_entries(split_dir, images, rows, label_of)
     layout.check_found(entries, missing, label_file, split_dir)
-    return DatasetIndex("imagenet100", base, split, entries, wanted, "image", missing)
+    return DatasetIndex("in100", base, split, entries, wanted, "image", missing)
 
 
 def _image_files(layout: Layout, folder: Path) -> list[str]:

@@ -2,20 +2,31 @@
 
 :data:`READERS` maps each reader name (the recipe's ``data.source`` names) to its function,
 :data:`TREES` to the layout it expects. :func:`read_dataset` finds the root: an explicit one
-(the recipe's ``data.roots.<name>`` or ``--set data.roots.<name>=/path``), else
-``$JEPACTL_DATA/<name>`` for the four official datasets (``ucf101/``, ``ssv2/``,
-``diving48/``, ``imagenet100/``).
+(the recipe's ``data.roots.<name>`` or ``--set data.roots.<name>=/path``; a command's
+``--root <name>=/path``), else ``$JEPACTL_DATA/<name>`` for the four official datasets
+(``ucf101/``, ``ssv2/``, ``diving48/``, ``in100/``; ``imagenet100/`` is also looked at).
+
+Dataset names are the same everywhere (recipes, ``--root``, ``data check``, the evaluation
+tasks): ``ucf101``, ``ssv2``, ``diving48``, ``in100``, ``csv``, ``folders``. ``imagenet100``
+is accepted as an alias of ``in100`` (:data:`jepactl.config.DATASET_ALIASES`).
 """
 
 from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from jepactl.data.readers.common import DatasetIndex, DatasetLayoutError, PathLike, as_path
+from jepactl.config import canonical_dataset
+from jepactl.data.readers.common import (
+    DatasetIndex,
+    DatasetLayoutError,
+    DatasetsLayoutError,
+    PathLike,
+    as_path,
+)
 from jepactl.data.readers.csvfile import CSV_TREE, csv_index
 from jepactl.data.readers.diving import DIVING48_TREE, diving48
 from jepactl.data.readers.folders import FOLDERS_TREE, class_folders
@@ -31,7 +42,7 @@ READERS: dict[str, Callable[..., DatasetIndex]] = {
     "ucf101": ucf101,
     "ssv2": ssv2,
     "diving48": diving48,
-    "imagenet100": imagenet100,
+    "in100": imagenet100,
     "csv": csv_index,
     "folders": class_folders,
 }
@@ -40,64 +51,89 @@ TREES: dict[str, str] = {
     "ucf101": UCF101_TREE,
     "ssv2": SSV2_TREE,
     "diving48": DIVING48_TREE,
-    "imagenet100": IMAGENET100_TREE,
+    "in100": IMAGENET100_TREE,
     "csv": CSV_TREE,
     "folders": FOLDERS_TREE,
 }
 
-# Readers that ``$JEPACTL_DATA/<folder>`` can locate.
-ENV_FOLDERS: dict[str, str] = {
-    "ucf101": "ucf101",
-    "ssv2": "ssv2",
-    "diving48": "diving48",
-    "imagenet100": "imagenet100",
+#: Readers that ``$JEPACTL_DATA/<folder>`` can locate, with the folder names looked at in
+#: order (ImageNet-100's folder may keep its long name).
+ENV_FOLDERS: dict[str, tuple[str, ...]] = {
+    "ucf101": ("ucf101",),
+    "ssv2": ("ssv2",),
+    "diving48": ("diving48",),
+    "in100": ("in100", "imagenet100"),
 }
+
+#: Who asks for a dataset, and so how the user points jepactl at it: a recipe (pretraining,
+#: ``data.roots``) or a command's ``--root NAME=PATH`` (``data check``, evaluation).
+RootHint = str
+RECIPE_HINT: RootHint = "recipe"
+OPTION_HINT: RootHint = "option"
+
+
+def how_to_point(name: str, hint: RootHint = RECIPE_HINT) -> str:
+    """The words that tell the user how to give dataset ``name``'s root, in the vocabulary of
+    whoever asked (a recipe key, or the ``--root`` option that command really has)."""
+    example = "/path/to/index.csv" if name == "csv" else f"/path/to/{name}"
+    if hint == OPTION_HINT:
+        return f"pass --root {name}={example}"
+    return f"set data.roots.{name} in the recipe or pass --set data.roots.{name}={example}"
 
 
 def _reader(name: str) -> Callable[..., DatasetIndex]:
+    name = canonical_dataset(name)
     if name not in READERS:
-        raise ConfigError(f"unknown dataset reader '{name}'{suggestion(name, READERS)}")
+        raise ConfigError(f"unknown dataset '{name}'{suggestion(name, READERS)}")
     return READERS[name]
 
 
-def data_root(name: str, root: PathLike | None = None) -> Path:
+def data_root(name: str, root: PathLike | None = None, hint: RootHint = RECIPE_HINT) -> Path:
     """Where reader ``name`` reads: ``root`` if given, else ``$JEPACTL_DATA/<name>``.
 
     Raises :class:`DatasetLayoutError` when neither is set, or when the ``JEPACTL_DATA``
-    folder has no ``<name>`` sub-folder; the message says how to point jepactl at the data.
+    folder has no ``<name>`` sub-folder; the message says how to point jepactl at the data
+    (``hint``: :data:`RECIPE_HINT` or :data:`OPTION_HINT`, see :func:`how_to_point`).
     """
     _reader(name)
+    name = canonical_dataset(name)
     if root is not None and os.fspath(root) != "":
         return as_path(root)
     tree = TREES[name]
     what = "CSV file" if name == "csv" else "data root"
-    example = "/path/to/index.csv" if name == "csv" else f"/path/to/{name}"
-    how = f"set data.roots.{name} in the recipe, pass --set data.roots.{name}={example}"
+    how = how_to_point(name, hint)
     env = os.environ.get(DATA_ENV, "")
     if name not in ENV_FOLDERS:
         raise DatasetLayoutError(
             f"{name}: no {what} given; {how} ({DATA_ENV} only locates {', '.join(ENV_FOLDERS)})",
             tree=tree,
         )
+    folders = ENV_FOLDERS[name]
     if not env:
         raise DatasetLayoutError(
             f"{name}: no {what} given; {how}, or export {DATA_ENV}=/data to read "
-            f"/data/{ENV_FOLDERS[name]}",
+            f"/data/{folders[0]}",
             tree=tree,
         )
-    path = as_path(env) / ENV_FOLDERS[name]
-    if not path.is_dir():
+    candidates = [as_path(env) / folder for folder in folders]
+    found = [p for p in candidates if p.is_dir()]
+    if not found:
+        looked = " or ".join(str(p) for p in candidates)
         raise DatasetLayoutError(
-            f"{name}: {path} does not exist (looked there because {DATA_ENV}={env}); "
+            f"{name}: {looked} does not exist (looked there because {DATA_ENV}={env}); "
             f"put the data there or {how}",
-            path=path,
+            path=candidates[0],
             tree=tree,
         )
-    return path
+    return found[0]
 
 
-def read_dataset(name: str, root: PathLike | None, **kwargs: Any) -> DatasetIndex:
-    """Index dataset ``name`` (a key of :data:`READERS`) found at ``root`` (see :func:`data_root`).
+def read_dataset(
+    name: str, root: PathLike | None, *, hint: RootHint = RECIPE_HINT, **kwargs: Any
+) -> DatasetIndex:
+    """Index dataset ``name`` (a key of :data:`READERS`, or an alias such as ``imagenet100``)
+    found at ``root`` (see :func:`data_root`; ``hint`` words its error for a recipe or for a
+    command's ``--root``).
 
     ``kwargs`` go to the reader (``split``, ``fold``, ``classes`` ...); for ``csv``, ``root``
     is the CSV file and relative rows resolve against its folder (call :func:`csv_index`
@@ -111,4 +147,30 @@ def read_dataset(name: str, root: PathLike | None, **kwargs: Any) -> DatasetInde
             raise ConfigError(
                 f"dataset reader '{name}' has no option '{key}'{suggestion(key, options)}"
             )
-    return reader(data_root(name, root), **kwargs)
+    return reader(data_root(name, root, hint), **kwargs)
+
+
+def read_datasets(
+    requests: Mapping[str, Mapping[str, Any]],
+    roots: Mapping[str, PathLike | None],
+    hint: RootHint = RECIPE_HINT,
+) -> dict[str, DatasetIndex]:
+    """Index several datasets (``requests``: name -> reader options) at their ``roots``.
+
+    Raises:
+        DatasetLayoutError: the one dataset asked for cannot be read (its own error), or
+            :class:`DatasetsLayoutError` listing *every* dataset that cannot be read, each with
+            the path looked at and the layout expected.
+    """
+    out: dict[str, DatasetIndex] = {}
+    errors: list[DatasetLayoutError] = []
+    for name, options in requests.items():
+        try:
+            out[name] = read_dataset(name, roots.get(name), hint=hint, **options)
+        except DatasetLayoutError as exc:
+            errors.append(exc)
+    if len(errors) == 1 and len(requests) == 1:
+        raise errors[0]
+    if errors:
+        raise DatasetsLayoutError(errors, len(requests))
+    return out
