@@ -119,6 +119,14 @@ def pretrain(
             "the first one stops the run, keeping the last good checkpoint."
         ),
     ] = 0,
+    log: Annotated[
+        str | None,
+        typer.Option(
+            "--log",
+            help="Copy the metrics to these sinks, comma-separated: tensorboard (to "
+            "RUN/tensorboard/), wandb; none for none. Shorthand for --set tracking.sinks=[...].",
+        ),
+    ] = None,
 ) -> None:
     """Pretrain an encoder from a recipe; resumes the run directory's checkpoint if present.
 
@@ -132,6 +140,9 @@ def pretrain(
     overrides = list(set_ or [])
     if seed is not None:
         overrides.append(f"train.seed={seed}")
+    if log is not None:
+        names = [n.strip() for n in log.split(",") if n.strip() and n.strip() != "none"]
+        overrides.append(f"tracking.sinks=[{', '.join(names)}]")
     from jepactl.data.readers import DatasetLayoutError
 
     try:

@@ -57,6 +57,7 @@ from jepactl.train.guard import NonFiniteGuard
 from jepactl.train.metrics import MetricsLog
 from jepactl.train.model import JEPA
 from jepactl.train.monitor import Monitor
+from jepactl.train.sinks import Fanout, Opening
 from jepactl.utils import derive_seed, read_jsonl, warn
 
 
@@ -362,16 +363,18 @@ def pretrain(
     info = init_distributed(recipe.train.device)
     try:
         # Everything that can fail on bad input fails here, before the run directory is touched.
+        sinks = Fanout(recipe.tracking.sinks, Opening(RunDir(run_dir), recipe))
         source = build_source(recipe.data, recipe.train.seed)
         if recipe.data.batch_size % info.world_size:
             raise ConfigError(
                 f"data.batch_size {recipe.data.batch_size} is not divisible by "
                 f"{info.world_size} ranks"
             )
-        with _run_lock(run_dir, info):  # held until this run ends, however it ends
+        # the lock is held until this run ends, however it ends; the sinks close then too
+        with _run_lock(run_dir, info), sinks:
             return _train(
                 recipe, source, run_dir, max_steps, force, progress and info.is_main, info,
-                skip_nonfinite,
+                skip_nonfinite, sinks,
             )  # fmt: skip
     finally:
         shutdown(info)
@@ -403,6 +406,7 @@ def _train(
     progress: bool,
     info: DistInfo,
     skip_nonfinite: int,
+    sinks: Fanout,
 ) -> RunResult:
     found = find_resume_point(run_dir, recipe, force, info)
     resume = found is not None
@@ -480,7 +484,13 @@ def _train(
         bad.resume(step)
     elif bad.path.exists():
         bad.path.unlink()
-    log = MetricsLog(metrics_path if info.is_main else None, recipe.data.batch_size, device)
+    sinks.opening.resume_step = step if resume else None
+    log = MetricsLog(
+        metrics_path if info.is_main else None,
+        recipe.data.batch_size,
+        device,
+        sinks if info.is_main else None,
+    )
     cfg = recipe.train
     bar = tqdm(total=end, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
     stop = StopFlag()
