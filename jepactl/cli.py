@@ -475,6 +475,37 @@ def extract_features_cmd(
         typer.echo(f"{name}: {path}")
 
 
+def _complete(choices: tuple[str, ...]) -> Any:
+    """Shell completion of a choice the command itself checks (so a wrong value is one line
+    with a suggestion, not click's usage block)."""
+    return lambda incomplete: [c for c in choices if c.startswith(incomplete)]
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="Run directory (with checkpoints/latest.pt).")],
+    format_: Annotated[
+        str,
+        typer.Option("--format", help="safetensors.", autocompletion=_complete(("safetensors",))),
+    ] = "safetensors",
+    out: Annotated[Path | None, typer.Option(help="Folder to write (default: RUN/export).")] = None,
+    weights: Annotated[
+        str,
+        typer.Option(
+            help="auto (the EMA teacher if trained, else student), student, teacher (= EMA).",
+            autocompletion=_complete(("auto", "student", "teacher")),
+        ),
+    ] = "auto",
+) -> None:
+    """Write the run's encoder as model.safetensors plus config.json (its VideoViT arguments,
+    a timm-style name such as vit_base_patch16 where the size is standard, recipe, step,
+    input normalisation), for use outside jepactl: `jepactl.models.load_exported(DIR)`
+    rebuilds it in one call. Both files are written by rename."""
+    from jepactl.features.encoder import export_encoder
+
+    typer.echo(export_encoder(run, out, weights, format_))
+
+
 def latest_run(base: Path = Path("runs")) -> Path:
     """The run under ``base`` whose checkpoint was written last."""
     run = rundir.latest_run(base)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from jepactl.config import ModelConfig
+from jepactl.models.export import load_exported, save_exported, timm_name
 from jepactl.models.predictor import Predictor
 from jepactl.models.rope import RotaryEmbedding3D
 from jepactl.models.vit import VideoViT
@@ -70,19 +72,26 @@ def check_model_config(cfg: ModelConfig) -> None:
         )
 
 
-def build_encoder(cfg: ModelConfig) -> VideoViT:
+def encoder_kwargs(cfg: ModelConfig) -> dict[str, Any]:
+    """The :class:`VideoViT` constructor arguments of a recipe's ``model`` section (plain
+    values: an export's ``config.json`` records them and rebuilds the encoder from them)."""
     preset = ENCODER_PRESETS[cfg.preset]
-    return VideoViT(
-        embed_dim=preset.embed_dim,
-        depth=preset.depth,
-        num_heads=preset.num_heads,
-        mlp_ratio=preset.mlp_ratio,
-        patch_size=cfg.patch_size,
-        tubelet=cfg.tubelet,
-        rope_theta=cfg.rope_theta,
-        drop_path=cfg.drop_path,
-        out_blocks=deep_supervision_blocks(cfg),
-    )
+    blocks = deep_supervision_blocks(cfg)
+    return {
+        "embed_dim": preset.embed_dim,
+        "depth": preset.depth,
+        "num_heads": preset.num_heads,
+        "mlp_ratio": preset.mlp_ratio,
+        "patch_size": cfg.patch_size,
+        "tubelet": cfg.tubelet,
+        "rope_theta": cfg.rope_theta,
+        "drop_path": cfg.drop_path,
+        "out_blocks": list(blocks) if blocks else None,
+    }
+
+
+def build_encoder(cfg: ModelConfig) -> VideoViT:
+    return VideoViT(**encoder_kwargs(cfg))
 
 
 def build_predictor(cfg: ModelConfig, in_dim: int, predict_context: bool) -> Predictor:
@@ -107,4 +116,8 @@ __all__ = [
     "build_encoder",
     "build_predictor",
     "check_model_config",
+    "encoder_kwargs",
+    "load_exported",
+    "save_exported",
+    "timm_name",
 ]
