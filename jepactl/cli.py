@@ -14,6 +14,8 @@ from typer.core import TyperGroup
 from jepactl import rundir
 from jepactl.config import list_recipes, load_raw, resolve_recipe_path
 from jepactl.errors import SPACE_ERRNOS, ConfigError, JepactlError, disk_full, one_line
+from jepactl.log import LOGGER, set_verbosity
+from jepactl.version import __version__
 
 if TYPE_CHECKING:
     from typer._click import Context  # the click typer vendors: what TyperGroup.invoke takes
@@ -61,7 +63,7 @@ app = typer.Typer(
         "`jepactl pretrain --recipe synth/baseline` (runs on a CPU, no download)."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 
@@ -79,15 +81,39 @@ def _debug_env() -> bool:
 DEBUG = _debug_env()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"jepactl {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _options(
     debug: Annotated[
         bool,
         typer.Option("--debug", help="Show the full traceback of an error (also JEPACTL_DEBUG=1)."),
     ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="Print only warnings and errors on stderr."),
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also print debug messages on stderr.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
 ) -> None:
+    """Options for every command. Status messages go to stderr (and, for pretrain, to
+    RUN/log.txt); results to stdout."""
     global DEBUG
     DEBUG = debug or _debug_env()  # not sticky: one --debug call must not change the next
+    if quiet and verbose:
+        _fail("choose one of --quiet and --verbose")
+    set_verbosity(-1 if quiet else 1 if verbose else 0)  # set anew by every invocation
 
 
 @app.command()
@@ -250,7 +276,7 @@ OLD_BENCH_HELP = "Old name of --task."
 def _task(task: str | None, bench: str | None, required: bool = True) -> str | None:
     """``--task``, or its old name ``--bench`` (still accepted, with a warning)."""
     if bench is not None:
-        typer.echo("jepactl: --bench is now --task (it names an evaluation task)", err=True)
+        LOGGER.warning("--bench is now --task (it names an evaluation task)")
         if task is not None and task != bench:
             _fail(f"--task {task} and --bench {bench} disagree; give --task only")
         task = bench
@@ -347,15 +373,12 @@ def bench_pretrain(
     if min(steps, rounds) < 1 or min(warmup, loader_steps) < 0:
         _fail("--steps and --rounds must be >= 1, --warmup and --loader-steps >= 0")
 
-    def say(text: str) -> None:
-        typer.echo(f"jepactl: {text}", err=True)
-
-    result = pretrain_bench(names, size, device, steps, rounds, warmup, loader_steps, say)
+    result = pretrain_bench(names, size, device, steps, rounds, warmup, loader_steps, LOGGER.info)
     typer.echo(pretrain_markdown(result), nl=False)
     if json_out is not None:
         data = (json.dumps(result, indent=2) + "\n").encode()
         atomic_write_bytes(json_out, lambda f: f.write(data))
-        typer.echo(f"jepactl: wrote {json_out}", err=True)
+        LOGGER.info(f"wrote {json_out}")
 
 
 @bench_app.command("decode")
@@ -565,7 +588,7 @@ def probe(
     run_dir = rundir.RunDir(run or latest_run())
     recorded = _recorded(run_dir, b.name)
     if recorded is None:
-        typer.echo(f"jepactl: no {b.name} cache in {run_dir} yet; extracting it first", err=True)
+        LOGGER.info(f"no {b.name} cache in {run_dir} yet; extracting it first")
     pool = pool or (recorded or {}).get("pooling") or b.pool
     limit = limit or (recorded or {}).get("limit")
     # Returns at once for a current cache; extracts a missing one, resumes a partial one,
@@ -661,11 +684,11 @@ def synth_motion(
                 run, task=name, protocol=protocol, seeds=seeds, weights=weights,
                 device=device, cache_dir=cache_dir, batch_size=batch_size,
                 num_workers=workers, keep_features=keep_features,
-                say=lambda m: typer.echo(f"jepactl: {m}", err=True),
+                say=LOGGER.info,
             )  # fmt: skip
             rows.append((run_label(run), result))
             out = rundir.RunDir(run).result(result_name(name, protocol))
-            typer.echo(f"jepactl: wrote {out}", err=True)
+            LOGGER.info(f"wrote {out}")
         labels = [label for label, _ in rows]
         rows = [  # several runs of one recipe (seeds): tell them apart by folder
             (f"{label} [{run.name}]" if labels.count(label) > 1 else label, result)
@@ -727,7 +750,7 @@ def compare(
     typer.echo(render(table), nl=False)  # every renderer ends its text with a newline
     if plot is not None:
         cmp.plot_deltas(table, plot, highlight=highlight)
-        typer.echo(f"jepactl: wrote {plot}", err=True)
+        LOGGER.info(f"wrote {plot}")
 
 
 @app.command()
@@ -759,7 +782,7 @@ def plot(
     typer.echo(learning_summary(curves, "probe_linear"), nl=False)
     if any(c.series.get("probe_knn") for c in curves):
         typer.echo("\n" + learning_summary(curves, "probe_knn"), nl=False)
-    typer.echo(f"jepactl: wrote {plot_curves(curves, out, panels)}", err=True)
+    LOGGER.info(f"wrote {plot_curves(curves, out, panels)}")
 
 
 def main() -> None:

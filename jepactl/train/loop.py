@@ -49,6 +49,7 @@ from jepactl.data.sources import Source, build_source
 from jepactl.dist import DistInfo, agree, barrier, broadcast, init_distributed, shutdown
 from jepactl.errors import JepactlError, NonFiniteLossError
 from jepactl.lock import RunLock
+from jepactl.log import LOGGER, log_file, progress_bars
 from jepactl.masks import build_mask_strategy
 from jepactl.optim import build_optimizer, ema_update, learning_rate, total_steps
 from jepactl.recipe import load_recipe
@@ -371,7 +372,7 @@ def pretrain(
                 f"{info.world_size} ranks"
             )
         # the lock is held until this run ends, however it ends; the sinks close then too
-        with _run_lock(run_dir, info), sinks:
+        with _run_lock(run_dir, info), _run_log(run_dir, info), sinks:
             return _train(
                 recipe, source, run_dir, max_steps, force, progress and info.is_main, info,
                 skip_nonfinite, sinks,
@@ -395,6 +396,11 @@ def _run_lock(run_dir: Path, info: DistInfo) -> Iterator[None]:
     finally:
         if lock is not None:
             lock.release()
+
+
+def _run_log(run_dir: Path, info: DistInfo) -> contextlib.AbstractContextManager[None]:
+    """Rank 0 copies every message to ``RUN/log.txt`` while the run is held."""
+    return log_file(RunDir(run_dir).log) if info.is_main else contextlib.nullcontext()
 
 
 def _train(
@@ -439,8 +445,8 @@ def _train(
     n_params = sum(p.numel() for p in model.student.parameters())
     if info.is_main:
         verb = f"resuming {run_dir} at step {step}" if resume else f"starting {run_dir}"
-        print(
-            f"jepactl: {verb}; encoder {n_params / 1e6:.1f}M params, "
+        LOGGER.info(
+            f"{verb}; encoder {n_params / 1e6:.1f}M params, "
             f"{info.world_size} rank(s) on {device.type}, precision "
             f"{'bf16 autocast' if autocast_bf16(recipe.train.precision, device.type) else 'fp32'}"
         )
@@ -479,6 +485,12 @@ def _train(
         device.type == "cuda",
         seed,
     )
+    if info.is_main:
+        LOGGER.debug(
+            f"steps {step}..{end} of {total}; global batch {recipe.data.batch_size}, "
+            f"{recipe.data.num_workers} data workers per rank; metric sinks: "
+            f"{', '.join(recipe.tracking.sinks) or 'none'} besides {metrics_path}"
+        )
     bad = BadSamples(run_dir, info.rank, recipe.data.max_bad_fraction)
     if resume:
         bad.resume(step)
@@ -492,7 +504,13 @@ def _train(
         sinks if info.is_main else None,
     )
     cfg = recipe.train
-    bar = tqdm(total=end, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=end,
+        initial=step,
+        disable=not (progress and progress_bars()),
+        unit="step",
+        dynamic_ncols=True,
+    )
     stop = StopFlag()
     last: dict[str, Any] = {}
     stopped = False
@@ -567,11 +585,11 @@ def _train(
         del batches
     if info.is_main:
         if stopped:
-            print(f"jepactl: stopped by signal at step {step}; rerun the same command to resume")
+            LOGGER.info(f"stopped by signal at step {step}; rerun the same command to resume")
         elif step >= total:
-            print(f"jepactl: finished {total} steps; checkpoint in {run.checkpoints}")
+            LOGGER.info(f"finished {total} steps; checkpoint in {run.checkpoints}")
         elif step == 0:
-            print(f"jepactl: saved the untrained initialisation (step 0) in {run.checkpoints}")
+            LOGGER.info(f"saved the untrained initialisation (step 0) in {run.checkpoints}")
         else:
-            print(f"jepactl: paused at step {step}/{total}; rerun without --max-steps to go on")
+            LOGGER.info(f"paused at step {step}/{total}; rerun without --max-steps to go on")
     return RunResult(run_dir, step, total, stopped, last)
