@@ -1,3 +1,5 @@
 """jepactl: pretrain Video-JEPA encoders with auxiliary objectives and evaluate them frozen."""
 
-__version__ = "0.1.0"
+from jepactl.version import __version__
+
+__all__ = ["__version__"]

@@ -15,6 +15,8 @@ from typer.core import TyperGroup
 from jepactl import rundir
 from jepactl.config import list_recipes, load_raw, resolve_recipe_path
 from jepactl.errors import SPACE_ERRNOS, ConfigError, JepactlError, disk_full, one_line
+from jepactl.log import LOGGER, set_verbosity
+from jepactl.version import __version__
 
 if TYPE_CHECKING:
     from typer._click import Context  # the click typer vendors: what TyperGroup.invoke takes
@@ -62,7 +64,7 @@ app = typer.Typer(
         "`jepactl pretrain --recipe synth/baseline` (runs on a CPU, no download)."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 
@@ -154,15 +156,39 @@ def _debug_env() -> bool:
 DEBUG = _debug_env()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"jepactl {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _options(
     debug: Annotated[
         bool,
         typer.Option("--debug", help="Show the full traceback of an error (also JEPACTL_DEBUG=1)."),
     ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="Print only warnings and errors on stderr."),
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also print debug messages on stderr.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
 ) -> None:
+    """Options for every command. Status messages go to stderr (and, for pretrain, to
+    RUN/log.txt); results to stdout."""
     global DEBUG
     DEBUG = debug or _debug_env()  # not sticky: one --debug call must not change the next
+    if quiet and verbose:
+        _fail("choose one of --quiet and --verbose")
+    set_verbosity(-1 if quiet else 1 if verbose else 0)  # set anew by every invocation
 
 
 @app.command()
@@ -206,6 +232,14 @@ def pretrain(
             "Its size must be the recipe's model; its position scheme is set from the file."
         ),
     ] = None,
+    log: Annotated[
+        str | None,
+        typer.Option(
+            "--log",
+            help="Copy the metrics to these sinks, comma-separated: tensorboard (to "
+            "RUN/tensorboard/), wandb; none for none. Shorthand for --set tracking.sinks=[...].",
+        ),
+    ] = None,
 ) -> None:
     """Pretrain an encoder from a recipe; resumes the run directory's checkpoint if present.
 
@@ -221,6 +255,9 @@ def pretrain(
         overrides.append(f"train.seed={seed}")
     if device is not None:
         overrides.append(f"train.device={device}")
+    if log is not None:
+        names = [n.strip() for n in log.split(",") if n.strip() and n.strip() != "none"]
+        overrides.append(f"tracking.sinks=[{', '.join(names)}]")
     from jepactl.data.readers import DatasetLayoutError
 
     try:
@@ -390,7 +427,7 @@ CHECKPOINT_HELP = (
 def _task(task: str | None, bench: str | None, required: bool = True) -> str | None:
     """``--task``, or its old name ``--bench`` (still accepted, with a warning)."""
     if bench is not None:
-        typer.echo("jepactl: --bench is now --task (it names an evaluation task)", err=True)
+        LOGGER.warning("--bench is now --task (it names an evaluation task)")
         if task is not None and task != bench:
             _fail(f"--task {task} and --bench {bench} disagree; give --task only")
         task = bench
@@ -483,17 +520,14 @@ def bench_pretrain(
     if min(steps, rounds) < 1 or min(warmup, loader_steps) < 0:
         _fail("--steps and --rounds must be >= 1, --warmup and --loader-steps >= 0")
 
-    def say(text: str) -> None:
-        typer.echo(f"jepactl: {text}", err=True)
-
     result = pretrain_bench(
-        names, size.value, device.value, steps, rounds, warmup, loader_steps, say
+        names, size.value, device.value, steps, rounds, warmup, loader_steps, LOGGER.info
     )
     typer.echo(pretrain_markdown(result), nl=False)
     if json_out is not None:
         data = (json.dumps(result, indent=2) + "\n").encode()
         atomic_write_bytes(json_out, lambda f: f.write(data))
-        typer.echo(f"jepactl: wrote {json_out}", err=True)
+        LOGGER.info(f"wrote {json_out}")
 
 
 @bench_app.command("decode")
@@ -644,6 +678,37 @@ def extract_features_cmd(
         typer.echo(f"{name}: {path}")
 
 
+def _complete(choices: tuple[str, ...]) -> Any:
+    """Shell completion of a choice the command itself checks (so a wrong value is one line
+    with a suggestion, not click's usage block)."""
+    return lambda incomplete: [c for c in choices if c.startswith(incomplete)]
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="Run directory (with checkpoints/latest.pt).")],
+    format_: Annotated[
+        str,
+        typer.Option("--format", help="safetensors.", autocompletion=_complete(("safetensors",))),
+    ] = "safetensors",
+    out: Annotated[Path | None, typer.Option(help="Folder to write (default: RUN/export).")] = None,
+    weights: Annotated[
+        str,
+        typer.Option(
+            help="auto (the EMA teacher if trained, else student), student, teacher (= EMA).",
+            autocompletion=_complete(("auto", "student", "teacher")),
+        ),
+    ] = "auto",
+) -> None:
+    """Write the run's encoder as model.safetensors plus config.json (its VideoViT arguments,
+    a timm-style name such as vit_base_patch16 where the size is standard, recipe, step,
+    input normalisation), for use outside jepactl: `jepactl.models.load_exported(DIR)`
+    rebuilds it in one call. Both files are written by rename."""
+    from jepactl.features.encoder import export_encoder
+
+    typer.echo(export_encoder(run, out, weights, format_))
+
+
 def latest_run(base: Path = Path("runs")) -> Path:
     """The run under ``base`` whose checkpoint was written last."""
     run = rundir.latest_run(base)
@@ -711,15 +776,13 @@ def probe(
         _fail("--checkpoint needs --run DIR: the directory its caches and result go to")
     if run is None:  # said first, before anything else is printed or computed
         run = latest_run()
-        typer.echo(
-            f"jepactl: probing {run} (the newest run with a checkpoint under runs/; "
-            "--run RUN to choose)",
-            err=True,
+        LOGGER.info(
+            f"probing {run} (the newest run with a checkpoint under runs/; --run RUN to choose)"
         )
     run_dir = rundir.RunDir(run)
     recorded = _recorded(run_dir, b.name)
     if recorded is None:
-        typer.echo(f"jepactl: no {b.name} cache in {run_dir} yet; extracting it first", err=True)
+        LOGGER.info(f"no {b.name} cache in {run_dir} yet; extracting it first")
     pooling = pool.value if pool else (recorded or {}).get("pooling") or b.pool
     limit = limit or (recorded or {}).get("limit")
     # Returns at once for a current cache; extracts a missing one, resumes a partial one,
@@ -744,7 +807,7 @@ def probe(
     typer.echo(write_result(run_dir, b.name, result))
     warning = floor_warning(b.name, result)
     if warning is not None:
-        typer.echo(f"jepactl: {warning}", err=True)
+        LOGGER.warning(warning)
 
 
 def _recorded(run: rundir.RunDir, task: str) -> dict[str, Any] | None:
@@ -826,14 +889,14 @@ def synth_motion(
                 run, task=name, protocol=proto, seeds=seeds, weights=weights.value,
                 device=device, cache_dir=cache_dir, batch_size=batch_size,
                 num_workers=workers, keep_features=keep_features,
-                say=lambda m: typer.echo(f"jepactl: {m}", err=True), checkpoint=checkpoint,
+                say=LOGGER.info, checkpoint=checkpoint,
             )  # fmt: skip
             rows.append((run_label(run), result))
             out = rundir.RunDir(run).result(result_name(name, proto))
-            typer.echo(f"jepactl: wrote {out}", err=True)
+            LOGGER.info(f"wrote {out}")
             warning = floor_warning(f"{run}: synth-motion-{name}", result)
             if warning is not None:
-                typer.echo(f"jepactl: {warning}", err=True)
+                LOGGER.warning(warning)
         labels = [label for label, _ in rows]
         rows = [  # several runs of one recipe (seeds): tell them apart by folder
             (f"{label} [{run.name}]" if labels.count(label) > 1 else label, result)
@@ -908,7 +971,7 @@ def compare(
     typer.echo(render(table), nl=False)  # every renderer ends its text with a newline
     if plot is not None:
         cmp.plot_deltas(table, plot, highlight=highlight)
-        typer.echo(f"jepactl: wrote {plot}", err=True)
+        LOGGER.info(f"wrote {plot}")
 
 
 @app.command()
@@ -940,7 +1003,7 @@ def plot(
     typer.echo(learning_summary(curves, "probe_linear"), nl=False)
     if any(c.series.get("probe_knn") for c in curves):
         typer.echo("\n" + learning_summary(curves, "probe_knn"), nl=False)
-    typer.echo(f"jepactl: wrote {plot_curves(curves, out, panels)}", err=True)
+    LOGGER.info(f"wrote {plot_curves(curves, out, panels)}")
 
 
 def main() -> None:

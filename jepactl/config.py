@@ -221,6 +221,22 @@ class MonitorConfig:
     seed: int = 0  # of the labelled set, independent of train.seed
 
 
+#: The metric sinks ``tracking.sinks`` may name (``jepactl.train.sinks.SINKS`` opens them).
+SinkName = Literal["tensorboard", "wandb"]
+
+
+@dataclass
+class TrackingConfig:
+    """Where pretraining's metrics go besides ``RUN/metrics.jsonl``, which stays the record
+    (``docs/tracking.md``). Each sink gets a copy of every line written there, on rank 0:
+    ``tensorboard`` writes event files to ``RUN/tensorboard/``, ``wandb`` logs a Weights &
+    Biases run in project ``wandb_project`` (``WANDB_MODE=offline`` needs no network).
+    """
+
+    sinks: list[SinkName] = field(default_factory=list)
+    wandb_project: str = "jepactl"
+
+
 @dataclass
 class Recipe:
     display_name: str = ""
@@ -233,6 +249,7 @@ class Recipe:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 def autocast_bf16(precision: str, device_type: str) -> bool:
@@ -252,6 +269,8 @@ RUNTIME_KEYS = frozenset(
         "train.activation_checkpointing",
         # watching a run never changes what it trains
         *(f"monitor.{f.name}" for f in dataclasses.fields(MonitorConfig)),
+        # nor does where its metrics are copied to
+        *(f"tracking.{f.name}" for f in dataclasses.fields(TrackingConfig)),
     }
 )
 
@@ -424,7 +443,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is Literal:
         if value not in get_args(tp):
             choices = ", ".join(repr(a) for a in get_args(tp))
-            raise ConfigError(f"{where}: {value!r} is not one of {choices}")
+            close = close_match(value, map(str, get_args(tp))) if isinstance(value, str) else None
+            hint = f"; did you mean '{close}'?" if close else ""
+            raise ConfigError(f"{where}: {value!r} is not one of {choices}{hint}")
         return value
     if origin in (list, abc.Sequence):
         if not isinstance(value, list | tuple):
@@ -632,6 +653,15 @@ def check_monitor_config(cfg: MonitorConfig) -> None:
     _at_least(cfg, 0, "every", "min_rank", "min_std", "seed")
     _at_least(cfg, 4, "clips")
     _at_least(cfg, 1, "knn_k")
+
+
+def check_tracking_config(cfg: TrackingConfig) -> None:
+    """A sink named twice would get every record twice."""
+    twice = sorted({name for name in cfg.sinks if cfg.sinks.count(name) > 1})
+    if twice:
+        raise ValueError(f"sinks lists {', '.join(twice)} more than once")
+    if not cfg.wandb_project.strip():
+        raise ValueError("wandb_project must not be empty")
 
 
 def built(where: str, build: Any, *args: Any, **kwargs: Any) -> Any:

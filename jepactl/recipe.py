@@ -22,6 +22,7 @@ from jepactl.config import (
     check_data_config,
     check_monitor_config,
     check_optim_config,
+    check_tracking_config,
     check_train_config,
     load_raw,
     parse_override,
@@ -69,6 +70,7 @@ def validate(recipe: Recipe) -> None:
     built("optim", check_optim_config, recipe.optim)
     built("train", check_train_config, recipe.train)
     built("monitor", check_monitor_config, recipe.monitor)
+    built("tracking", check_tracking_config, recipe.tracking)
     if recipe.monitor.task not in MONITOR_TASKS:
         raise ConfigError(
             f"monitor.task: unknown task '{recipe.monitor.task}'"

@@ -12,6 +12,10 @@
                                    (see :func:`probe_kind`); runs written before the kind
                                    was in the name hold probes/<task>.json
       probes/synth-motion-<task>[-<protocol>].json   results of `synth-motion`
+      log.txt                      pretrain's status messages, timestamped
+      tensorboard/                 TensorBoard event files (tracking.sinks: [tensorboard])
+      wandb/                       Weights & Biases files (tracking.sinks: [wandb])
+      export/                      the encoder as safetensors + config.json (jepactl export)
       .lock                        held by the one process writing the run
 
 No other module spells these names. Imports neither torch nor the models, so ``compare`` and
@@ -37,6 +41,10 @@ LATEST = "latest.pt"
 FEATURES = "features"
 PROBES = "probes"
 CACHE_SUFFIX = ".h5"
+LOG = "log.txt"
+TENSORBOARD = "tensorboard"
+WANDB = "wandb"
+EXPORT = "export"
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,28 @@ class RunDir:
 
     def result(self, name: str) -> Path:
         return self.probes / f"{name}.json"
+
+    @property
+    def log(self) -> Path:
+        return self.root / LOG
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / TENSORBOARD
+
+    @property
+    def wandb(self) -> Path:
+        """The folder Weights & Biases writes into (``wandb.init(dir=RUN)`` makes it)."""
+        return self.root / WANDB
+
+    @property
+    def wandb_id(self) -> Path:
+        """The W&B run id, kept so a resumed run continues the same W&B run."""
+        return self.wandb / "jepactl-run-id.txt"
+
+    @property
+    def export(self) -> Path:
+        return self.root / EXPORT
 
     # -- questions ---------------------------------------------------------------------
     def is_run(self) -> bool:

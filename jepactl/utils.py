@@ -9,13 +9,13 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
 from jepactl.errors import disk_full, free_bytes, space_errors
+from jepactl.log import LOGGER
 
 
 def derive_seed(*parts: int | str) -> int:
@@ -155,8 +155,8 @@ def read_jsonl(path: Path, warn: Callable[[str], object] | None = None) -> list[
 
 
 def warn(message: str) -> None:
-    """A one-line warning on stderr."""
-    print(f"jepactl: warning: {message}", file=sys.stderr, flush=True)
+    """A one-line warning (``jepactl: warning: ...`` on stderr, see :mod:`jepactl.log`)."""
+    LOGGER.warning(message)
 
 
 def file_sha256(path: Path, chunk_bytes: int = 8 << 20) -> str:

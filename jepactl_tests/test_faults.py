@@ -125,7 +125,7 @@ def test_kill_9_mid_run_resumes_bit_identically(tmp_path: Path, tiny_overrides: 
     resumed = subprocess.run(cli_args(d, over, saved + 3), cwd=tmp_path, capture_output=True,
                              text=True, timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming {d} at step {saved}" in resumed.stdout
+    assert f"resuming {d} at step {saved}" in resumed.stderr
     run(tmp_path / "straight", over, saved + 3)
     assert_same_state(tmp_path / "straight", d)
     assert [r["step"] for r in read_metrics(d / "metrics.jsonl")] == list(range(1, saved + 4))
@@ -147,7 +147,7 @@ def test_signal_checkpoints_exits_0_and_resume_matches_straight_run(
     resumed = subprocess.run(cli_args(d, tiny_overrides, target), cwd=tmp_path,
                              capture_output=True, text=True, timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert f"resuming {d} at step {stopped_at}" in resumed.stdout
+    assert f"resuming {d} at step {stopped_at}" in resumed.stderr
     run(tmp_path / "straight", tiny_overrides, target)
     assert_same_state(tmp_path / "straight", d)
 
@@ -164,7 +164,7 @@ def test_sigterm_under_torchrun_checkpoints_every_rank(
     resumed = subprocess.run(cli_args(d, tiny_overrides, state["step"] + 2, TORCHRUN),
                              cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert f"resuming {d} at step {state['step']}" in resumed.stdout
+    assert f"resuming {d} at step {state['step']}" in resumed.stderr
 
 
 _EXTRACT_KILLED = """
@@ -349,7 +349,7 @@ def test_disk_full_during_pretraining_exits_with_one_line(
         again = subprocess.run(cli_args(d, over, 8), cwd=tmp_path, capture_output=True,
                                text=True, timeout=180)  # fmt: skip
         assert again.returncode == 0, again.stderr
-        assert f"resuming {d} at step 2" in again.stdout
+        assert f"resuming {d} at step 2" in again.stderr
         assert load(d / "checkpoints" / "latest.pt")["step"] == 8
 
 
@@ -421,7 +421,7 @@ def test_deleted_latest_resumes_from_snapshots_instead_of_restarting(
     (tmp_path / "r" / "checkpoints" / "latest.pt").unlink()
     res = runner.invoke(app, pretrain_cmd(tmp_path / "r", over, "--max-steps", "12"))
     assert res.exit_code == 0, res.output
-    assert "resuming" in res.stdout and "at step 8" in res.stdout
+    assert "resuming" in res.stderr and "at step 8" in res.stderr
     assert (tmp_path / "r" / "checkpoints" / "step_0000004.pt").exists()
     assert [r["step"] for r in read_metrics(tmp_path / "r" / "metrics.jsonl")] == list(range(1, 13))
 
@@ -551,7 +551,7 @@ def test_second_process_is_refused_and_a_killed_holder_releases_the_lock(
     third = subprocess.run(cli_args(d, over, steps[-1] + 1), cwd=tmp_path, capture_output=True,
                            text=True, timeout=120)  # fmt: skip
     assert third.returncode == 0, third.stderr
-    assert "resuming" in third.stdout
+    assert "resuming" in third.stderr
 
 
 def test_run_lock_in_one_process_and_for_a_feature_cache(trained: Path) -> None:

@@ -21,7 +21,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "jepactl"
 
 CORE = {
-    "config", "errors", "grid", "rundir", "checkpoint", "dist", "optim", "lock", "stats", "utils"
+    "config", "errors", "grid", "rundir", "checkpoint", "dist", "optim", "lock", "stats", "utils",
+    "version", "log",
 }  # fmt: skip
 COMPONENTS = {"models", "masks", "objectives", "data", "recipe"}
 ROOMS = {"train", "features", "probe", "report"}

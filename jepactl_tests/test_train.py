@@ -112,7 +112,7 @@ def test_torchrun_two_ranks_on_cpu(tmp_path: Path, tiny_overrides: list[str]) ->
     args = cli_args(tmp_path / "ddp", [*tiny_overrides, *watch], 5, TORCHRUN)
     res = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "2 rank(s) on cpu" in res.stdout
+    assert "2 rank(s) on cpu" in res.stderr
     state = load(tmp_path / "ddp" / "checkpoints" / "latest.pt")
     assert state["step"] == 5 and len(state["rng"]) == 2
     records = read_metrics(tmp_path / "ddp" / "metrics.jsonl")
@@ -148,7 +148,7 @@ def test_paper_size_vit_b_runs_two_steps(tmp_path: Path) -> None:
         timeout=900,
     )
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "encoder 86.2M params" in res.stdout
+    assert "encoder 86.2M params" in res.stderr
     log = read_metrics(tmp_path / "metrics.jsonl")
     assert log[-1]["step"] == 2 and log[-1]["loss"] > 0
 

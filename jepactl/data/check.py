@@ -19,6 +19,7 @@ from tqdm import tqdm
 from jepactl.data.decode import probe
 from jepactl.data.readers import OPTION_HINT, DatasetIndex, Entry, read_dataset
 from jepactl.data.sources import IMAGE_SUFFIXES
+from jepactl.log import progress_bars
 
 
 @dataclass
@@ -85,7 +86,12 @@ def check_index(index: DatasetIndex, min_frames: int, workers: int) -> CheckRepo
         Problem(p, "missing", "listed in the annotations, not on disk") for p in index.missing
     ]
     jobs = [(e, min_frames, len(index.classes)) for e in index.entries]
-    bar = tqdm(total=len(jobs), unit="file", desc=f"checking {index.name}/{index.split}")
+    bar = tqdm(
+        total=len(jobs),
+        unit="file",
+        desc=f"checking {index.name}/{index.split}",
+        disable=not progress_bars(),
+    )
     if workers <= 1:
         results = (_check_one(j) for j in jobs)
         for problem in results:

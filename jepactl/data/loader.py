@@ -31,7 +31,7 @@ from jepactl.data.sources import MixtureSource, Source, SyntheticSource, replace
 from jepactl.errors import ConfigError, JepactlError
 from jepactl.grid import Masks, TokenGrid
 from jepactl.masks.base import MaskStrategy
-from jepactl.utils import available_cpus, derive_seed
+from jepactl.utils import available_cpus, derive_seed, warn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -304,7 +304,7 @@ def build_loader(
     its own generator so creating it never draws from the global RNG (exact resume)."""
     cpus = available_cpus()
     if num_workers > cpus:
-        print(f"jepactl: data.num_workers={num_workers} > {cpus} CPUs here; using {cpus}")
+        warn(f"data.num_workers={num_workers} > {cpus} CPUs here; using {cpus}")
         num_workers = cpus
     return DataLoader(
         dataset,

@@ -26,14 +26,16 @@ import yaml
 
 from jepactl import checkpoint as ckpt
 from jepactl.config import Recipe, autocast_bf16, parse_recipe
-from jepactl.data.loader import to_model_input
+from jepactl.data.loader import IMAGENET_MEAN, IMAGENET_STD, to_model_input
 from jepactl.errors import CheckpointError, ConfigError
 from jepactl.grid import TokenGrid, pool_tokens
-from jepactl.models import build_encoder
+from jepactl.models import build_encoder, encoder_kwargs
+from jepactl.models.export import check_format, save_exported
 from jepactl.models.upstream import load_encoder
 from jepactl.models.vit import VideoViT
 from jepactl.rundir import RunDir
 from jepactl.utils import file_sha256, suggestion
+from jepactl.version import __version__
 
 WEIGHTS: tuple[str, ...] = ("auto", "student", "teacher")
 
@@ -208,3 +210,35 @@ def encode_clips(
         tokens = tokens[..., -encoder.embed_dim :].float()
         pooled = pool_tokens(tokens, grid, pool)
     return pooled.reshape(b, v, *pooled.shape[1:])
+
+
+def export_encoder(
+    run_dir: Path, out: Path | None = None, weights: str = "auto", fmt: str = "safetensors"
+) -> Path:
+    """``jepactl export``: the run's encoder (chosen as for evaluation) as ``fmt`` in ``out``
+    (default ``RUN/export``), with a ``config.json`` that
+    :func:`jepactl.models.load_exported` rebuilds it from. Returns the folder."""
+    check_format(fmt)
+    frozen = load_frozen_encoder(run_dir, weights)
+    out = out if out is not None else RunDir(run_dir).export
+    recipe = frozen.recipe
+    if recipe is None:  # load_frozen_encoder reads a run directory, which has its recipe
+        raise CheckpointError(f"{run_dir} has no recipe beside its checkpoint; cannot export")
+    info = {
+        "jepactl_version": __version__,
+        "recipe": recipe.display_name,
+        "run": Path(run_dir).resolve().name,
+        "step": frozen.step,
+        "weights": frozen.weights,
+        "checkpoint_sha256": frozen.sha256,
+        "input": {  # what encode_clips feeds the encoder
+            "layout": "float [B, 3, T, H, W], RGB in [0, 1], then (x - mean) / std",
+            "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
+            "frames": recipe.data.num_frames,
+            "frame_stride": recipe.data.frame_stride,
+            "crop": recipe.data.crop,
+        },
+    }
+    save_exported(frozen.encoder, encoder_kwargs(recipe.model), out, info)
+    return out

@@ -25,7 +25,6 @@ because probes then read one plain file with contiguous rows, and the shards can
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,6 +61,7 @@ from jepactl.features.encoder import (
 from jepactl.features.registry import get_benchmark
 from jepactl.grid import POOLS, pooled_length
 from jepactl.lock import RunLock
+from jepactl.log import LOGGER, progress_bars
 from jepactl.rundir import RunDir
 from jepactl.utils import suggestion
 
@@ -95,7 +95,7 @@ def _fill(
         bar = tqdm(
             total=len(rows),
             initial=written,
-            disable=not progress,
+            disable=not (progress and progress_bars()),
             unit="clip",
             desc=f"{source.bench.name}/{source.split}",
             dynamic_ncols=True,
@@ -138,7 +138,7 @@ def _half_tokens(
 def _say(info: DistInfo, message: str) -> None:
     """A progress/diagnostic line on stderr (stdout stays for results), from rank 0 only."""
     if info.is_main:
-        print(f"jepactl: {message}", file=sys.stderr, flush=True)
+        LOGGER.info(message)
 
 
 def extract_features(

@@ -74,6 +74,7 @@ from tqdm import tqdm
 from jepactl.data.synthetic import RENDER_VERSION, BackgroundSpec, ObjectSpec
 from jepactl.errors import ConfigError
 from jepactl.features.benchmarks import Benchmark, ProbeKind
+from jepactl.log import progress_bars
 from jepactl.utils import available_cpus, current_umask, suggestion
 
 __all__ = [
@@ -545,7 +546,7 @@ def _build(
         total=spec.n_clips,
         desc=f"synth-motion {spec.task}: writing clips",
         unit="clip",
-        disable=not progress,
+        disable=not (progress and progress_bars()),
         leave=False,
     )
     for index, label in bar:

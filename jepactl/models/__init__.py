@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from jepactl.config import ModelConfig
+from jepactl.models.export import load_exported, save_exported, timm_name
 from jepactl.models.predictor import Predictor
 from jepactl.models.rope import RotaryEmbedding3D
 from jepactl.models.vit import VideoViT
@@ -80,23 +82,30 @@ def check_model_config(cfg: ModelConfig) -> None:
         )
 
 
-def build_encoder(cfg: ModelConfig) -> VideoViT:
+def encoder_kwargs(cfg: ModelConfig) -> dict[str, Any]:
+    """The :class:`VideoViT` constructor arguments of a recipe's ``model`` section (plain
+    values: an export's ``config.json`` records them and rebuilds the encoder from them)."""
     preset = ENCODER_PRESETS[cfg.preset]
-    return VideoViT(
-        embed_dim=preset.embed_dim,
-        depth=preset.depth,
-        num_heads=preset.num_heads,
-        mlp_ratio=preset.mlp_ratio,
-        patch_size=cfg.patch_size,
-        tubelet=cfg.tubelet,
-        rope_theta=cfg.rope_theta,
-        drop_path=cfg.drop_path,
-        out_blocks=deep_supervision_blocks(cfg),
-        positions=cfg.positions,
-        pos_grid=tuple(cfg.pos_grid) if cfg.pos_grid else None,
-        rope_grid=cfg.rope_grid or None,
-        k_bias=cfg.k_bias,
-    )
+    blocks = deep_supervision_blocks(cfg)
+    return {
+        "embed_dim": preset.embed_dim,
+        "depth": preset.depth,
+        "num_heads": preset.num_heads,
+        "mlp_ratio": preset.mlp_ratio,
+        "patch_size": cfg.patch_size,
+        "tubelet": cfg.tubelet,
+        "rope_theta": cfg.rope_theta,
+        "drop_path": cfg.drop_path,
+        "out_blocks": list(blocks) if blocks else None,
+        "positions": cfg.positions,
+        "pos_grid": list(cfg.pos_grid) if cfg.pos_grid else None,
+        "rope_grid": cfg.rope_grid or None,
+        "k_bias": cfg.k_bias,
+    }
+
+
+def build_encoder(cfg: ModelConfig) -> VideoViT:
+    return VideoViT(**encoder_kwargs(cfg))
 
 
 def build_predictor(cfg: ModelConfig, in_dim: int, predict_context: bool) -> Predictor:
@@ -122,4 +131,8 @@ __all__ = [
     "build_predictor",
     "check_model_config",
     "deep_supervision_blocks",
+    "encoder_kwargs",
+    "load_exported",
+    "save_exported",
+    "timm_name",
 ]

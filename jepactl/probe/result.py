@@ -106,7 +106,7 @@ def floor_warning(task: str, result: dict[str, Any]) -> str | None:
     if top1 >= majority:
         return None
     return (
-        f"warning: {task} top-1 {top1:.2f}% is below the majority-class floor {majority:.2f}% "
+        f"{task} top-1 {top1:.2f}% is below the majority-class floor {majority:.2f}% "
         "(always predicting the most frequent val class); the probe did not learn: try more "
         "epochs, --sweep, or a longer-trained encoder"
     )

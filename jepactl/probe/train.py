@@ -33,6 +33,7 @@ from jepactl.features.cache import (
     check_same_source,
     read_header,
 )
+from jepactl.log import progress_bars
 from jepactl.optim import lr_factor, param_groups
 from jepactl.probe.heads import PROBES, build_probe
 from jepactl.probe.result import checkpoint_identity, majority_accuracy, topk_accuracy
@@ -123,7 +124,13 @@ def train_heads(
     epoch_loss = [float("nan")] * len(heads)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=epochs, desc="probe", unit="epoch", leave=False, disable=not progress)
+    bar = tqdm(
+        total=epochs,
+        desc="probe",
+        unit="epoch",
+        leave=False,
+        disable=not (progress and progress_bars()),
+    )
     for h in heads:
         h.train()
     for _epoch in range(epochs):

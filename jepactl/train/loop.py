@@ -50,6 +50,7 @@ from jepactl.data.sources import Source, build_source
 from jepactl.dist import DistInfo, agree, barrier, broadcast, init_distributed, shutdown
 from jepactl.errors import JepactlError, NonFiniteLossError
 from jepactl.lock import RunLock
+from jepactl.log import LOGGER, log_file, progress_bars
 from jepactl.masks import build_mask_strategy
 from jepactl.models.upstream import LoadedEncoder
 from jepactl.optim import build_optimizer, ema_update, learning_rate, total_steps
@@ -60,6 +61,7 @@ from jepactl.train.init import check_init, init_overrides, initialise, read_init
 from jepactl.train.metrics import MetricsLog
 from jepactl.train.model import JEPA
 from jepactl.train.monitor import Monitor
+from jepactl.train.sinks import Fanout, Opening
 from jepactl.utils import derive_seed, read_jsonl, warn
 
 
@@ -376,16 +378,18 @@ def pretrain(
     info = init_distributed(recipe.train.device)
     try:
         # Everything that can fail on bad input fails here, before the run directory is touched.
+        sinks = Fanout(recipe.tracking.sinks, Opening(RunDir(run_dir), recipe))
         source = build_source(recipe.data, recipe.train.seed)
         if recipe.data.batch_size % info.world_size:
             raise ConfigError(
                 f"data.batch_size {recipe.data.batch_size} is not divisible by "
                 f"{info.world_size} ranks"
             )
-        with _run_lock(run_dir, info):  # held until this run ends, however it ends
+        # the lock is held until this run ends, however it ends; the sinks close then too
+        with _run_lock(run_dir, info), _run_log(run_dir, info), sinks:
             return _train(
                 recipe, source, run_dir, max_steps, force, progress and info.is_main, info,
-                skip_nonfinite, init,
+                skip_nonfinite, sinks, init,
             )  # fmt: skip
     finally:
         shutdown(info)
@@ -408,6 +412,11 @@ def _run_lock(run_dir: Path, info: DistInfo) -> Iterator[None]:
             lock.release()
 
 
+def _run_log(run_dir: Path, info: DistInfo) -> contextlib.AbstractContextManager[None]:
+    """Rank 0 copies every message to ``RUN/log.txt`` while the run is held."""
+    return log_file(RunDir(run_dir).log) if info.is_main else contextlib.nullcontext()
+
+
 def _train(
     recipe: Recipe,
     source: Source,
@@ -417,6 +426,7 @@ def _train(
     progress: bool,
     info: DistInfo,
     skip_nonfinite: int,
+    sinks: Fanout,
     init: LoadedEncoder | None = None,
 ) -> RunResult:
     found = find_resume_point(run_dir, recipe, force, info)
@@ -427,7 +437,7 @@ def _train(
     if found is None and init is not None:  # a resume continues from its own weights
         initialise(model.student, model.teacher, init)
         if info.is_main:
-            print(f"jepactl: encoder initialised from {recipe.model.init_from} ({init.describe()})")
+            LOGGER.info(f"encoder initialised from {recipe.model.init_from} ({init.describe()})")
     model = model.to(device)
     optimizer = build_optimizer(model.trainable(), recipe.optim)
     step = restore(found.state, model, optimizer, info) if found is not None else 0
@@ -455,8 +465,8 @@ def _train(
     n_params = sum(p.numel() for p in model.student.parameters())
     if info.is_main:
         verb = f"resuming {run_dir} at step {step}" if resume else f"starting {run_dir}"
-        print(
-            f"jepactl: {verb}; encoder {n_params / 1e6:.1f}M params, "
+        LOGGER.info(
+            f"{verb}; encoder {n_params / 1e6:.1f}M params, "
             f"{info.world_size} rank(s) on {device.type}, precision "
             f"{'bf16 autocast' if autocast_bf16(recipe.train.precision, device.type) else 'fp32'}"
         )
@@ -495,14 +505,32 @@ def _train(
         device.type == "cuda",
         seed,
     )
+    if info.is_main:
+        LOGGER.debug(
+            f"steps {step}..{end} of {total}; global batch {recipe.data.batch_size}, "
+            f"{recipe.data.num_workers} data workers per rank; metric sinks: "
+            f"{', '.join(recipe.tracking.sinks) or 'none'} besides {metrics_path}"
+        )
     bad = BadSamples(run_dir, info.rank, recipe.data.max_bad_fraction)
     if resume:
         bad.resume(step)
     elif bad.path.exists():
         bad.path.unlink()
-    log = MetricsLog(metrics_path if info.is_main else None, recipe.data.batch_size, device)
+    sinks.opening.resume_step = step if resume else None
+    log = MetricsLog(
+        metrics_path if info.is_main else None,
+        recipe.data.batch_size,
+        device,
+        sinks if info.is_main else None,
+    )
     cfg = recipe.train
-    bar = tqdm(total=end, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=end,
+        initial=step,
+        disable=not (progress and progress_bars()),
+        unit="step",
+        dynamic_ncols=True,
+    )
     stop = StopFlag()
     last: dict[str, Any] = {}
     stopped = False
@@ -577,11 +605,11 @@ def _train(
         del batches
     if info.is_main:
         if stopped:
-            print(f"jepactl: stopped by signal at step {step}; rerun the same command to resume")
+            LOGGER.info(f"stopped by signal at step {step}; rerun the same command to resume")
         elif step >= total:
-            print(f"jepactl: finished {total} steps; checkpoint in {run.checkpoints}")
+            LOGGER.info(f"finished {total} steps; checkpoint in {run.checkpoints}")
         elif step == 0:
-            print(f"jepactl: saved the untrained initialisation (step 0) in {run.checkpoints}")
+            LOGGER.info(f"saved the untrained initialisation (step 0) in {run.checkpoints}")
         else:
-            print(f"jepactl: paused at step {step}/{total}; rerun without --max-steps to go on")
+            LOGGER.info(f"paused at step {step}/{total}; rerun without --max-steps to go on")
     return RunResult(run_dir, step, total, stopped, last)

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from jepactl.train.sinks import Fanout
 from jepactl.utils import read_jsonl
 
 
@@ -21,10 +22,20 @@ class MetricsLog:
 
     Also times the interval on the host: clips/s and the fraction of wall time spent waiting
     for the data loader. No per-step ``.item()``, so the GPU queue is never drained mid-interval.
+
+    Each record written goes to ``sinks`` too (TensorBoard, W&B), after its line is in the
+    file: the file is the record, the sinks copies.
     """
 
-    def __init__(self, path: Path | None, global_batch: int, device: torch.device) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        global_batch: int,
+        device: torch.device,
+        sinks: Fanout | None = None,
+    ) -> None:
         self.path = path
+        self.sinks = sinks
         self.device = device
         self.global_batch = global_batch
         self.sums: dict[str, torch.Tensor] = {}
@@ -82,6 +93,8 @@ class MetricsLog:
         if self.path is not None:
             with self.path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
+        if self.sinks is not None:
+            self.sinks.write(record)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
