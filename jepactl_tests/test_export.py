@@ -14,7 +14,7 @@ from jepactl.cli import app
 from jepactl.config import ModelConfig
 from jepactl.errors import CheckpointError, ConfigError
 from jepactl.features.encoder import export_encoder, load_frozen_encoder
-from jepactl.models import build_encoder, encoder_kwargs, load_exported, timm_name
+from jepactl.models import build_encoder, encoder_kwargs, load_exported, save_exported, timm_name
 from jepactl.models.export import WEIGHTS_FILE
 from jepactl_tests.runfixtures import run as tiny_run
 
@@ -110,3 +110,29 @@ def test_encoder_kwargs_rebuild_the_recipe_encoder() -> None:
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"positions": "sincos", "pos_grid": [2, 4, 4], "k_bias": True},  # as V-JEPA 1 loads
+        {"positions": "rope-vjepa2", "k_bias": True},  # as V-JEPA 2 loads
+    ],
+)
+def test_export_keeps_the_position_scheme_of_public_checkpoints(
+    overrides: dict, tmp_path: Path
+) -> None:
+    """An encoder initialised from a V-JEPA / V-JEPA 2 file (its position scheme and key bias
+    in the recipe) exports and reloads to the same outputs: ``config.json`` records them."""
+    cfg = ModelConfig(preset="micro", patch_size=8, **overrides)
+    torch.manual_seed(0)
+    encoder = build_encoder(cfg).eval()
+    with torch.no_grad():  # a trained key bias (timm's EVA would keep it at zero)
+        for blk in encoder.blocks:
+            blk.attn.k_bias.normal_()
+    save_exported(encoder, encoder_kwargs(cfg), tmp_path, {})
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["vit"]["positions"] == overrides["positions"]
+    clip = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(load_exported(tmp_path)(clip), encoder(clip))

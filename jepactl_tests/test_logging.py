@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import typer
+import typer.completion
 from typer.testing import CliRunner
 
 import jepactl
@@ -91,10 +93,14 @@ def test_version_matches_pyproject() -> None:
     assert declared is not None and declared.group(1) == jepactl.__version__
 
 
-def test_shell_completion_is_offered_and_completes_choices() -> None:
+def test_shell_completion_is_offered_and_completes_choices(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     res = runner.invoke(app, ["--help"])
     assert "--install-completion" in res.output and "--show-completion" in res.output
-    script = runner.invoke(app, ["--show-completion", "bash"], prog_name="jepactl")
+    # the shell is detected from the parent processes, which depend on how pytest was started
+    monkeypatch.setattr(typer.completion, "_get_shell_name", lambda: "bash")
+    script = runner.invoke(app, ["--show-completion"], prog_name="jepactl")
     assert "_JEPACTL_COMPLETE=complete_bash" in script.output
 
     def complete(words: str) -> list[str]:
