@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from jepactl.bench import count_flops, matmul_ceiling, synth_profile
 from jepactl.cli import app
-from jepactl.data.loader import Collator, StepDataset, to_model_input
+from jepactl.config import Recipe
+from jepactl.data.loader import Batch, Collator, StepDataset, to_model_input
 from jepactl.data.sources import build_source
 from jepactl.grid import TokenGrid
 from jepactl.masks import build_mask_strategy
@@ -48,6 +49,16 @@ FAMILIES = ["synth/baseline", "synth/fwm_hw_ld", "synth/kin_l1", "synth/sigreg_n
             "synth/delta", "synth/motion_guided"]  # fmt: skip
 
 
+def _two_clip_batch(recipe: Recipe) -> tuple[Batch, torch.Tensor]:
+    """A collated batch of two synthetic clips with the recipe's masks, and its model input."""
+    source = build_source(recipe.data, 0)
+    strategies = [build_mask_strategy(spec) for spec in recipe.masks]
+    collate = Collator(strategies, recipe.model.patch_size, recipe.model.tubelet, 0, rank=0)
+    data = StepDataset(source, 0)
+    batch = collate([data[(0, i, i)] for i in range(2)])
+    return batch, to_model_input(batch.clips)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_fast_step_computes_the_plain_steps_losses(
     family: str, monkeypatch: pytest.MonkeyPatch
@@ -57,12 +68,7 @@ def test_fast_step_computes_the_plain_steps_losses(
     (one encoder pass per group, timm's attention and sin/cos table)."""
     profile = [] if family.startswith("synth/") else synth_profile()
     recipe = load_recipe(family, [*profile, *TINY, "data.batch_size=2"])
-    source = build_source(recipe.data, 0)
-    strategies = [build_mask_strategy(spec) for spec in recipe.masks]
-    collate = Collator(strategies, recipe.model.patch_size, recipe.model.tubelet, 0, rank=0)
-    data = StepDataset(source, 0)
-    batch = collate([data[(0, i, i)] for i in range(2)])
-    clips = to_model_input(batch.clips)
+    batch, clips = _two_clip_batch(recipe)
 
     def losses_and_grads(plain: bool = False) -> tuple[dict[str, torch.Tensor], list]:
         torch.manual_seed(0)
@@ -92,12 +98,7 @@ def test_activation_checkpointing_keeps_losses_and_gradients(family: str) -> Non
     same losses and gradients of student and predictor (drop-path on, so the recomputed
     forward must replay the same random draws), and the blocks really are recomputed."""
     recipe = load_recipe(family, [*TINY, "data.batch_size=2", "model.drop_path=0.3"])
-    source = build_source(recipe.data, 0)
-    strategies = [build_mask_strategy(spec) for spec in recipe.masks]
-    collate = Collator(strategies, recipe.model.patch_size, recipe.model.tubelet, 0, rank=0)
-    data = StepDataset(source, 0)
-    batch = collate([data[(0, i, i)] for i in range(2)])
-    clips = to_model_input(batch.clips)
+    batch, clips = _two_clip_batch(recipe)
 
     def run(recompute: bool) -> tuple[dict[str, torch.Tensor], list[torch.Tensor], int]:
         torch.manual_seed(0)

@@ -37,7 +37,11 @@ class RotaryEmbedding3D(nn.Module):
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         # [B, N, 3, axis_dim / 2] angles, then each frequency repeated for its channel pair.
         angles = coords.to(self.inv_freq.dtype).unsqueeze(-1) * self.inv_freq
-        angles = angles.repeat_interleave(2, dim=-1).flatten(-2)  # [B, N, 3 * axis_dim]
+        return self._tables(angles.repeat_interleave(2, dim=-1).flatten(-2))
+
+    def _tables(self, angles: torch.Tensor) -> torch.Tensor:
+        """``cat([sin, cos], -1)`` of per-channel ``angles`` ``[B, N, 3 * axis_dim]``, the
+        unrotated channels padded with angle 0, as ``[B, 1, N, 2 * head_dim]``."""
         sin, cos = angles.sin(), angles.cos()
         rest = self.head_dim - sin.shape[-1]
         if rest:
@@ -71,10 +75,4 @@ class RotaryEmbedding3D(nn.Module):
         these tables (``x * cos + rot(x) * sin``, their formula).
         """
         angles = coords.to(self.inv_freq.dtype).unsqueeze(-1) * self.inv_freq  # [B, N, 3, F]
-        angles = torch.cat((angles, angles), dim=-1).flatten(-2)  # [B, N, 3 * axis_dim]
-        sin, cos = angles.sin(), angles.cos()
-        rest = self.head_dim - sin.shape[-1]
-        if rest:
-            sin = torch.cat((sin, sin.new_zeros((*sin.shape[:-1], rest))), dim=-1)
-            cos = torch.cat((cos, cos.new_ones((*cos.shape[:-1], rest))), dim=-1)
-        return torch.cat((sin, cos), dim=-1).unsqueeze(1)
+        return self._tables(torch.cat((angles, angles), dim=-1).flatten(-2))  # [B, N, 3 * axis_dim]
