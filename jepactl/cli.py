@@ -130,6 +130,12 @@ class MotionProtocol(str, Enum):
     reference = "reference"
 
 
+class ExportFormat(str, Enum):
+    """:data:`jepactl.models.export.FORMATS`."""
+
+    safetensors = "safetensors"
+
+
 class Sort(str, Enum):
     """:data:`jepactl.report.compare.SORTS`."""
 
@@ -678,27 +684,16 @@ def extract_features_cmd(
         typer.echo(f"{name}: {path}")
 
 
-def _complete(choices: tuple[str, ...]) -> Any:
-    """Shell completion of a choice the command itself checks (so a wrong value is one line
-    with a suggestion, not click's usage block)."""
-    return lambda incomplete: [c for c in choices if c.startswith(incomplete)]
-
-
 @app.command()
 def export(
     run: Annotated[Path, typer.Argument(help="Run directory (with checkpoints/latest.pt).")],
     format_: Annotated[
-        str,
-        typer.Option("--format", help="safetensors.", autocompletion=_complete(("safetensors",))),
-    ] = "safetensors",
+        ExportFormat, typer.Option("--format", help="The weights' file format.")
+    ] = ExportFormat.safetensors,
     out: Annotated[Path | None, typer.Option(help="Folder to write (default: RUN/export).")] = None,
     weights: Annotated[
-        str,
-        typer.Option(
-            help="auto (the EMA teacher if trained, else student), student, teacher (= EMA).",
-            autocompletion=_complete(("auto", "student", "teacher")),
-        ),
-    ] = "auto",
+        Weights, typer.Option(help="auto: the EMA teacher if the run trained one, else student.")
+    ] = Weights.auto,
 ) -> None:
     """Write the run's encoder as model.safetensors plus config.json (its VideoViT arguments,
     a timm-style name such as vit_base_patch16 where the size is standard, recipe, step,
@@ -706,7 +701,7 @@ def export(
     rebuilds it in one call. Both files are written by rename."""
     from jepactl.features.encoder import export_encoder
 
-    typer.echo(export_encoder(run, out, weights, format_))
+    typer.echo(export_encoder(run, out, weights.value, format_.value))
 
 
 def latest_run(base: Path = Path("runs")) -> Path:

@@ -229,6 +229,7 @@ def test_choices_are_enumerations_listed_by_help() -> None:
     from jepactl.features.encoder import WEIGHTS
     from jepactl.features.synth_motion import PROTOCOLS, TASKS
     from jepactl.grid import POOLS
+    from jepactl.models.export import FORMATS
     from jepactl.probe.heads import PROBES
     from jepactl.report.compare import SORTS
 
@@ -241,6 +242,7 @@ def test_choices_are_enumerations_listed_by_help() -> None:
             "--protocol": tuple(PROTOCOLS),
         },
         ("compare",): {"--sort": SORTS},
+        ("export",): {"--weights": WEIGHTS, "--format": FORMATS},
         ("bench", "step-time"): {"--size": tuple(BASELINE_FOR_SIZE), "--device": ("cpu", "cuda")},
         ("bench", "pretrain"): {"--size": tuple(BASELINE_FOR_SIZE), "--device": ("cpu", "cuda")},
     }
