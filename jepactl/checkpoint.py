@@ -16,7 +16,7 @@ import pickle
 import random
 import re
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -24,9 +24,9 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from jepactl.errors import CheckpointError, one_line
+from jepactl.errors import CheckpointError, ConfigError, one_line
 from jepactl.rundir import LATEST
-from jepactl.utils import atomic_copy, atomic_write_bytes, atomic_write_text
+from jepactl.utils import atomic_copy, atomic_write_bytes, atomic_write_text, suggestion
 
 __all__ = ["CHECKPOINT_VERSION", "Found", "atomic_copy", "atomic_save", "atomic_write_bytes",
            "atomic_write_text", "candidates", "find_resumable", "load", "rng_state",
@@ -188,3 +188,34 @@ def find_resumable(folder: Path, warn: Callable[[str], object]) -> Found | None:
             "directory away to start over, or restore a checkpoint into it"
         )
     return None
+
+
+#: Which of a run's encoders to evaluate: ``auto`` is the EMA teacher where it trained.
+WEIGHTS: tuple[str, ...] = ("auto", "student", "teacher")
+
+
+def trained_encoders(state: Mapping[str, Any], ema_teacher: bool) -> list[str]:
+    """Which encoders of a run checkpoint trained: the checkpoint says so; older ones are
+    judged by whether the recipe trains an EMA teacher (``objective.teacher == "ema"``)."""
+    trained = state.get("trained_encoders")
+    if trained:
+        return [str(t) for t in trained]
+    has_teacher = state.get("teacher") is not None and ema_teacher
+    return ["student", "teacher"] if has_teacher else ["student"]
+
+
+def select_weights(requested: str, trained: Sequence[str], where: str = "the run") -> str:
+    """``auto`` = the EMA teacher when it trained, else the student. Asking for the teacher of
+    a run that trained none is an error: the reference scored its no-EMA runs on a teacher
+    that was a never-trained copy of the initial student, and that must not happen silently."""
+    if requested not in WEIGHTS:
+        raise ConfigError(f"unknown weights '{requested}'{suggestion(requested, WEIGHTS)}")
+    if requested == "auto":
+        return "teacher" if "teacher" in trained else "student"
+    if requested not in trained:
+        raise ConfigError(
+            f"{where} trained no EMA {requested} (objective.teacher=none): only "
+            f"{', '.join(trained)} weights were trained, and evaluating an untrained encoder "
+            "would score a random network; use --weights student (or auto)"
+        )
+    return requested

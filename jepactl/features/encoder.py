@@ -16,15 +16,15 @@ from it (caches, probe results). ``student``/``teacher`` mean the file's ``encod
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import yaml
 
 from jepactl import checkpoint as ckpt
+from jepactl.checkpoint import WEIGHTS, select_weights, trained_encoders
 from jepactl.config import Recipe, autocast_bf16, parse_recipe
 from jepactl.data.loader import IMAGENET_MEAN, IMAGENET_STD, to_model_input
 from jepactl.errors import CheckpointError, ConfigError
@@ -36,8 +36,6 @@ from jepactl.models.vit import VideoViT
 from jepactl.rundir import RunDir
 from jepactl.utils import file_sha256, suggestion
 from jepactl.version import __version__
-
-WEIGHTS: tuple[str, ...] = ("auto", "student", "teacher")
 
 
 @dataclass
@@ -52,32 +50,6 @@ class FrozenEncoder:
     recipe: Recipe | None  # None for a file from another codebase
     trained_encoders: list[str]
     source: str = "jepactl"  # the checkpoint's layout (jepactl.models.upstream.LAYOUTS)
-
-
-def _trained_encoders(state: Mapping[str, Any], recipe: Recipe) -> list[str]:
-    """Which encoders trained: the checkpoint says so; older ones are judged by the recipe."""
-    trained = state.get("trained_encoders")
-    if trained:
-        return [str(t) for t in trained]
-    has_teacher = state.get("teacher") is not None and recipe.objective.teacher == "ema"
-    return ["student", "teacher"] if has_teacher else ["student"]
-
-
-def select_weights(requested: str, trained: Sequence[str], where: str = "the run") -> str:
-    """``auto`` = the EMA teacher when it trained, else the student. Asking for the teacher of
-    a run that trained none is an error: the reference scored its no-EMA runs on a teacher
-    that was a never-trained copy of the initial student, and that must not happen silently."""
-    if requested not in WEIGHTS:
-        raise ConfigError(f"unknown weights '{requested}'{suggestion(requested, WEIGHTS)}")
-    if requested == "auto":
-        return "teacher" if "teacher" in trained else "student"
-    if requested not in trained:
-        raise ConfigError(
-            f"{where} trained no EMA {requested} (objective.teacher=none): only "
-            f"{', '.join(trained)} weights were trained, and evaluating an untrained encoder "
-            "would score a random network; use --weights student (or auto)"
-        )
-    return requested
 
 
 def load_frozen_encoder(
@@ -123,7 +95,7 @@ def load_frozen_encoder(
         if key not in state:
             raise ConfigError(f"{path} is not a jepactl checkpoint (no '{key}')")
     recipe = parse_recipe(yaml.safe_load(state["config"]))
-    trained = _trained_encoders(state, recipe)
+    trained = trained_encoders(state, recipe.objective.teacher == "ema")
     chosen = select_weights(weights, trained, where=str(run_dir))
     weights_state = state.get(chosen)
     if weights_state is None:
@@ -154,11 +126,10 @@ def _load_file(path: Path, weights: str, device: torch.device | str) -> FrozenEn
         raise ConfigError(f"{path} changed while it was read; try again")
     encoder = loaded.encoder.requires_grad_(False).eval().to(device)
     state = loaded.state
-    if loaded.layout == "jepactl":
-        recipe = parse_recipe(yaml.safe_load(state["config"]))
+    if loaded.recipe is not None:  # a jepactl run's checkpoint
         return FrozenEncoder(
-            encoder, loaded.weights, path.resolve(), int(state["step"]), sha, recipe,
-            _trained_encoders(state, recipe),
+            encoder, loaded.weights, path.resolve(), int(state["step"]), sha, loaded.recipe,
+            list(loaded.trained),
         )  # fmt: skip
     # upstream files do not say which encoders trained: both are listed as they are present
     names = {"encoder": "student", "target_encoder": "teacher"}

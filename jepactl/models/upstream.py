@@ -42,7 +42,8 @@ from typing import Any
 import torch
 import yaml
 
-from jepactl.checkpoint import why_unreadable
+from jepactl.checkpoint import select_weights, trained_encoders, why_unreadable
+from jepactl.config import Recipe, parse_recipe
 from jepactl.errors import CheckpointError, ConfigError
 from jepactl.models.vit import Positions, VideoViT
 from jepactl.utils import suggestion
@@ -134,8 +135,10 @@ class LoadedEncoder:
     layout: str
     weights: str  # the entry of the file that was loaded (``target_encoder``, ``student``, …)
     spec: EncoderSpec | None  # None for a jepactl run (its recipe says it all)
-    state: Mapping[str, Any]  # the whole file, for the caller's metadata (recipe, step, …)
+    state: Mapping[str, Any]  # the whole file, for the caller's metadata (step, …)
     ignored: tuple[str, ...] = field(default_factory=tuple)
+    recipe: Recipe | None = None  # a jepactl run's recipe (parsed from the file)
+    trained: tuple[str, ...] = ()  # a jepactl run's encoders that trained
 
     def describe(self) -> str:
         arch = f"; {self.spec.describe()}" if self.spec else ""
@@ -395,21 +398,11 @@ def _check_keys(encoder: VideoViT, converted: Mapping[str, torch.Tensor], layout
 def _load_jepactl(path: Path, state: Mapping[str, Any], weights: str) -> LoadedEncoder:
     """A jepactl run checkpoint: the encoder its recipe describes, ``auto`` = the EMA teacher
     where it trained (``trained_encoders``), else the student."""
-    from jepactl.config import parse_recipe
     from jepactl.models import build_encoder
 
     recipe = parse_recipe(yaml.safe_load(state["config"]))
-    trained = [str(t) for t in state.get("trained_encoders") or ()] or (
-        ["student", "teacher"] if state.get("teacher") is not None else ["student"]
-    )
-    name = _JEPACTL_NAME.get(weights, weights)
-    if name == "auto":
-        name = "teacher" if "teacher" in trained else "student"
-    if name not in trained:
-        raise ConfigError(
-            f"{path} trained no {name} (only {', '.join(trained)}); evaluating an untrained "
-            "encoder would score a random network"
-        )
+    trained = trained_encoders(state, recipe.objective.teacher == "ema")
+    name = select_weights(_JEPACTL_NAME.get(weights, weights), trained, where=str(path))
     sd = state.get(name)
     if not isinstance(sd, Mapping):
         raise CheckpointError(f"{path} holds no {name} weights")
@@ -417,4 +410,5 @@ def _load_jepactl(path: Path, state: Mapping[str, Any], weights: str) -> LoadedE
     _check_keys(encoder, sd, "jepactl")
     encoder.load_state_dict(sd)
     encoder.eval()
-    return LoadedEncoder(encoder, "jepactl", name, None, state)
+    return LoadedEncoder(encoder, "jepactl", name, None, state, recipe=recipe,
+                         trained=tuple(trained))  # fmt: skip
