@@ -18,7 +18,6 @@ from jepactl.config import (
     apply_override,
     built,
     canonical_data_names,
-    canonical_dataset,
     check_data_config,
     check_monitor_config,
     check_optim_config,
@@ -45,14 +44,16 @@ def load_recipe(name: str, overrides: Iterable[str] = (), root: Path | None = No
     for text in overrides:
         path, value = parse_override(text)
         apply_override(raw, path, value)
-    # A dataset named by its alias (data.mix.imagenet100=2, an older YAML) is the dataset of
-    # that name: the later of the two wins, as with any override.
-    return recipe_from_dict(canonical_data_names(raw))
+    return recipe_from_dict(raw)
 
 
 def recipe_from_dict(raw: Mapping[str, Any]) -> Recipe:
-    """Parse and validate a resolved recipe dict (e.g. a run's saved ``config.yaml``)."""
-    recipe = parse_recipe(raw)
+    """Parse and validate a resolved recipe dict (e.g. a run's saved ``config.yaml``).
+
+    A dataset named by its alias (``data.mix.imagenet100=2``, an older YAML) is the dataset of
+    that name (:func:`~jepactl.config.canonical_data_names`; of two entries for one dataset
+    the later wins, as with any override)."""
+    recipe = parse_recipe(canonical_data_names(raw))
     validate(recipe)
     return recipe
 
@@ -86,28 +87,17 @@ DATA_SOURCES: tuple[str, ...] = ("synth", "mixed", *READERS)
 
 
 def _validate_data(recipe: Recipe) -> None:
-    """``data.source``, and the dataset names of ``data.mix`` and ``data.roots``, in place:
-    aliases (``imagenet100``) become the one name every command uses (``in100``)."""
+    """``data.source`` and the dataset names of ``data.mix`` and ``data.roots`` (already in
+    the one vocabulary: :func:`recipe_from_dict` maps aliases such as ``imagenet100``)."""
     data = recipe.data
-    source = canonical_dataset(data.source)
-    if source not in DATA_SOURCES:
+    if data.source not in DATA_SOURCES:
         raise ConfigError(
-            f"data.source: unknown source '{data.source}'{_named(source, DATA_SOURCES)}"
+            f"data.source: unknown source '{data.source}'{_named(data.source, DATA_SOURCES)}"
         )
-    data.source = source
     for key in ("mix", "roots"):
-        given: dict[str, Any] = getattr(data, key)
-        out: dict[str, Any] = {}
-        for name, value in given.items():
-            canonical = canonical_dataset(name)
-            if canonical not in READERS:
-                raise ConfigError(f"data.{key}.{name}: unknown dataset{_named(canonical, READERS)}")
-            if canonical in out:
-                raise ConfigError(
-                    f"data.{key} names {canonical} twice (once as an alias); keep one"
-                )
-            out[canonical] = value
-        setattr(data, key, out)
+        for name in getattr(data, key):
+            if name not in READERS:
+                raise ConfigError(f"data.{key}.{name}: unknown dataset{_named(name, READERS)}")
 
 
 def _named(name: str, valid: Iterable[str]) -> str:
