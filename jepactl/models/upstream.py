@@ -42,6 +42,7 @@ from typing import Any
 import torch
 import yaml
 
+from jepactl.checkpoint import load as load_checkpoint
 from jepactl.checkpoint import select_weights, trained_encoders, why_unreadable
 from jepactl.config import Recipe, parse_recipe
 from jepactl.errors import CheckpointError, ConfigError
@@ -152,9 +153,7 @@ def read_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist (or is not a file)")
     try:
-        state = torch.load(
-            path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path)
-        )
+        state = load_checkpoint(path, mmap=zipfile.is_zipfile(path))  # weights_only
     except PermissionError as exc:
         raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
     except Exception as exc:
