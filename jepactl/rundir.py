@@ -7,6 +7,8 @@
       metrics.jsonl                one JSON line per logged step
       bad_samples[.rank<r>].jsonl  clips replaced because they would not decode
       checkpoints/latest.pt        the last good state; step_<n>.pt snapshots beside it
+      checkpoints/latest.json      what latest.pt holds (step, total steps, sha256), so a study
+                                   reads a run's progress without torch (see CheckpointRecord)
       features/<task>/<split>.h5   frozen-encoder token caches (extract-features)
       probes/<task>-<kind>.json    probe results of `probe`, one per task and probe kind
                                    (see :func:`probe_kind`); runs written before the kind
@@ -24,6 +26,7 @@ the CLI's listing commands stay light.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +41,7 @@ CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 LATEST = "latest.pt"
+LATEST_RECORD = "latest.json"
 FEATURES = "features"
 PROBES = "probes"
 CACHE_SUFFIX = ".h5"
@@ -82,6 +86,10 @@ class RunDir:
     @property
     def latest(self) -> Path:
         return self.checkpoints / LATEST
+
+    @property
+    def latest_record(self) -> Path:
+        return self.checkpoints / LATEST_RECORD
 
     def snapshot(self, step: int) -> Path:
         return self.checkpoints / f"step_{step:07d}.pt"
@@ -157,6 +165,43 @@ class RunDir:
 
     def read_result(self, name: str) -> Any:
         return json.loads(self.result(name).read_text())
+
+    def write_checkpoint_record(self, step: int, total_steps: int, sha256: str) -> None:
+        """Record what ``checkpoints/latest.pt`` (just written) holds, beside it."""
+        st = self.latest.stat()
+        record = CheckpointRecord(step, total_steps, sha256, st.st_size, st.st_mtime_ns)
+        atomic_write_text(self.latest_record, json.dumps(dataclasses.asdict(record)) + "\n")
+
+    def checkpoint_record(self) -> CheckpointRecord | None:
+        """What ``checkpoints/latest.pt`` holds, or ``None`` when there is no checkpoint, no
+        record (a run written before records were kept) or a record of another file (a crash
+        between the checkpoint's rename and the record's, or a checkpoint moved aside)."""
+        try:
+            data = json.loads(self.latest_record.read_text())
+            st = self.latest.stat()
+            record = CheckpointRecord(
+                int(data["step"]), int(data["total_steps"]), str(data["sha256"]),
+                int(data["size"]), int(data["mtime_ns"]),
+            )  # fmt: skip
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return record if (record.size, record.mtime_ns) == (st.st_size, st.st_mtime_ns) else None
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """``checkpoints/latest.json``: the step and sha256 of ``latest.pt``, and the run's total
+    steps, tied to the file by its size and modification time."""
+
+    step: int
+    total_steps: int
+    sha256: str
+    size: int
+    mtime_ns: int
+
+    @property
+    def finished(self) -> bool:
+        return self.step >= self.total_steps
 
 
 #: The probe kinds a result can have (:func:`probe_kind`): each head, the scikit-learn linear

@@ -47,15 +47,18 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import h5py
 import numpy as np
-import torch
 
 from jepactl.errors import ConfigError, disk_full, space_errors
-from jepactl.grid import TokenGrid
 from jepactl.utils import reserve_space
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: reading attributes needs none
+    import torch
+
+    from jepactl.grid import TokenGrid
 
 FORMAT_VERSION = 1
 
@@ -529,6 +532,8 @@ class TokenCache:
     """
 
     def __init__(self, path: Path, max_memory_gb: float | None = None, chunk_rows: int = 256):
+        import torch
+
         if chunk_rows < 1:
             raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
         self.header = read_header(path)
@@ -553,6 +558,8 @@ class TokenCache:
         return "memory" if self.in_memory else "stream"
 
     def _load_all(self) -> torch.Tensor:
+        import torch
+
         h = self.header
         out = torch.empty((h.n, h.views, h.tokens, h.dim), dtype=torch.float16)
         dest = out.numpy()
@@ -569,6 +576,8 @@ class TokenCache:
 
     def _chunk_bounds(self, rows: torch.Tensor) -> list[tuple[int, int]]:
         """The ``chunk_rows`` slabs that hold at least one of ``rows``."""
+        import torch
+
         used = torch.unique(rows // self.chunk_rows).tolist()
         return [(c * self.chunk_rows, min((c + 1) * self.chunk_rows, self.header.n)) for c in used]
 
@@ -576,6 +585,8 @@ class TokenCache:
         self, bounds: Sequence[tuple[int, int]]
     ) -> Iterator[tuple[int, int, torch.Tensor]]:
         """``(start, end, tokens[start:end])`` per slab, from memory or read from disk."""
+        import torch
+
         if self._tokens is not None:
             for s, e in bounds:
                 yield s, e, self._tokens[s:e]
@@ -598,6 +609,8 @@ class TokenCache:
         All batches are full except possibly the last. In memory the shuffle is global; when
         streaming it is over windows of randomly ordered slabs, carrying leftovers forward.
         """
+        import torch
+
         views = self.header.views
         if self._tokens is not None:
             ex_row = rows.repeat_interleave(views)
@@ -638,6 +651,8 @@ class TokenCache:
         self, rows: torch.Tensor, batch_size: int
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """``rows`` in ascending file order, all views: ``([B, V, L, D] fp16, [B])``."""
+        import torch
+
         rows = torch.sort(rows).values
         if self._tokens is not None:
             for i in range(0, len(rows), batch_size):
@@ -656,6 +671,8 @@ class TokenCache:
         """Per-view features ``[len(rows), V, F]`` float32, in ascending row order: the token
         mean (``how="mean"``, ``F = D``) or all tokens concatenated in cache order
         (``how="flat"``, ``F = L·D``: keeps where and when each token is)."""
+        import torch
+
         if how not in SKLEARN_FEATURES:
             raise ValueError(f"features must be one of {SKLEARN_FEATURES}, got {how!r}")
         reduce = (lambda x: x.float().mean(dim=2)) if how == "mean" else (

@@ -62,7 +62,7 @@ from jepactl.train.metrics import MetricsLog
 from jepactl.train.model import JEPA
 from jepactl.train.monitor import Monitor
 from jepactl.train.sinks import Fanout, Opening
-from jepactl.utils import derive_seed, read_jsonl, warn
+from jepactl.utils import derive_seed, file_sha256, read_jsonl, warn
 
 
 @dataclass
@@ -325,6 +325,8 @@ def _write_checkpoint(
     }
     run = RunDir(run_dir)
     ckpt.atomic_save(state, run.latest)
+    # the file's step and sha256 beside it, for readers without torch (jepactl study)
+    run.write_checkpoint_record(step, total_steps(recipe.optim), file_sha256(run.latest))
     if snapshot:  # an independent file: a torn latest.pt must not take the snapshot with it
         ckpt.atomic_copy(run.latest, run.snapshot(step))
 
@@ -431,6 +433,7 @@ def _train(
 ) -> RunResult:
     found = find_resume_point(run_dir, recipe, force, info)
     resume = found is not None
+    resumed_from = found.path if found is not None else None
     seed, device = recipe.train.seed, info.device
     torch.manual_seed(seed)  # same initial weights on every rank
     model = JEPA(recipe)
@@ -603,6 +606,9 @@ def _train(
         if shutdown_workers is not None:
             shutdown_workers()
         del batches
+    if info.is_main and resumed_from == run.latest and run.checkpoint_record() is None:
+        # a run written before checkpoint records were kept, resumed with nothing to do
+        run.write_checkpoint_record(step, total, file_sha256(run.latest))
     if info.is_main:
         if stopped:
             LOGGER.info(f"stopped by signal at step {step}; rerun the same command to resume")
