@@ -664,6 +664,16 @@ def extract_features_cmd(
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     bench: Annotated[str | None, typer.Option(help=OLD_BENCH_HELP, hidden=True)] = None,
     checkpoint: Annotated[Path | None, typer.Option(help=CHECKPOINT_HELP)] = None,
+    pixels: Annotated[
+        str | None,
+        typer.Option(
+            metavar="RECIPE",
+            help="Raw-pixel baseline: cache the clips' pixels cut into RECIPE's encoder "
+            "tubelets (name or YAML) instead of encoder tokens. RUN is then a new directory "
+            "of its own, marked by its config.yaml; later extract-features and probe on it "
+            "use pixels again.",
+        ),
+    ] = None,
 ) -> None:
     """Encode a task once with the frozen encoder into RUN/features/TASK/SPLIT.h5.
 
@@ -678,7 +688,7 @@ def extract_features_cmd(
     paths = extract_features(
         run, b, split.split(","), weights.value, pool.value if pool else b.pool, batch_size,
         workers, force, _roots(root, _task_datasets(b)), limit, device=device,
-        checkpoint=checkpoint,
+        checkpoint=checkpoint, pixels=pixels,
     )  # fmt: skip
     for name, path in paths.items():
         typer.echo(f"{name}: {path}")

@@ -28,6 +28,7 @@ from jepactl.checkpoint import WEIGHTS, select_weights, trained_encoders
 from jepactl.config import Recipe, autocast_bf16, parse_recipe
 from jepactl.data.loader import IMAGENET_MEAN, IMAGENET_STD, to_model_input
 from jepactl.errors import CheckpointError, ConfigError
+from jepactl.features.pixels import PixelEncoder
 from jepactl.grid import TokenGrid, pool_tokens
 from jepactl.models import build_encoder, encoder_kwargs
 from jepactl.models.export import check_format, save_exported
@@ -146,7 +147,7 @@ def _load_file(path: Path, weights: str, device: torch.device | str) -> FrozenEn
     )
 
 
-def token_grid(encoder: VideoViT, frames: int, crop: int) -> TokenGrid:
+def token_grid(encoder: VideoViT | PixelEncoder, frames: int, crop: int) -> TokenGrid:
     """The encoder's token grid for ``frames x crop x crop`` clips (a ConfigError if none)."""
     try:
         return TokenGrid.of_clip(frames, crop, crop, encoder.patch_size, encoder.tubelet)
@@ -158,7 +159,7 @@ def token_grid(encoder: VideoViT, frames: int, crop: int) -> TokenGrid:
 
 
 def encode_clips(
-    encoder: VideoViT,
+    encoder: VideoViT | PixelEncoder,
     clips: torch.Tensor,
     pool: str = "none",
     device: torch.device | None = None,
@@ -167,8 +168,12 @@ def encode_clips(
     """uint8 clips ``[B, V, T, H, W, C]`` -> pooled float32 tokens ``[B, V, L, D]`` on
     ``device``: ImageNet-normalised, encoded under ``no_grad`` (with bf16 autocast when ``bf16``,
     by default on CUDA only), the last block's output only (see the module doc), pooled in
-    float32."""
-    device = device or next(encoder.parameters()).device
+    float32. ``encoder`` may be a :class:`~jepactl.features.pixels.PixelEncoder` (the raw-pixel
+    baseline: the normalised pixels of each token's cube; no parameters, so on the CPU unless
+    ``device`` says otherwise)."""
+    if device is None:
+        param = next(encoder.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
     b, v = clips.shape[:2]
     flat = clips.reshape(b * v, *clips.shape[2:]).to(device, non_blocking=True)
     x = to_model_input(flat)

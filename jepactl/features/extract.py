@@ -20,6 +20,12 @@ its own resumable shard ``<split>.rank<r>.h5``; when all shards are complete, ra
 them into ``<split>.h5`` (written as ``<split>.h5.merging`` and renamed, so the merged file
 exists only complete) and deletes the shards. A copy rather than an HDF5 virtual dataset,
 because probes then read one plain file with contiguous rows, and the shards can go.
+
+The raw-pixel baseline (``pixels=RECIPE``, and every later call on a directory whose
+``config.yaml`` marks it as one; :mod:`jepactl.features.pixels`) plugs in where the frozen
+encoder is loaded: a :class:`~jepactl.features.pixels.PixelBaseline` takes the
+:class:`~jepactl.features.encoder.FrozenEncoder`'s place, and everything after (planning,
+resuming, shards, merging) is the same.
 """
 
 from __future__ import annotations
@@ -58,6 +64,13 @@ from jepactl.features.encoder import (
     load_frozen_encoder,
     token_grid,
 )
+from jepactl.features.pixels import (
+    PixelBaseline,
+    PixelEncoder,
+    PixelSettings,
+    prepare,
+    recorded_settings,
+)
 from jepactl.features.registry import get_benchmark
 from jepactl.grid import POOLS, pooled_length
 from jepactl.lock import RunLock
@@ -72,12 +85,15 @@ LARGE_CACHE_BYTES = 10 * 1000**3
 
 BatchCallback = Callable[[str, int, int], None]
 
+#: What a cache is filled from: a run's (or a checkpoint file's) frozen encoder, or raw pixels.
+Encoding = FrozenEncoder | PixelBaseline
+
 
 def _fill(
     path: Path,
     source: EvalSource,
     rows: Sequence[int],
-    frozen: FrozenEncoder,
+    frozen: Encoding,
     pool: str,
     batch_size: int,
     num_workers: int,
@@ -115,7 +131,7 @@ def _fill(
 
 
 def _half_tokens(
-    frozen: FrozenEncoder, clips: torch.Tensor, ids: Sequence[str], pool: str, device: torch.device
+    frozen: Encoding, clips: torch.Tensor, ids: Sequence[str], pool: str, device: torch.device
 ) -> np.ndarray:
     """The pooled tokens of a batch as float16, refusing non-finite values."""
     feats = encode_clips(frozen.encoder, clips, pool, device).cpu().numpy()
@@ -156,6 +172,7 @@ def extract_features(
     device: str = "auto",
     on_batch: BatchCallback | None = None,
     checkpoint: Path | None = None,
+    pixels: str | None = None,
 ) -> dict[str, Path]:
     """Encode ``splits`` of ``bench`` with ``run_dir``'s frozen encoder into feature caches.
 
@@ -179,6 +196,10 @@ def extract_features(
             written and flushed (progress reporting; tests use it to simulate a kill).
         checkpoint: encode with this checkpoint file's encoder instead of the run's (any
             layout of :mod:`jepactl.models.upstream`: V-JEPA, V-JEPA 2, the paper's code).
+        pixels: a recipe name or YAML path: cache raw pixels cut as its encoder sees them
+            instead of an encoder's tokens (:mod:`jepactl.features.pixels`); ``run_dir`` is
+            then a directory of its own, marked by the ``config.yaml`` the first call writes,
+            and later calls on it (without ``pixels``) cut pixels again.
 
     Returns:
         ``{split: RUN/features/<bench>/<split>.h5}``, each complete. Under ``torchrun``,
@@ -194,13 +215,17 @@ def extract_features(
         raise ConfigError(f"unknown weights '{weights}'{suggestion(weights, WEIGHTS)}")
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+    if pixels is not None and checkpoint is not None:
+        raise ConfigError(
+            "--pixels and --checkpoint exclude each other: raw pixels need no checkpoint"
+        )
     run_dir = Path(run_dir)
     owns_group = not (dist.is_available() and dist.is_initialized())
     info = init_distributed(device)
     try:
         return _extract(
             run_dir, b, list(splits), weights, pool, batch_size, num_workers, force, roots,
-            limit, progress and info.is_main, info, on_batch, checkpoint,
+            limit, progress and info.is_main, info, on_batch, checkpoint, pixels,
         )  # fmt: skip
     finally:
         if owns_group:
@@ -222,20 +247,32 @@ def _extract(
     info: DistInfo,
     on_batch: BatchCallback | None,
     checkpoint: Path | None = None,
+    pixels: str | None = None,
 ) -> dict[str, Path]:
-    frozen = load_frozen_encoder(run_dir, weights, info.device, checkpoint=checkpoint)
-    token_grid(frozen.encoder, bench.frames, bench.crop)  # clips that fit the encoder
-    origin = (
-        f"step {frozen.step}, sha256 {frozen.sha256[:12]}; trained: "
-        f"{', '.join(frozen.trained_encoders)}"
-        if frozen.source == "jepactl"
-        else f"{frozen.source}; sha256 {frozen.sha256[:12]}"
-    )
-    _say(
-        info,
-        f"{bench.name}: encoding with the {frozen.weights} weights of {frozen.checkpoint} "
-        f"({origin})",
-    )
+    frozen: Encoding
+    baseline = _pixel_baseline(run_dir, bench, weights, info, checkpoint, pixels)
+    if baseline is not None:
+        frozen = baseline
+        token_grid(frozen.encoder, bench.frames, bench.crop)  # clips that fit the encoder
+        _say(
+            info,
+            f"{bench.name}: raw pixels in {baseline.settings.describe()} "
+            f"({baseline.encoder.embed_dim} values per token; {baseline.sha256}), no encoder",
+        )
+    else:
+        frozen = load_frozen_encoder(run_dir, weights, info.device, checkpoint=checkpoint)
+        token_grid(frozen.encoder, bench.frames, bench.crop)  # clips that fit the encoder
+        origin = (
+            f"step {frozen.step}, sha256 {frozen.sha256[:12]}; trained: "
+            f"{', '.join(frozen.trained_encoders)}"
+            if frozen.source == "jepactl"
+            else f"{frozen.source}; sha256 {frozen.sha256[:12]}"
+        )
+        _say(
+            info,
+            f"{bench.name}: encoding with the {frozen.weights} weights of {frozen.checkpoint} "
+            f"({origin})",
+        )
 
     sources = {split: EvalSource(bench, split, roots, limit) for split in splits}
     lock, error = None, None
@@ -255,10 +292,47 @@ def _extract(
             lock.release()
 
 
+def _pixel_baseline(
+    run_dir: Path,
+    bench: Benchmark,
+    weights: str,
+    info: DistInfo,
+    checkpoint: Path | None,
+    pixels: str | None,
+) -> PixelBaseline | None:
+    """The pixel baseline to extract (``pixels``, or the one ``run_dir``'s config.yaml
+    records), or ``None`` for an encoder. Every rank decides alike: only ``pixels`` given makes
+    rank 0 write the config, and then every rank is in pixel mode whatever it reads."""
+    if pixels is None:
+        recorded = recorded_settings(run_dir)
+        if recorded is None:
+            return None
+        if checkpoint is not None:  # (--pixels with --checkpoint is refused before)
+            raise ConfigError(
+                f"{run_dir} is a raw-pixel baseline (its config.yaml has 'pixels:'); caches "
+                "from --checkpoint need a directory of their own"
+            )
+        settings = recorded
+    else:
+        settings = PixelSettings.from_recipe(pixels)
+    if weights != "auto":
+        raise ConfigError(f"--weights {weights}: raw pixels have no encoder weights")
+    if pixels is not None:
+        # clips that fit the cut, before a new directory is marked
+        token_grid(PixelEncoder(settings.patch_size, settings.tubelet), bench.frames, bench.crop)
+        error: JepactlError | None = None
+        try:
+            prepare(run_dir, settings, pixels, write=info.is_main)
+        except JepactlError as exc:
+            error = exc
+        agree(info, error)
+    return PixelBaseline.of(run_dir, settings, info.device)
+
+
 def _write_caches(
     run_dir: Path,
     bench: Benchmark,
-    frozen: FrozenEncoder,
+    frozen: Encoding,
     sources: Mapping[str, EvalSource],
     pool: str,
     batch_size: int,
