@@ -1011,6 +1011,11 @@ def plot(
     LOGGER.info(f"wrote {plot_curves(curves, out, panels)}")
 
 
+from jepactl.study.cli import study_app  # noqa: E402  (the study commands: their own room)
+
+app.add_typer(study_app, name="study")
+
+
 def main() -> None:
     app()
 

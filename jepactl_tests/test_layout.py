@@ -26,7 +26,7 @@ CORE = {
 }  # fmt: skip
 COMPONENTS = {"models", "masks", "objectives", "data", "recipe"}
 ROOMS = {"train", "features", "probe", "report"}
-TOP = {"cli", "bench", "__main__", "__init__"}
+TOP = {"cli", "bench", "study", "__main__", "__init__"}
 #: Room -> rooms it may import: a probe reads the feature cache, a report names the tasks.
 ROOM_EDGES = {"probe": {"features"}, "report": {"features"}}
 

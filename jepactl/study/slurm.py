@@ -1,0 +1,276 @@
+"""The SLURM launcher: one job per stage through submitit, chained with ``afterok``.
+
+Each job runs :class:`StageJob`, which runs the stage's command line in a child process
+(:func:`jepactl.study.runner.run_stage`). A pretraining job of several GPUs has one task per GPU
+(``--ntasks-per-node``); every task gets the torch rendezvous variables from the SLURM
+environment (submitit's ``TorchDistributedEnvironment``: ``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``, ``MASTER_ADDR``, ...), so ``jepactl pretrain`` joins one process group exactly
+as under ``torchrun``.
+
+Time limits: submitit asks SLURM for ``--signal=USR2@resources.signal_delay_s``. On that signal
+task 0 stops its child with SIGTERM (the run checkpoints at the next step and exits 0; the
+other ranks agree to stop with it), then submitit requeues the job, which resumes from the
+checkpoint: the same job id, so the stages waiting on it keep waiting. ``scancel`` and
+pre-emption send SIGTERM to every process: the run checkpoints, the job ends as cancelled, and
+the next ``study run`` resubmits it and what waited on it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from jepactl.errors import ConfigError
+from jepactl.study.graph import Stage, dependents
+from jepactl.study.spec import Study, load_study
+from jepactl.study.state import JobRecord, Paths, Snapshot, now
+
+
+def check_sbatch() -> None:
+    if shutil.which("sbatch") is None:
+        raise ConfigError(
+            "sbatch is not on PATH: --launcher slurm submits through SLURM; on a machine "
+            "without it, run the study here with --launcher local"
+        )
+
+
+def check_cluster() -> None:
+    """The controller answers (``sinfo``), so a broken configuration is one line, not one
+    error per submission."""
+    try:
+        res = subprocess.run(
+            ["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError(
+            f"SLURM does not answer (sinfo: {exc}); --launcher local runs here"
+        ) from None
+    if res.returncode != 0:
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip()] or [f"exit {res.returncode}"]
+        raise ConfigError(
+            f"SLURM does not answer ({lines[-1].strip()}): is SLURM_CONF set and the controller "
+            "up? (--launcher local runs the study here)"
+        )
+
+
+def check_submitit() -> Any:
+    try:
+        import submitit
+    except ImportError:
+        raise ConfigError(
+            "--launcher slurm needs submitit: pip install submitit (or 'jepactl[slurm]')"
+        ) from None
+    return submitit
+
+
+def job_name(study: Study, stage: Stage) -> str:
+    return f"jepactl:{study.name}:{stage.id}"
+
+
+def parameters(study: Study, stage: Stage, dependency: str) -> dict[str, Any]:
+    """submitit's SLURM parameters for ``stage`` (see ``resources`` in the study file)."""
+    res = study.spec.resources
+    pretrain = stage.kind == "pretrain"
+    gpus = stage.gpus
+    nodes = stage.nodes if pretrain else 1
+    tasks = max(1, gpus) if stage.multi_rank else 1
+    params: dict[str, Any] = {
+        "job_name": job_name(study, stage),
+        "nodes": nodes,
+        "ntasks_per_node": tasks,
+        "cpus_per_task": res.cpus_per_task if pretrain else res.eval.cpus_per_task,
+        "time": res.time_min if pretrain else res.eval.time_min,
+        "signal_delay_s": res.signal_delay_s,
+        "stderr_to_stdout": True,
+    }
+    if stage.kind == "report":
+        params.update(cpus_per_task=1, time=30)
+    elif gpus:
+        params["gpus_per_node"] = gpus
+    mem = res.mem_gb if pretrain else res.eval.mem_gb
+    if mem and stage.kind != "report":
+        params["mem"] = f"{mem}G"
+    for key in ("partition", "account", "qos"):
+        if getattr(res, key):
+            params[key] = getattr(res, key)
+    if dependency:
+        params["dependency"] = dependency
+    if res.sbatch:
+        params["additional_parameters"] = {str(k): v for k, v in res.sbatch.items()}
+    return params
+
+
+def executor(study: Study, stage: Stage, dependency: str) -> Any:
+    submitit = check_submitit()
+    ex = submitit.SlurmExecutor(
+        folder=Paths(study.root).slurm / "%j", max_num_timeout=study.spec.resources.max_requeues
+    )
+    ex.update_parameters(**parameters(study, stage, dependency))
+    return ex
+
+
+def sbatch_script(study: Study, stage: Stage, dependency: str) -> str:
+    """The script ``sbatch`` would get for ``stage`` (``--dry-run``)."""
+    ex = executor(study, stage, dependency)
+    return str(ex._make_submission_file_text(ex._submitit_command_str, "dry-run"))
+
+
+class StageJob:
+    """What a SLURM job runs: one stage of a study, by the study's file and root.
+
+    submitit calls :meth:`checkpoint` (task 0 only) on the time-limit signal; it stops the
+    stage's child so the run checkpoints, and returns this same job to be requeued.
+    """
+
+    def __init__(self, study_file: str, root: str, stage_id: str) -> None:
+        self.study_file = study_file
+        self.root = root
+        self.stage_id = stage_id
+        self._child: subprocess.Popen[bytes] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"study_file": self.study_file, "root": self.root, "stage_id": self.stage_id}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._child = None
+
+    def _load(self) -> tuple[Study, Stage]:
+        from jepactl.study.state import stages_for
+
+        study = load_study(self.study_file, Path(self.root))
+        stages = {s.id: s for s in stages_for(study)}
+        if self.stage_id not in stages:
+            raise ConfigError(f"{self.stage_id} is no longer a stage of {self.study_file}")
+        return study, stages[self.stage_id]
+
+    def __call__(self) -> int:
+        import os
+
+        from jepactl.study.runner import run_stage
+
+        study, stage = self._load()
+        env: dict[str, str] = {}
+        ranks = int(os.environ.get("SLURM_NTASKS", "1"))
+        if ranks > 1:
+            import submitit
+
+            dist_env = submitit.helpers.TorchDistributedEnvironment()
+            env = {
+                "RANK": str(dist_env.rank), "WORLD_SIZE": str(dist_env.world_size),
+                "LOCAL_RANK": str(dist_env.local_rank),
+                "LOCAL_WORLD_SIZE": str(dist_env.local_world_size),
+                "MASTER_ADDR": dist_env.master_addr, "MASTER_PORT": str(dist_env.master_port),
+            }  # fmt: skip
+        rc = run_stage(
+            study, stage, "slurm", job_id=os.environ.get("SLURM_JOB_ID", ""), env=env,
+            on_child=self._keep,
+        )  # fmt: skip
+        if rc != 0:
+            record = JobRecord.read(Paths(study.root).job(stage.id))
+            raise RuntimeError(f"{stage.id}: {record.message if record else f'exit {rc}'}")
+        return rc
+
+    def _keep(self, child: subprocess.Popen[bytes]) -> None:
+        self._child = child
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """The time limit is near: stop the child (it checkpoints), then requeue."""
+        from submitit.helpers import DelayedSubmission
+
+        child = self._child
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                child.wait()
+        paths = Paths(Path(self.root))
+        record = JobRecord.read(paths.job(self.stage_id))
+        if record is not None:
+            record.requeues += 1
+            record.message = f"requeued before the time limit ({record.requeues}x)"
+            record.write(paths.job(self.stage_id))
+        return DelayedSubmission(StageJob(self.study_file, self.root, self.stage_id))
+
+
+def submit(
+    study: Study,
+    stages: list[Stage],
+    snap: Snapshot,
+    dry_run: bool,
+    say: Callable[[str], None],
+    echo: Callable[[str], None],
+) -> list[str]:
+    """Submit every stage that is not done and not queued or running, each depending on the
+    jobs of its unfinished stages; cancel the jobs stuck behind a failed stage first.
+    Returns the ids of the stages submitted (or that would be, with ``dry_run``)."""
+    if not dry_run:
+        check_sbatch()
+    submitit = check_submitit()
+    paths = Paths(study.root)
+    done = {s.stage.id for s in snap.stages if s.state == "done"}
+    live = {s.stage.id for s in snap.stages if s.live}
+    # A job waits on job ids: every queued or running stage downstream of one that is
+    # resubmitted (or stuck behind a failed one) waits on a job that will never succeed, so
+    # it is cancelled and resubmitted with the new ids.
+    again = {s.stage.id for s in snap.stages if s.state not in ("done", "running", "queued")}
+    waiting_on = dependents(stages)
+    frontier = list(again)
+    while frontier:
+        for d in waiting_on[frontier.pop()]:
+            if d in live and snap.by_id[d].state == "queued":
+                live.discard(d)
+                again.add(d)
+                frontier.append(d)
+    cancel = [
+        s.job.job_id
+        for s in snap.stages
+        if s.stage.id in again and s.job is not None and s.job.job_id and s.state != "failed"
+    ]
+    if cancel and not dry_run:
+        subprocess.run(["scancel", *cancel], check=False, capture_output=True)
+        say(f"cancelled job(s) {', '.join(cancel)}: they wait on stages resubmitted now")
+    job_of: dict[str, str] = {
+        s.stage.id: s.job.job_id
+        for s in snap.stages
+        if s.stage.id in live and s.job is not None and s.job.job_id
+    }
+    submitted: list[str] = []
+    for stage in stages:
+        if stage.id in done or stage.id in live:
+            continue
+        missing = [d for d in stage.deps if d not in done and d not in job_of]
+        if missing:  # an upstream stage could not be submitted: nothing to wait on
+            say(f"not submitting {stage.id}: {missing[0]} has no job")
+            continue
+        waits = [job_of[d] for d in stage.deps if d not in done]
+        kind = "afterany" if stage.kind == "report" else "afterok"
+        dependency = f"{kind}:{':'.join(waits)}" if waits else ""
+        if dry_run:
+            job_of[stage.id] = f"<{stage.id}>"
+            echo(f"### {stage.id}\n{sbatch_script(study, stage, dependency)}")
+            submitted.append(stage.id)
+            continue
+        paths.slurm.mkdir(parents=True, exist_ok=True)
+        try:
+            job = executor(study, stage, dependency).submit(
+                StageJob(str(study.source.resolve()), str(study.root.resolve()), stage.id)
+            )
+        except submitit.core.utils.FailedJobError as exc:
+            done_now = f"; {len(submitted)} job(s) were submitted before it" if submitted else ""
+            raise ConfigError(
+                f"sbatch refused {stage.id}: {str(exc).strip().splitlines()[-1]} (check "
+                f"'resources' in {study.source}){done_now}; rerun `jepactl study run` once fixed"
+            ) from None
+        job_of[stage.id] = str(job.job_id)
+        JobRecord(stage.id, "slurm", job_id=str(job.job_id), submitted=now()).write(
+            paths.job(stage.id)
+        )
+        submitted.append(stage.id)
+        say(f"submitted {stage.id}: job {job.job_id}" + (f" ({dependency})" if dependency else ""))
+    return submitted

@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# Start, check and stop a private one-node SLURM cluster on this machine (for the
+# test suite, or to try the jepactl launcher on a laptop).
+#
+#   eval "$(scripts/slurm_cluster.sh start)"   # start (or reuse); exports SLURM_CONF
+#   scripts/slurm_cluster.sh status            # exit 0 + sinfo line if up, else exit 1
+#   scripts/slurm_cluster.sh env               # print the export line only
+#   scripts/slurm_cluster.sh stop              # stop the daemons this script started
+#
+# All state (slurm.conf, munge key/socket, spool, logs, pid files) lives in
+# ${JEPACTL_SLURM_DIR:-/tmp/jepactl-slurm}; nothing is written to /etc. `start` needs
+# root (slurmd runs jobs as the submitting user). Overridable: JEPACTL_SLURMCTLD_PORT,
+# JEPACTL_SLURMD_PORT (defaults 6817/6818, or the next free ports if taken).
+set -euo pipefail
+
+DIR=${JEPACTL_SLURM_DIR:-/tmp/jepactl-slurm}
+CONF=$DIR/slurm.conf
+MUNGE_SOCK=$DIR/munge/munge.socket
+PATH=$PATH:/usr/sbin:/sbin
+export SLURM_CONF=$CONF
+
+log() { echo "slurm_cluster: $*" >&2; }
+env_line() { echo "export SLURM_CONF=$CONF"; }
+wait_for() {  # wait_for SECONDS CMD...: poll CMD every 0.1 s until it succeeds
+  local n=$(($1 * 10)); shift
+  while ((n-- > 0)); do "$@" >/dev/null && return 0; sleep 0.1; done
+  return 1
+}
+
+# pid recorded for daemon $1, printed only if that process is still alive.
+live_pid() {
+  local f=$DIR/run/$1.pid pid
+  [[ -s $f ]] || return 1
+  pid=$(<"$f")
+  # Check the name too, so a stale pid file never makes us signal an unrelated process.
+  [[ $pid =~ ^[0-9]+$ ]] && [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$1" ]] && echo "$pid"
+}
+
+all_alive() { live_pid munged >/dev/null && live_pid slurmctld >/dev/null && live_pid slurmd >/dev/null; }
+
+# The cluster is "up" when our conf exists and sinfo answers with a node state.
+cluster_up() {
+  [[ -f $CONF ]] || return 1
+  local state
+  state=$(timeout 10 sinfo -h -o %T 2>/dev/null) || return 1
+  [[ -n $state ]] && echo "${state%%$'\n'*}"
+}
+
+# True if something listens on TCP port $1 (ss if present, else bash /dev/tcp).
+port_taken() {
+  if command -v ss >/dev/null; then
+    [[ -n $(ss -Hltn "sport = :$1" 2>/dev/null) ]]
+  else
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+  fi
+}
+free_port() {  # first free port >= $1 that is not $2
+  local p=$1
+  while port_taken "$p" || [[ $p == "${2:-}" ]]; do p=$((p + 1)); done
+  echo "$p"
+}
+
+# End all jobs first: a job's slurmstepd outlives slurmd and would linger (and hang
+# trying to report to slurmctld) if the daemons were stopped under it. TERM every
+# process of the running jobs; then cancel, which KILLs after KillWait (30 s).
+no_jobs() { [[ -z $(squeue -h -t CF,R,S,CG -o %i 2>/dev/null) ]]; }
+cancel_jobs() {
+  live_pid slurmctld >/dev/null || return 0
+  scancel -p debug -t PENDING 2>/dev/null || true
+  no_jobs && return 0
+  log "ending running jobs"
+  scancel -p debug --full -s TERM 2>/dev/null || true
+  wait_for 5 no_jobs && return 0
+  log "jobs ignore TERM; cancelling (KILL after KillWait=30 s)"
+  scancel -p debug 2>/dev/null || true
+  wait_for 40 no_jobs || log "jobs still active; stopping daemons anyway"
+}
+
+# stop_daemons NAME...: TERM the recorded pids together, wait up to 10 s, then KILL.
+all_gone() { local p; for p; do kill -0 "$p" 2>/dev/null && return 1; done; return 0; }
+stop_daemons() {
+  local d pid pids=()
+  for d in "$@"; do
+    if pid=$(live_pid "$d"); then log "stopping $d (pid $pid)"; kill -TERM "$pid"; pids+=("$pid"); fi
+  done
+  wait_for 10 all_gone "${pids[@]}" || true
+  for d in "$@"; do
+    pid=$(live_pid "$d") && { log "$d did not exit, sending KILL"; kill -KILL "$pid"; }
+    rm -f "$DIR/run/$d.pid"
+  done
+}
+
+do_stop() {
+  cancel_jobs
+  stop_daemons slurmd slurmctld
+  stop_daemons munged                        # last: the others talk to it while stopping
+}
+
+ensure_installed() {
+  local b missing=()
+  for b in slurmctld slurmd munged sinfo; do command -v "$b" >/dev/null || missing+=("$b"); done
+  ((${#missing[@]} == 0)) && return 0
+  if [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null; then
+    log "installing slurm-wlm munge (missing: ${missing[*]})"
+    export DEBIAN_FRONTEND=noninteractive
+    # Try without `apt-get update` first (fast when the package lists are current).
+    apt-get install -y -q slurm-wlm munge >&2 ||
+      { apt-get update -q >&2 && apt-get install -y -q slurm-wlm munge >&2; } ||
+      { log "apt-get install slurm-wlm munge failed"; exit 3; }
+  else
+    log "missing ${missing[*]}: install the packages slurm-wlm and munge (apt-get install slurm-wlm munge)"
+    exit 3
+  fi
+}
+
+write_conf() {
+  local host cpus mem ctld_port slurmd_port
+  host=$(hostname -s)
+  cpus=$(nproc)
+  # RealMemory must not exceed what slurmd detects, or the node is drained: use 90 %.
+  mem=$(awk '/^MemTotal:/ {m = int($2 / 1024 * 0.9); print (m < 100 ? 100 : m)}' /proc/meminfo)
+  ctld_port=${JEPACTL_SLURMCTLD_PORT:-$(free_port 6817)}
+  slurmd_port=${JEPACTL_SLURMD_PORT:-$(free_port 6818 "$ctld_port")}
+  cat >"$CONF" <<EOF
+# Generated by scripts/slurm_cluster.sh; rewritten on every fresh start.
+ClusterName=jepactl
+SlurmctldHost=$host(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+SlurmctldPort=$ctld_port
+SlurmdPort=$slurmd_port
+# Private munged socket; cred_expire also sets how long a requeued job waits (def. 120 s).
+AuthInfo=socket=$MUNGE_SOCK,cred_expire=10
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SchedulerType=sched/backfill
+SchedulerParameters=bf_interval=5
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+MailProg=/bin/true
+MpiDefault=none
+ReturnToService=2
+JobRequeue=1
+KillWait=30
+MinJobAge=300
+# Short timeouts so the cluster comes up (and notices failures) in seconds.
+SlurmctldTimeout=10
+SlurmdTimeout=30
+MessageTimeout=10
+StateSaveLocation=$DIR/state
+SlurmdSpoolDir=$DIR/spool
+SlurmctldPidFile=$DIR/run/slurmctld.pid
+SlurmdPidFile=$DIR/run/slurmd.pid
+SlurmctldLogFile=$DIR/log/slurmctld.log
+SlurmdLogFile=$DIR/log/slurmd.log
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
+PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
+EOF
+}
+
+start_munged() {
+  # munged checks that its key and dirs are owned by it and not group/world-writable.
+  install -d -m 0700 "$DIR/munge-key"
+  install -d -m 0755 "$DIR/munge"      # socket dir: clients of any user must reach it
+  local key=$DIR/munge-key/munge.key
+  [[ -s $key ]] || (umask 077 && head -c 128 /dev/urandom >"$key")  # = mungekey -c
+  chmod 0600 "$key"
+  # --force: path-permission complaints (e.g. a group-writable dir above $DIR) only warn.
+  munged --force --origin=127.0.0.1 --key-file="$key" --socket="$MUNGE_SOCK" \
+    --pid-file="$DIR/run/munged.pid" --log-file="$DIR/log/munged.log" \
+    --seed-file="$DIR/munge-key/munged.seed"
+}
+
+fail_with_logs() {
+  log "$1; log tails follow"
+  local f
+  for f in "$DIR"/log/*.log; do [[ -f $f ]] && { echo "== $f" >&2; tail -n 20 "$f" >&2; }; done
+  exit 1
+}
+
+# launch NAME CMD...: run CMD (which daemonises) and wait up to 10 s for NAME's pid file.
+launch() {
+  local name=$1; shift
+  "$@" >&2 || fail_with_logs "$name failed to start"
+  wait_for 10 live_pid "$name" || fail_with_logs "$name wrote no pid file"
+}
+node_idle() { [[ $(cluster_up) == idle ]]; }
+
+do_start() {
+  local state
+  if all_alive && state=$(cluster_up); then
+    log "reusing running cluster in $DIR (node $state)"; env_line; return 0
+  fi
+  ensure_installed
+  [[ $EUID -eq 0 ]] || { log "start needs root (slurmd runs jobs as their user); try sudo"; exit 3; }
+  do_stop                                       # leftovers of a half-dead cluster
+  mkdir -p "$DIR"/{state,spool,run,log}
+  chmod 0755 "$DIR"
+  rm -f "$DIR"/log/*.log
+  write_conf
+  launch munged start_munged
+  launch slurmctld slurmctld -c -f "$CONF"      # -c: clean start, recover no old jobs
+  launch slurmd slurmd -f "$CONF" -N "$(hostname -s)"
+  wait_for 30 node_idle ||
+    fail_with_logs "node not idle after 30 s (state: $(cluster_up || echo no answer))"
+  log "cluster up in $DIR (node idle)"
+  env_line
+}
+
+case ${1:-} in
+  start) do_start ;;
+  stop) do_stop ;;
+  status)
+    if all_alive && cluster_up >/dev/null; then
+      sinfo -h; else log "not running"; exit 1; fi ;;
+  env) env_line ;;
+  *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+esac
