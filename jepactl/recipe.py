@@ -33,8 +33,8 @@ from jepactl.data.readers import READERS
 from jepactl.data.tasks import TASKS as MONITOR_TASKS
 from jepactl.errors import ConfigError
 from jepactl.masks import MASK_STRATEGIES
-from jepactl.models import ENCODER_PRESETS, check_model_config
 from jepactl.objectives import TERMS
+from jepactl.presets import ENCODER_PRESETS, check_model_config
 from jepactl.utils import close_match, suggestion
 
 

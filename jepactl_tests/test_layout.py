@@ -1,10 +1,11 @@
 """The package's layout: imports flow one way, and each format has one owner.
 
 Rooms (``cli`` and ``bench`` at the top; ``train``, ``features``, ``probe``, ``report`` under
-them) use the components (``models``, ``masks``, ``objectives``, ``data``, ``recipe``), which
-use the core (``config``, ``errors``, ``grid``, ``rundir``, ``checkpoint``, ``dist``,
-``optim``, ``lock``, ``utils``). An import that goes up a layer, or between two rooms other
-than the allowed ones, fails here, as does any import cycle (function-level imports count).
+them) use the components (``models``, ``presets``, ``masks``, ``objectives``, ``data``,
+``recipe``), which use the core (``config``, ``errors``, ``grid``, ``rundir``,
+``checkpoint``, ``dist``, ``optim``, ``lock``, ``utils``). An import that goes up a layer, or
+between two rooms other than the allowed ones, fails here, as does any import cycle
+(function-level imports count).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ CORE = {
     "config", "errors", "grid", "rundir", "checkpoint", "dist", "optim", "lock", "stats", "utils",
     "version", "log",
 }  # fmt: skip
-COMPONENTS = {"models", "masks", "objectives", "data", "recipe"}
+COMPONENTS = {"models", "presets", "masks", "objectives", "data", "recipe"}
 ROOMS = {"train", "features", "probe", "report"}
 TOP = {"cli", "bench", "study", "__main__", "__init__"}
 #: Room -> rooms it may import: a probe reads the feature cache, a report names the tasks.

@@ -14,14 +14,16 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from jepactl.grid import Masks, TokenGrid
-from jepactl.models import Predictor, VideoViT
+
+if TYPE_CHECKING:  # the model code (timm) is not needed to validate a recipe
+    from jepactl.models import Predictor, VideoViT
 
 
 def gather_tokens(tokens: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
