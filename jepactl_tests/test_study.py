@@ -93,6 +93,36 @@ def test_stages_are_the_commands_a_person_would_type(tmp_path: Path) -> None:
     assert len(stages["report"].deps) == 4
 
 
+def test_a_study_without_tasks_reports_after_its_pretraining(tmp_path: Path) -> None:
+    """The report waits for every leaf stage; with no tasks those are the pretrainings (it
+    once waited on nothing, started at once on SLURM, and failed finding no run)."""
+    study = load_study(str(write_study(tmp_path / "s.yaml", tasks=[])), tmp_path / "root")
+    stages = {s.id: s for s in build_stages(study)}
+    assert set(stages["report"].deps) == {i for i in stages if i.endswith("/pretrain")}
+    assert len(stages["report"].deps) == 4
+
+
+def test_waiting_for_the_child_inside_a_signal_handler_neither_hangs_nor_reaps() -> None:
+    """submitit's time-limit handler runs while the main thread sits in ``Popen.wait()``
+    (holding its lock): waiting there with ``child.wait()`` deadlocked the job until SLURM
+    killed it. ``wait_for_exit`` sees the exit without taking the child's exit status."""
+    import signal
+
+    from jepactl.study.slurm import wait_for_exit
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.6); exit(3)"])
+    seen: list[bool] = []
+    old = signal.signal(signal.SIGALRM, lambda *_: seen.append(wait_for_exit(child.pid, 20)))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        t0 = time.monotonic()
+        assert child.wait() == 3  # blocks holding the lock, as run_stage does; status kept
+        assert seen == [True] and time.monotonic() - t0 < 15
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
 @pytest.mark.parametrize(
     ("fields", "needles"),
     [
@@ -220,6 +250,8 @@ def test_local_study_runs_every_stage_and_reports_intervals(local_study) -> None
     report = (tmp / "root" / "report.md").read_text()
     assert "## Mean and 95 % interval over seeds" in report and "Δ" in report
     assert (tmp / "root" / "figure2.png").is_file()
+    # what `study run` printed is the report stage's own table, not a second one built after it
+    assert (tmp / "root" / "report.txt").read_text() in res.stdout
     for run in (
         "synth-baseline-s0",
         "synth-baseline-s1",

@@ -92,23 +92,45 @@ def test_a_study_runs_through_slurm_with_dependencies(tmp_path: Path) -> None:
     assert again.returncode == 0 and "nothing to do" in again.stdout
 
 
-def test_a_cancelled_run_is_resubmitted_alone_and_resumes_bit_identically(tmp_path: Path) -> None:
-    """scancel mid-run: status says failed (its downstream blocked); the same `study run`
-    resubmits only what is missing; the resumed run equals one never interrupted."""
-    long_over = ["optim.iters_per_epoch=60"]
-    long = {"recipe": "synth/baseline", "name": "long", "overrides": long_over}
-    path = write_study(tmp_path / "s.yaml", seeds=1, recipes=["synth/baseline", long])
-    res = jepactl("study", "run", str(path), "--launcher", "slurm", "--root", "root", cwd=tmp_path)
+def start_long_run(path: Path) -> tuple[Path, JobRecord]:
+    """Submit the study at ``path`` (root ``root`` beside it); return the root and the job of
+    its ``long-s0`` pretraining once that has logged 5 steps."""
+    res = jepactl(
+        "study", "run", str(path), "--launcher", "slurm", "--root", "root", cwd=path.parent
+    )
     assert res.returncode == 0, res.stderr
-    root = tmp_path / "root"
-    paths = Paths(root)
-    job = JobRecord.read(paths.job("long-s0/pretrain"))
+    root = path.parent / "root"
+    job = JobRecord.read(Paths(root).job("long-s0/pretrain"))
     assert job is not None
     metrics = root / "runs" / "long-s0" / "metrics.jsonl"
     deadline = time.monotonic() + 300
     while not metrics.exists() or len(metrics.read_text().splitlines()) < 5:
         assert time.monotonic() < deadline, "the long run did not start"
         time.sleep(0.1)
+    return root, job
+
+
+def assert_equals_an_uninterrupted_run(path: Path, root: Path) -> None:
+    """``long-s0``, interrupted and resumed, equals the same command never interrupted, run
+    with the job's thread count (1 CPU per task)."""
+    study = load_study(str(path), root)
+    argv = list(next(s for s in build_stages(study) if s.id == "long-s0/pretrain").argv)
+    straight = path.parent / "straight"
+    argv[argv.index("--run-dir") + 1] = str(straight)
+    res = jepactl(*argv, cwd=path.parent, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr
+    assert_same_state(straight, root / "runs" / "long-s0")
+
+
+def test_a_cancelled_run_is_resubmitted_alone_and_resumes_bit_identically(tmp_path: Path) -> None:
+    """scancel mid-run: status says failed (its downstream blocked); the same `study run`
+    resubmits only what is missing; the resumed run equals one never interrupted."""
+    long_over = ["optim.iters_per_epoch=60"]
+    long = {"recipe": "synth/baseline", "name": "long", "overrides": long_over}
+    path = write_study(tmp_path / "s.yaml", seeds=1, recipes=["synth/baseline", long])
+    root, job = start_long_run(path)
+    paths = Paths(root)
+    metrics = root / "runs" / "long-s0" / "metrics.jsonl"
     subprocess.run(["scancel", job.job_id], check=True)
     snap = wait(path, root, "settled", timeout=300)
     by_id = snap.by_id
@@ -135,14 +157,44 @@ def test_a_cancelled_run_is_resubmitted_alone_and_resumes_bit_identically(tmp_pa
     wait(path, root, "done")
     log = paths.log("long-s0/pretrain").read_text()
     assert f"resuming {root.resolve() / 'runs' / 'long-s0'} at step {step}" in log
-    # the same command, never interrupted, with the job's thread count (1 CPU per task)
-    study = load_study(str(path), root)
-    argv = list(next(s for s in build_stages(study) if s.id == "long-s0/pretrain").argv)
-    straight = tmp_path / "straight"
-    argv[argv.index("--run-dir") + 1] = str(straight)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    res = jepactl(*argv, cwd=tmp_path, env=env)
-    assert res.returncode == 0, res.stderr
-    assert_same_state(straight, root / "runs" / "long-s0")
+    assert_equals_an_uninterrupted_run(path, root)
     steps = [json.loads(x)["step"] for x in metrics.read_text().splitlines()]
     assert steps == list(range(1, 61))
+
+
+def test_the_time_limit_signal_checkpoints_requeues_and_resumes(tmp_path: Path) -> None:
+    """SIGUSR2, what `--signal=USR2@...` sends before the time limit (sent here with scancel
+    --signal): the run checkpoints, submitit requeues the same job, and it resumes to the end,
+    equal to a run never interrupted."""
+    long = {"recipe": "synth/baseline", "name": "long", "overrides": ["optim.iters_per_epoch=60"]}
+    path = write_study(tmp_path / "s.yaml", seeds=1, recipes=[long], tasks=[])
+    root, first = start_long_run(path)
+    paths = Paths(root)
+    subprocess.run(["scancel", "--signal=USR2", first.job_id], check=True)
+    wait(path, root, "done", timeout=400)
+    record = JobRecord.read(paths.job("long-s0/pretrain"))
+    assert record is not None and record.job_id == first.job_id and record.requeues == 1
+    log = paths.log("long-s0/pretrain").read_text()
+    assert log.count(f"job {first.job_id}: jepactl pretrain") == 2  # the same job, twice
+    assert "stopped by signal at step" in log and "resuming" in log
+    assert_equals_an_uninterrupted_run(path, root)
+
+
+def test_a_run_of_two_tasks_joins_one_process_group_from_the_slurm_environment(
+    tmp_path: Path,
+) -> None:
+    """tasks_per_node: 2 on the CPU: two SLURM tasks, each given RANK / WORLD_SIZE /
+    MASTER_ADDR from the SLURM environment, train one run (gloo) as torchrun's ranks would."""
+    resources = {"gpus_per_node": 0, "tasks_per_node": 2, "cpus_per_task": 1, "time_min": 10,
+                 "eval": {"gpus": 0, "cpus_per_task": 1, "time_min": 10}}  # fmt: skip
+    path = write_study(tmp_path / "s.yaml", seeds=1, recipes=["synth/baseline"], tasks=[],
+                       resources=resources)  # fmt: skip
+    res = jepactl("study", "run", str(path), "--launcher", "slurm", "--root", "root", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    root = tmp_path / "root"
+    record = JobRecord.read(Paths(root).job("synth-baseline-s0/pretrain"))
+    assert record is not None
+    assert "--ntasks-per-node=2" in submission(root, record.job_id)
+    wait(path, root, "done", timeout=400)
+    log = Paths(root).log("synth-baseline-s0/pretrain").read_text()
+    assert "2 rank(s) on cpu" in log

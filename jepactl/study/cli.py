@@ -79,7 +79,7 @@ def plan(
     from jepactl.study.views import estimate, legend, matrix, summary
 
     s = _load(study, root)
-    snap = snapshot(s, stages_for(s), query_slurm=False)
+    snap = snapshot(s, stages_for(s))
     typer.echo(summary(s, snap))
     typer.echo(matrix(s, snap, details=False))
     files = list(bench) if bench else sorted((s.root / "bench").glob("*.json"))
@@ -141,6 +141,15 @@ def run(
     if outcome.failed or outcome.stopped or outcome.skipped:
         typer.echo(f"resume: {hint}")
         raise typer.Exit(130 if outcome.stopped else 1)
+    from jepactl.study.graph import REPORT
+    from jepactl.study.state import Paths
+
+    paths = Paths(s.root)
+    if REPORT in outcome.started and paths.report_text.is_file():  # the report stage's own
+        typer.echo(paths.report_text.read_text(), nl=False)
+        fig = f" and {paths.figure}" if paths.figure.is_file() else ""
+        typer.echo(f"wrote {paths.report}{fig}")
+        return
     from jepactl.study.report import make_report
 
     rep = make_report(s)

@@ -34,6 +34,7 @@ class Stage:
     probe: str = ""  # the probe kind, for probe stages
     gpus: int = 0  # GPUs per node it asks for
     nodes: int = 1
+    tasks: int = 1  # ranks per node
 
     @property
     def label(self) -> str:
@@ -42,7 +43,7 @@ class Stage:
 
     @property
     def multi_rank(self) -> bool:
-        return self.kind == "pretrain" and (self.gpus > 1 or self.nodes > 1)
+        return self.kind == "pretrain" and self.tasks * self.nodes > 1
 
 
 def run_dir(study: Study, run: RunPlan) -> RunDir:
@@ -75,7 +76,6 @@ def build_stages(
     whose pretraining continues with changed settings (``pretrain --force``)."""
     res = study.spec.resources
     stages: list[Stage] = []
-    probes: list[str] = []
     for run in study.runs:
         where = str(run_dir(study, run))
         deps: tuple[str, ...] = ()
@@ -93,6 +93,7 @@ def build_stages(
             stages.append(Stage(
                 pid, "pretrain", tuple(argv), (), run, gpus=res.gpus_per_node if trained else 0,
                 nodes=res.nodes if trained else 1,
+                tasks=(res.tasks_per_node or max(1, res.gpus_per_node)) if trained else 1,
             ))  # fmt: skip
             deps = (pid,)
         for task in study.tasks:
@@ -125,9 +126,12 @@ def build_stages(
                 stages.append(
                     Stage(qid, "probe", tuple(argv), (eid,), run, task, kind, res.eval.gpus)
                 )
-                probes.append(qid)
     report = ["study", "report", str(study.source.resolve()), "--root", str(study.root)]
-    stages.append(Stage(REPORT, "report", tuple(report), tuple(probes)))
+    # The report waits for every leaf: each probe, and the pretraining of a study with no
+    # tasks (otherwise it would start at once and find no run to report).
+    waited = {d for s in stages for d in s.deps}
+    leaves = tuple(s.id for s in stages if s.id not in waited)
+    stages.append(Stage(REPORT, "report", tuple(report), leaves))
     return stages
 
 

@@ -84,15 +84,16 @@ def run_local(
     # stages share the CPUs: each gets its part (GPU stages too, for their data workers)
     threads = max(1, available_cpus() // max_parallel)
 
-    def block(stage_id: str, why: str) -> None:
+    def block(stage_id: str) -> None:
+        """Skip what waits on ``stage_id`` (it failed, or runs elsewhere)."""
         for d in waiting_on[stage_id]:
             if d not in blocked and d not in done:
                 blocked.add(d)
                 result.skipped.append(d)
-                block(d, why)
+                block(d)
 
     for sid in elsewhere:  # its dependents would wait on a stage this process does not run
-        block(sid, "running elsewhere")
+        block(sid)
 
     def need(stage: Stage) -> int:
         if not gpus:
@@ -122,7 +123,7 @@ def run_local(
         def work() -> None:
             try:
                 rc = run_stage(
-                    study, stage, "local", ranks=len(use) if stage.multi_rank else 1, env=env,
+                    study, stage, "local", ranks=_ranks(stage, use), env=env,
                     threads=threads, new_session=True, on_child=keep,
                 )  # fmt: skip
             except Exception as exc:  # a stage that could not even start (disk, permissions)
@@ -173,12 +174,20 @@ def run_local(
                 record = JobRecord.read(paths.job(sid))
                 why = record.message if record is not None else f"exit {rc}"
                 say(f"[{finished}/{total}] FAILED {sid} ({took}): {why}; log: {paths.log(sid)}")
-                block(sid, "failed")
+                block(sid)
     result.stopped = stopping.is_set()
     if result.stopped:
         result.skipped += [s.id for s in todo if s.id not in done and s.id not in result.failed
                            and s.id not in result.skipped]  # fmt: skip
     return result
+
+
+def _ranks(stage: Stage, gpus: list[str]) -> int:
+    """Processes of a stage on this machine: a pretraining run's ranks (one per GPU it got, or
+    ``tasks_per_node`` on a CPU), else 1. Several nodes' worth run here as one node."""
+    if not stage.multi_rank:
+        return 1
+    return len(gpus) if gpus else stage.tasks
 
 
 def _terminate(child: subprocess.Popen[bytes]) -> None:

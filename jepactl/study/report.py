@@ -138,4 +138,5 @@ def make_report(study: Study, figure: bool | None = None) -> Report:
     markdown = "\n".join(parts)
     atomic_write_text(paths.report, markdown)
     text = seeds_table(table, markdown=False) + "\n" + render_text(table)
+    atomic_write_text(paths.report_text, text)
     return Report(table, markdown, text, paths.report, figure_path, sorted(set(missing)))

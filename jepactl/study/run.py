@@ -74,7 +74,7 @@ def run_study(
     forced &= {r.name for r in study.runs}
     if dry_run:
         stages = build_stages(study, forced=forced)
-        snap = snapshot(study, stages, query_slurm=False)
+        snap = snapshot(study, stages)
         return _dry_run(study, stages, snap, launcher, say, echo)
     with RunLock(paths.meta, ", or wait for the other `jepactl study run` to finish"):
         write_resolved(paths, study, sorted(forced))
@@ -83,7 +83,7 @@ def run_study(
                 recipe = parse_recipe(run.config)
                 atomic_write_text(recipe_file(study, run), dump_yaml(recipe))
         stages = build_stages(study, forced=forced)
-        snap = snapshot(study, stages, query_slurm=launcher == "slurm")
+        snap = snapshot(study, stages)
         outcome = RunOutcome(snapshot=snap)
         left = [s for s in snap.stages if s.state not in ("done", "running", "queued")]
         if not left:

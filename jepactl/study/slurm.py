@@ -17,9 +17,11 @@ the next ``study run`` resubmits it and what waited on it.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,7 +79,7 @@ def parameters(study: Study, stage: Stage, dependency: str) -> dict[str, Any]:
     pretrain = stage.kind == "pretrain"
     gpus = stage.gpus
     nodes = stage.nodes if pretrain else 1
-    tasks = max(1, gpus) if stage.multi_rank else 1
+    tasks = stage.tasks
     params: dict[str, Any] = {
         "job_name": job_name(study, stage),
         "nodes": nodes,
@@ -131,6 +133,7 @@ class StageJob:
         self.root = root
         self.stage_id = stage_id
         self._child: subprocess.Popen[bytes] | None = None
+        self._grace_s = 60.0  # how long the child may take to checkpoint on the signal
 
     def __getstate__(self) -> dict[str, Any]:
         return {"study_file": self.study_file, "root": self.root, "stage_id": self.stage_id}
@@ -138,6 +141,7 @@ class StageJob:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._child = None
+        self._grace_s = 60.0
 
     def _load(self) -> tuple[Study, Stage]:
         from jepactl.study.state import stages_for
@@ -149,11 +153,11 @@ class StageJob:
         return study, stages[self.stage_id]
 
     def __call__(self) -> int:
-        import os
-
         from jepactl.study.runner import run_stage
 
         study, stage = self._load()
+        # Leave 30 s of the signal's warning for the requeue itself.
+        self._grace_s = max(30.0, study.spec.resources.signal_delay_s - 30.0)
         env: dict[str, str] = {}
         ranks = int(os.environ.get("SLURM_NTASKS", "1"))
         if ranks > 1:
@@ -183,12 +187,9 @@ class StageJob:
         from submitit.helpers import DelayedSubmission
 
         child = self._child
-        if child is not None and child.poll() is None:
+        if child is not None and child.returncode is None:
             child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                child.wait()
+            wait_for_exit(child.pid, self._grace_s)
         paths = Paths(Path(self.root))
         record = JobRecord.read(paths.job(self.stage_id))
         if record is not None:
@@ -196,6 +197,26 @@ class StageJob:
             record.message = f"requeued before the time limit ({record.requeues}x)"
             record.write(paths.job(self.stage_id))
         return DelayedSubmission(StageJob(self.study_file, self.root, self.stage_id))
+
+
+def wait_for_exit(pid: int, timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for child ``pid`` to exit, without reaping it.
+
+    This runs inside submitit's signal handler, which interrupted the main thread in
+    ``Popen.wait()``: that frame holds the Popen's wait lock, so ``child.wait()`` here would
+    deadlock, and reaping the child here would rob that frame of its exit status.
+    ``WNOWAIT`` looks without reaping. Returns whether the child exited in time.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+        except ChildProcessError:  # already reaped
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
 
 
 def submit(

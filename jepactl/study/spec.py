@@ -16,7 +16,7 @@ key), without importing torch, so ``study plan`` and ``study status`` answer at 
                                                     # whose name says baseline)
     resources:                                      # SLURM; the local launcher reads gpus only
       nodes: 1
-      gpus_per_node: 4
+      gpus_per_node: 4                            # one rank (SLURM task) per GPU
       cpus_per_task: 10
       time_min: 1440
       partition: gpu
@@ -112,6 +112,7 @@ class Resources:
 
     nodes: int = 1
     gpus_per_node: int = 1
+    tasks_per_node: int = 0  # ranks per node (0: one per GPU; 1 without GPUs)
     cpus_per_task: int = 10  # per rank: decoding workers
     mem_gb: int = 0  # per node; 0: the partition's default
     time_min: int = 1440  # the job's limit; a run longer than this is requeued and resumes
@@ -426,8 +427,9 @@ def _baseline(name: str, entries: list[RunEntry]) -> str:
 
 
 def _check_resources(res: Resources) -> None:
-    for key in ("nodes", "gpus_per_node", "cpus_per_task", "time_min", "signal_delay_s"):
-        if getattr(res, key) < (0 if key in ("gpus_per_node", "signal_delay_s") else 1):
+    zero_ok = ("gpus_per_node", "tasks_per_node", "signal_delay_s")
+    for key in ("nodes", *zero_ok, "cpus_per_task", "time_min"):
+        if getattr(res, key) < (0 if key in zero_ok else 1):
             raise ConfigError(f"resources.{key} must be positive, got {getattr(res, key)}")
     if res.max_requeues < 0 or res.mem_gb < 0 or res.eval.mem_gb < 0:
         raise ConfigError("resources: max_requeues and mem_gb must be >= 0")

@@ -88,6 +88,11 @@ class Paths:
         return self.root / "report.md"
 
     @property
+    def report_text(self) -> Path:
+        """The report as the terminal shows it (what ``study run`` prints when it is done)."""
+        return self.root / "report.txt"
+
+    @property
     def figure(self) -> Path:
         return self.root / "figure2.png"
 
@@ -337,7 +342,8 @@ def stage_done(study: Study, stage: Stage) -> bool:
 
 def snapshot(study: Study, stages: list[Stage], query_slurm: bool = True) -> Snapshot:
     """Read every stage's status: done from the run directories, running from the job
-    records, the queue and the run locks."""
+    records, the queue (one ``squeue`` call, made only when a stage was ever submitted to
+    SLURM and ``query_slurm``) and the run locks."""
     paths = Paths(study.root)
     jobs = {s.id: JobRecord.read(paths.job(s.id)) for s in stages}
     slurm_ids = [j.job_id for j in jobs.values() if j is not None and j.launcher == "slurm"]
@@ -377,7 +383,8 @@ def _done(
         return probe_done(study, stage, rec)
     if stage.kind == "extract":
         return caches_done(study, stage, rec)
-    # report: every probe done, and report.md written after the newest result
+    # report: every leaf done, and report.md written after the newest result it reads (a
+    # probe's result; a pretraining's checkpoint record when a study has no tasks)
     if not all(seen[d].state == "done" for d in stage.deps):
         return False
     report = Paths(study.root).report
@@ -386,12 +393,11 @@ def _done(
     newest = 0.0
     for dep in stage.deps:
         s = seen[dep].stage
-        assert s.run is not None and s.task is not None
+        assert s.run is not None
+        where = run_dir(study, s.run)
+        made = where.result(result_stem(s.task.task, s.probe)) if s.task else where.latest_record
         with contextlib.suppress(OSError):
-            newest = max(
-                newest,
-                run_dir(study, s.run).result(result_stem(s.task.task, s.probe)).stat().st_mtime,
-            )
+            newest = max(newest, made.stat().st_mtime)
     return report.stat().st_mtime >= newest
 
 
