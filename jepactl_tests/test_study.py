@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from studyfixtures import TINY_OVERRIDES, jepactl, write_study
+from studyfixtures import TASK, TINY_OVERRIDES, jepactl, write_study
 from typer.testing import CliRunner
 
 from jepactl.cli import app
@@ -76,7 +76,7 @@ def test_builtin_studies_load_and_table4_is_45_runs() -> None:
     assert len(stages) == 45 * 7 + 1
     pretrain = next(s for s in stages if s.kind == "pretrain")
     assert pretrain.gpus == 4 and pretrain.multi_rank
-    assert t4.root == Path("runs/paper-table4")
+    assert t4.root == Path("runs/paper-table4").resolve()  # absolute: the same from any cwd
 
 
 def test_stages_are_the_commands_a_person_would_type(tmp_path: Path) -> None:
@@ -123,6 +123,22 @@ def test_waiting_for_the_child_inside_a_signal_handler_neither_hangs_nor_reaps()
         signal.signal(signal.SIGALRM, old)
 
 
+IDS = [
+    "recipe",
+    "task",
+    "probe",
+    "key",
+    "override",
+    "baseline",
+    "control",
+    "resources",
+    "run-names",
+    "signal",
+]
+#: A recipe entry named like the baseline's untrained control run.
+CLASHING = {"recipe": "synth/fwm_hw_ld", "name": "synth-baseline-untrained"}
+
+
 @pytest.mark.parametrize(
     ("fields", "needles"),
     [
@@ -134,8 +150,13 @@ def test_waiting_for_the_child_inside_a_signal_handler_neither_hangs_nor_reaps()
         ({"baseline": "synth/kin_l1"}, ["baseline", "not one of the study's recipes"]),
         ({"controls": ["untrainned"]}, ["untrained"]),
         ({"resources": {"gpus_per_nod": 4}}, ["resources.gpus_per_nod", "gpus_per_node"]),
+        (
+            {"recipes": ["synth/baseline", CLASHING], "controls": ["untrained"]},
+            ["two runs would both be named", "synth-baseline-untrained-s0", "name:"],
+        ),
+        ({"resources": {"time_min": 2, "signal_delay_s": 600}}, ["signal_delay_s", "time_min"]),
     ],
-    ids=["recipe", "task", "probe", "key", "override", "baseline", "control", "resources"],
+    ids=IDS,
 )
 def test_a_bad_study_file_is_one_line(tmp_path: Path, fields: dict, needles: list[str]) -> None:
     path = write_study(tmp_path / "bad.yaml", **fields)
@@ -207,6 +228,93 @@ def test_slurm_dry_run_prints_chained_sbatch_scripts(tmp_path: Path) -> None:
     assert "#SBATCH --dependency='afterany:<" in report
     assert "dry run: 127 stage(s) would run; nothing was submitted" in res.output
     assert not (tmp_path / "t5").exists()
+
+
+def test_a_queue_that_does_not_answer_leaves_submitted_jobs_alone(tmp_path: Path) -> None:
+    """squeue failing (no controller, a timeout) must not read as "every job died": the jobs
+    show as unknown, and `study run --launcher slurm` submits nothing beside them."""
+    from jepactl.study.state import JobRecord
+
+    path = write_study(tmp_path / "s.yaml")
+    root = tmp_path / "root"
+    stage = "synth-baseline-s0/pretrain"
+    JobRecord(stage, "slurm", job_id="4242", submitted="now").write(Paths(root).job(stage))
+    (tmp_path / "bin").mkdir()
+    env = {**os.environ, "PATH": str(tmp_path / "bin")}  # no squeue to ask
+    status = jepactl("study", "status", str(path), "--root", "root", cwd=tmp_path, env=env)
+    assert status.returncode == 0, status.stderr
+    assert "1 unknown" in status.stdout and "job 4242" in status.stdout
+    res = jepactl("study", "run", str(path), "--launcher", "slurm", "--dry-run", "--root",
+                  "root", cwd=tmp_path, env=env)  # fmt: skip
+    assert res.returncode == 2
+    one_error_line(res.stderr, "did not say whether 1 submitted job(s) still run", "squeue")
+    assert "###" not in res.stdout
+
+
+def test_evaluation_jobs_take_their_own_partition_and_sbatch_options(tmp_path: Path) -> None:
+    """`exclusive` for a 4-GPU run must not make every 1-GPU probe job take a whole node;
+    the untrained control's step-0 checkpoint is an evaluation-sized job."""
+    from jepactl.study.slurm import parameters
+
+    evaluation = {"gpus": 1, "partition": "small", "sbatch": {"exclusive": None}}
+    site = {"constraint": "a100", "exclusive": True}
+    resources = {"gpus_per_node": 4, "partition": "gpu", "sbatch": site, "eval": evaluation}
+    path = write_study(tmp_path / "s.yaml", resources=resources, controls=["untrained"])
+    study = load_study(str(path), tmp_path / "root")
+    stages = {s.id: s for s in build_stages(study)}
+    run = parameters(study, stages["synth-baseline-s0/pretrain"], "")
+    assert run["partition"] == "gpu" and run["gpus_per_node"] == 4
+    assert run["additional_parameters"] == {"constraint": "a100", "exclusive": True}
+    for sid in ("synth-baseline-s0/probe/synth-shapes-linear", "report",
+                "synth-baseline-untrained-s0/pretrain"):  # fmt: skip
+        job = parameters(study, stages[sid], "")
+        assert job["partition"] == "small", sid
+        assert job["additional_parameters"] == {"constraint": "a100"}, sid
+        assert job["nodes"] == 1 and job["ntasks_per_node"] == 1
+    assert "gpus_per_node" not in parameters(study, stages["report"], "")
+
+
+def test_the_lock_holder_is_read_without_taking_the_lock(tmp_path: Path) -> None:
+    """`study status` names who holds a run's lock, and asks without taking it (a probe that
+    took it would make a run starting that instant fail as locked)."""
+    from jepactl.study.state import lock_holder
+
+    hold = (f"import time\nfrom pathlib import Path\nfrom jepactl.lock import RunLock\n"
+            f"with RunLock(Path({str(tmp_path)!r})):\n    print('held', flush=True)\n"
+            "    time.sleep(30)\n")  # fmt: skip
+    child = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "held\n"
+        assert lock_holder(tmp_path) == f"pid {child.pid} on {os.uname().nodename}"
+    finally:
+        child.kill()
+        child.wait()
+    assert lock_holder(tmp_path) is None
+
+
+def test_a_job_refuses_a_stage_whose_command_changed_since_it_was_submitted(
+    tmp_path: Path,
+) -> None:
+    """A queued SLURM job reads the study file when it starts: edited meanwhile, it would
+    train other settings than were submitted (and than study.yaml records)."""
+    from jepactl.study.slurm import StageJob
+
+    path = write_study(tmp_path / "s.yaml")
+    study = load_study(str(path), tmp_path / "root")
+    stage = next(s for s in build_stages(study) if s.id == "synth-baseline-s0/pretrain")
+    job = StageJob(str(path), str(tmp_path / "root"), stage.id, tuple(stage.argv))
+    assert job._load()[1].argv == stage.argv
+    write_study(path, overrides=[*TINY_OVERRIDES, "optim.lr=0.01"])
+    with pytest.raises(ConfigError, match="changed after this job was submitted"):
+        job._load()
+    from jepactl.study.state import JobRecord
+
+    paths = Paths(tmp_path / "root")
+    JobRecord(stage.id, "slurm", job_id="7", submitted="then").write(paths.job(stage.id))
+    with pytest.raises(ConfigError):
+        job()
+    record = JobRecord.read(paths.job(stage.id))
+    assert record is not None and "changed after this job" in record.message and record.rc == 2
 
 
 def test_a_read_only_study_root_is_one_line(tmp_path: Path) -> None:
@@ -304,6 +412,24 @@ def test_a_changed_study_is_refused_naming_the_keys(local_study) -> None:  # typ
                     "synth-fwm_hw_ld-s2/probe/synth-shapes-linear"]  # fmt: skip
 
 
+def test_a_changed_task_protocol_is_refused_and_its_caches_are_not_done(local_study) -> None:  # type: ignore[no-untyped-def]
+    """A task's limit changed: refused naming it; its caches (built with the old limit) and
+    probes no longer count as done, and --force rebuilds them (extract-features --force)."""
+    tmp, _, res, _ = local_study
+    assert res.returncode == 0
+    path = write_study(tmp / "fewer.yaml", tasks=[{**TASK, "limit": 16}])
+    again = jepactl("study", "run", str(path), "--root", "root", cwd=tmp)
+    assert again.returncode == 2
+    one_error_line(again.stderr, "other settings", "task:synth-shapes: limit 24 -> 16", "--force")
+    study = load_study(str(path), tmp / "root")
+    snap = snapshot(study, build_stages(study), query_slurm=False)
+    todo = {s.stage.id for s in snap.stages if s.state != "done"}
+    assert {s.id for s in build_stages(study) if s.kind != "pretrain"} == todo
+    forced = build_stages(study, forced={"task:synth-shapes"})
+    assert all("--force" in s.argv for s in forced if s.kind == "extract")
+    assert not any("--force" in s.argv for s in forced if s.kind == "pretrain")
+
+
 @pytest.mark.slow
 def test_a_failed_stage_shows_its_log_and_the_rerun_resumes_it(tmp_path: Path) -> None:
     """A pretraining stage that stopped part-way (SIGTERM: it checkpoints) is failed, with its
@@ -338,7 +464,8 @@ def test_a_failed_stage_shows_its_log_and_the_rerun_resumes_it(tmp_path: Path) -
     again = jepactl("study", "run", str(path), "--root", "root", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     log = (tmp_path / "root" / "logs" / "synth-baseline-s0.pretrain.log").read_text()
-    assert f"resuming root/runs/synth-baseline-s0 at step {record['step']}" in log
+    run = (tmp_path / "root" / "runs" / "synth-baseline-s0").resolve()
+    assert f"resuming {run} at step {record['step']}" in log
     assert json.loads((metrics.parent / "checkpoints" / "latest.json").read_text())["step"] == 60
     assert Paths(tmp_path / "root").report.is_file()
 

@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Literal
 
 from jepactl.rundir import RunDir
-from jepactl.study.spec import RunPlan, Study, TaskSpec
+from jepactl.study.spec import TASK_PREFIX, RunPlan, Study, TaskSpec
 
 StageKind = Literal["pretrain", "extract", "probe", "report"]
-KINDS: tuple[StageKind, ...] = ("pretrain", "extract", "probe", "report")
 REPORT = "report"
 
 
@@ -73,7 +72,9 @@ def build_stages(
     study: Study, device: str = "auto", forced: set[str] | frozenset[str] = frozenset()
 ) -> list[Stage]:
     """Every stage of ``study`` in an order that respects the dependencies. ``forced``: runs
-    whose pretraining continues with changed settings (``pretrain --force``)."""
+    whose pretraining continues with changed settings (``pretrain --force``), and tasks
+    (``task:TASK``) whose caches are rebuilt with a changed protocol (``extract-features
+    --force``, which keeps a cache that matches)."""
     res = study.spec.resources
     stages: list[Stage] = []
     for run in study.runs:
@@ -105,6 +106,8 @@ def build_stages(
                 extract += ["--pool", task.pool]
             if run.control == "pixels":
                 extract += ["--pixels", str(recipe_file(study, run))]
+            if f"{TASK_PREFIX}{task.task}" in forced:
+                extract.append("--force")
             eid = f"{run.name}/extract/{task.task}"
             stages.append(
                 Stage(eid, "extract", tuple(extract), deps, run, task, gpus=res.eval.gpus)

@@ -137,8 +137,16 @@ def run_local(
     stopping = threading.Event()
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        if not stopping.is_set():
-            say(f"stopping: {signal.Signals(signum).name}; the running stages checkpoint and exit")
+        if stopping.is_set():  # a second Ctrl-C: a stage that does not stop is killed
+            say(f"{signal.Signals(signum).name} again: killing the running stages")
+            for entry in list(running.values()):
+                if entry.child is not None:
+                    _terminate(entry.child, signal.SIGKILL)
+            return
+        say(
+            f"stopping: {signal.Signals(signum).name}; the running stages checkpoint and exit "
+            "(again to kill them)"
+        )
         stopping.set()
         for entry in list(running.values()):
             if entry.child is not None:
@@ -190,10 +198,10 @@ def _ranks(stage: Stage, gpus: list[str]) -> int:
     return len(gpus) if gpus else stage.tasks
 
 
-def _terminate(child: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the child's whole process group (torchrun's ranks included)."""
+def _terminate(child: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM) -> None:
+    """``sig`` to the child's whole process group (torchrun's ranks included)."""
     with suppress(ProcessLookupError, PermissionError):
-        os.killpg(child.pid, signal.SIGTERM)
+        os.killpg(child.pid, sig)
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from jepactl.config import dump_yaml, parse_recipe
 from jepactl.errors import ConfigError
 from jepactl.lock import RunLock
 from jepactl.study.graph import Stage, build_stages, recipe_file
-from jepactl.study.spec import Study, changed_keys, check_components
+from jepactl.study.spec import TASK_PREFIX, Study, changed_keys, changed_names, check_components
 from jepactl.study.state import (
     Paths,
     Snapshot,
@@ -70,8 +70,8 @@ def run_study(
             f"{study.root} holds a study with other settings ({shown}); pass --force to go on "
             "with the new ones, or choose another --root"
         )
-    forced = {c.partition(":")[0] for c in changed} | (forced_runs(paths) if saved else set())
-    forced &= {r.name for r in study.runs}
+    forced = changed_names(changed) | (forced_runs(paths) if saved else set())
+    forced &= {r.name for r in study.runs} | {f"{TASK_PREFIX}{t.task}" for t in study.tasks}
     if dry_run:
         stages = build_stages(study, forced=forced)
         snap = snapshot(study, stages)
@@ -85,7 +85,9 @@ def run_study(
         stages = build_stages(study, forced=forced)
         snap = snapshot(study, stages)
         outcome = RunOutcome(snapshot=snap)
-        left = [s for s in snap.stages if s.state not in ("done", "running", "queued")]
+        if launcher == "slurm":
+            _refuse_unknown(snap)
+        left = [s for s in snap.stages if s.state != "done" and not s.live]
         if not left:
             outcome.nothing_to_do = True
             return outcome
@@ -115,11 +117,22 @@ def _dry_run(
     if launcher == "slurm":
         from jepactl.study.slurm import submit
 
+        _refuse_unknown(snap)
         outcome.started = submit(study, stages, snap, True, say, echo)
     else:
         for s in snap.stages:
-            if s.state not in ("done", "running", "queued"):
+            if s.state != "done" and not s.live:
                 echo(f"{s.stage.id}: jepactl {' '.join(s.stage.argv)}")
                 outcome.started.append(s.stage.id)
     outcome.nothing_to_do = not outcome.started
     return outcome
+
+
+def _refuse_unknown(snap: Snapshot) -> None:
+    """Submitting beside jobs whose state SLURM did not report could run a stage twice."""
+    unknown = [s for s in snap.stages if s.state == "unknown"]
+    if unknown:
+        raise ConfigError(
+            f"SLURM did not say whether {len(unknown)} submitted job(s) still run "
+            f"({unknown[0].detail}); nothing submitted: rerun once `squeue` answers"
+        )

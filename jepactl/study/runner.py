@@ -18,8 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 
 from jepactl.study.graph import Stage
 from jepactl.study.spec import Study
@@ -102,7 +101,9 @@ def run_stage(
         child = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, **child_env(threads), **(env or {}), STAGE_ENV: stage.id},
-            preexec_fn=_child_setup, start_new_session=new_session,
+            # (preexec_fn is unsafe beside threads: only the SLURM job, one thread, needs it)
+            preexec_fn=_child_setup if launcher == "slurm" else None,
+            start_new_session=new_session,
         )  # fmt: skip
         if main:
             record.pid = child.pid
@@ -126,11 +127,3 @@ def finish(study: Study, stage: Stage, record: JobRecord, rc: int, main: bool = 
     if main:
         record.write(paths.job(stage.id))
     return rc
-
-
-def describe(stage: Stage, argv: Sequence[str] | None = None) -> str:
-    return "jepactl " + " ".join(argv or stage.argv)
-
-
-def log_path(study: Study, stage: Stage) -> Path:
-    return Paths(study.root).log(stage.id)

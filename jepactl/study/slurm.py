@@ -22,7 +22,8 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -74,35 +75,38 @@ def job_name(study: Study, stage: Stage) -> str:
 
 
 def parameters(study: Study, stage: Stage, dependency: str) -> dict[str, Any]:
-    """submitit's SLURM parameters for ``stage`` (see ``resources`` in the study file)."""
+    """submitit's SLURM parameters for ``stage`` (see ``resources`` in the study file): a
+    trained run's pretraining gets the run's resources; extraction, probes, the report and the
+    untrained control's step-0 checkpoint get ``resources.eval`` (its partition and sbatch
+    options over the study's)."""
     res = study.spec.resources
-    pretrain = stage.kind == "pretrain"
-    gpus = stage.gpus
-    nodes = stage.nodes if pretrain else 1
-    tasks = stage.tasks
+    trained = stage.kind == "pretrain" and stage.run is not None and not stage.run.control
     params: dict[str, Any] = {
         "job_name": job_name(study, stage),
-        "nodes": nodes,
-        "ntasks_per_node": tasks,
-        "cpus_per_task": res.cpus_per_task if pretrain else res.eval.cpus_per_task,
-        "time": res.time_min if pretrain else res.eval.time_min,
+        "nodes": stage.nodes if trained else 1,
+        "ntasks_per_node": stage.tasks,
+        "cpus_per_task": res.cpus_per_task if trained else res.eval.cpus_per_task,
+        "time": res.time_min if trained else res.eval.time_min,
         "signal_delay_s": res.signal_delay_s,
         "stderr_to_stdout": True,
     }
     if stage.kind == "report":
         params.update(cpus_per_task=1, time=30)
-    elif gpus:
-        params["gpus_per_node"] = gpus
-    mem = res.mem_gb if pretrain else res.eval.mem_gb
+    elif stage.gpus:
+        params["gpus_per_node"] = stage.gpus
+    mem = res.mem_gb if trained else res.eval.mem_gb
     if mem and stage.kind != "report":
         params["mem"] = f"{mem}G"
-    for key in ("partition", "account", "qos"):
-        if getattr(res, key):
-            params[key] = getattr(res, key)
+    partition = res.partition if trained else res.eval.partition or res.partition
+    for key, value in (("partition", partition), ("account", res.account), ("qos", res.qos)):
+        if value:
+            params[key] = value
     if dependency:
         params["dependency"] = dependency
-    if res.sbatch:
-        params["additional_parameters"] = {str(k): v for k, v in res.sbatch.items()}
+    extra = dict(res.sbatch) if trained else {**res.sbatch, **res.eval.sbatch}
+    extra = {str(k): v for k, v in extra.items() if v is not None}
+    if extra:
+        params["additional_parameters"] = extra
     return params
 
 
@@ -128,18 +132,24 @@ class StageJob:
     stage's child so the run checkpoints, and returns this same job to be requeued.
     """
 
-    def __init__(self, study_file: str, root: str, stage_id: str) -> None:
+    def __init__(
+        self, study_file: str, root: str, stage_id: str, argv: tuple[str, ...] | None = None
+    ) -> None:
         self.study_file = study_file
         self.root = root
         self.stage_id = stage_id
+        #: the stage's command line when it was submitted; the job refuses to run another
+        self.argv = argv
         self._child: subprocess.Popen[bytes] | None = None
         self._grace_s = 60.0  # how long the child may take to checkpoint on the signal
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"study_file": self.study_file, "root": self.root, "stage_id": self.stage_id}
+        keep = ("study_file", "root", "stage_id", "argv")
+        return {k: getattr(self, k) for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.argv = state.get("argv")
         self._child = None
         self._grace_s = 60.0
 
@@ -150,12 +160,26 @@ class StageJob:
         stages = {s.id: s for s in stages_for(study)}
         if self.stage_id not in stages:
             raise ConfigError(f"{self.stage_id} is no longer a stage of {self.study_file}")
-        return study, stages[self.stage_id]
+        stage = stages[self.stage_id]
+        if self.argv is not None and tuple(stage.argv) != tuple(self.argv):
+            raise ConfigError(
+                f"{self.study_file} changed after this job was submitted ({self.stage_id} "
+                "would now run another command); run `jepactl study run` again to resubmit"
+            )
+        return study, stage
 
     def __call__(self) -> int:
         from jepactl.study.runner import run_stage
 
-        study, stage = self._load()
+        try:
+            study, stage = self._load()
+        except ConfigError as exc:  # for `study status` to show, not only the job's own log
+            paths = Paths(Path(self.root))
+            record = JobRecord.read(paths.job(self.stage_id))
+            if record is not None:
+                record.rc, record.ended, record.message = 2, now(), str(exc)
+                record.write(paths.job(self.stage_id))
+            raise
         # Leave 30 s of the signal's warning for the requeue itself.
         self._grace_s = max(30.0, study.spec.resources.signal_delay_s - 30.0)
         env: dict[str, str] = {}
@@ -194,9 +218,20 @@ class StageJob:
         record = JobRecord.read(paths.job(self.stage_id))
         if record is not None:
             record.requeues += 1
-            record.message = f"requeued before the time limit ({record.requeues}x)"
+            record.message = f"checkpointed before the time limit, requeue {record.requeues}"
             record.write(paths.job(self.stage_id))
-        return DelayedSubmission(StageJob(self.study_file, self.root, self.stage_id))
+        return DelayedSubmission(StageJob(self.study_file, self.root, self.stage_id, self.argv))
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP wait (blocked, then delivered) until the block ends."""
+    deferred = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, deferred)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def wait_for_exit(pid: int, timeout_s: float) -> bool:
@@ -239,7 +274,7 @@ def submit(
     # A job waits on job ids: every queued or running stage downstream of one that is
     # resubmitted (or stuck behind a failed one) waits on a job that will never succeed, so
     # it is cancelled and resubmitted with the new ids.
-    again = {s.stage.id for s in snap.stages if s.state not in ("done", "running", "queued")}
+    again = {s.stage.id for s in snap.stages if s.state != "done" and not s.live}
     waiting_on = dependents(stages)
     frontier = list(again)
     while frontier:
@@ -278,20 +313,31 @@ def submit(
             submitted.append(stage.id)
             continue
         paths.slurm.mkdir(parents=True, exist_ok=True)
-        try:
-            job = executor(study, stage, dependency).submit(
-                StageJob(str(study.source.resolve()), str(study.root.resolve()), stage.id)
-            )
-        except submitit.core.utils.FailedJobError as exc:
-            done_now = f"; {len(submitted)} job(s) were submitted before it" if submitted else ""
-            raise ConfigError(
-                f"sbatch refused {stage.id}: {str(exc).strip().splitlines()[-1]} (check "
-                f"'resources' in {study.source}){done_now}; rerun `jepactl study run` once fixed"
-            ) from None
-        job_of[stage.id] = str(job.job_id)
-        JobRecord(stage.id, "slurm", job_id=str(job.job_id), submitted=now()).write(
-            paths.job(stage.id)
+        job = StageJob(
+            str(study.source.resolve()), str(study.root.resolve()), stage.id, tuple(stage.argv)
         )
+        # A shell closed between sbatch and the record would leave a job nobody knows of (and
+        # the next `study run` would submit it again): the signals wait until it is written.
+        with _signals_deferred():
+            try:
+                submission = executor(study, stage, dependency).submit(job)
+            except submitit.core.utils.FailedJobError as exc:
+                done_now = (
+                    f"; {len(submitted)} job(s) were submitted before it" if submitted else ""
+                )
+                raise ConfigError(
+                    f"sbatch refused {stage.id}: {str(exc).strip().splitlines()[-1]} (check "
+                    f"'resources' in {study.source}){done_now}; rerun `jepactl study run` once "
+                    "fixed"
+                ) from None
+            job_id = str(submission.job_id)
+            job_of[stage.id] = job_id
+            record = JobRecord.read(paths.job(stage.id))
+            if record is None or record.job_id != job_id:  # the job may have started already
+                record = JobRecord(stage.id, "slurm", job_id=job_id, submitted=now())
+            else:
+                record.submitted = record.submitted or now()
+            record.write(paths.job(stage.id))
         submitted.append(stage.id)
-        say(f"submitted {stage.id}: job {job.job_id}" + (f" ({dependency})" if dependency else ""))
+        say(f"submitted {stage.id}: job {job_id}" + (f" ({dependency})" if dependency else ""))
     return submitted

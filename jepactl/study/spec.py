@@ -104,6 +104,8 @@ class EvalResources:
     cpus_per_task: int = 8
     mem_gb: int = 0  # 0: the partition's default
     time_min: int = 240
+    partition: str = ""  # "": resources.partition
+    sbatch: dict[str, Any] = field(default_factory=dict)  # over resources.sbatch; null drops one
 
 
 @dataclass
@@ -249,7 +251,8 @@ def load_study(name: str, root: Path | None = None) -> Study:
         raise ConfigError(f"{path}: a study file is a mapping (recipes, seeds, tasks, ...)")
     spec = from_dict(StudyFile, raw)
     label = study_name(name, path)
-    return build_study(spec, label, path, root or default_root(label))
+    # absolute: a stage's command is the same from any directory (a SLURM job's included)
+    return build_study(spec, label, path, (root or default_root(label)).resolve())
 
 
 def build_study(spec: StudyFile, name: str, path: Path, root: Path) -> Study:
@@ -294,6 +297,8 @@ def build_study(spec: StudyFile, name: str, path: Path, root: Path) -> Study:
                     f"{base.name}-{control}-s{seed}", base.recipe, seed, overrides, config,
                     _total_steps(config), 0, control,
                 ))  # fmt: skip
+    # a recipe entry named like a control run ("X-untrained") would share its directory
+    _check_unique([r.name for r in runs], "two runs would both be named", "name:")
     return Study(name, path, spec, root, runs, tasks, baseline)
 
 
@@ -327,6 +332,21 @@ def check_components(study: Study) -> None:
             raise ConfigError(f"recipe {run.recipe}: {exc}") from None
 
 
+#: How a changed task is named among the changed keys and the forced names (``task:ssv2``).
+TASK_PREFIX = "task:"
+
+
+def changed_names(changed: list[str]) -> set[str]:
+    """The runs (``RUN``) and tasks (``task:TASK``) that :func:`changed_keys` names."""
+    out = set()
+    for c in changed:
+        if c.startswith(TASK_PREFIX):
+            out.add(TASK_PREFIX + c[len(TASK_PREFIX) :].partition(":")[0])
+        else:
+            out.add(c.partition(":")[0])
+    return out
+
+
 def changed_keys(saved: dict[str, Any], study: Study) -> list[str]:
     """What differs between the study recorded in its root and ``study``, for the runs both
     hold (keys of how a run executes, and a study's own runtime keys, may change; a run or
@@ -348,6 +368,20 @@ def changed_keys(saved: dict[str, Any], study: Study) -> list[str]:
     for key in ("overrides", "max_steps"):
         if old_spec.get(key) != to_dict(getattr(study.spec, key)):
             diff.append(key)
+    # A task's protocol: its caches and probe results are redone (extract-features --force)
+    old_tasks = old_spec.get("tasks")
+    by_name = {
+        str(t.get("task")): t for t in (old_tasks if isinstance(old_tasks, list) else [])
+        if isinstance(t, dict)
+    }  # fmt: skip
+    for task in study.tasks:
+        old = by_name.get(task.task)
+        if old is not None:
+            diff += [
+                f"{TASK_PREFIX}{task.task}: {key} {old.get(key)!r} -> {getattr(task, key)!r}"
+                for key in ("limit", "pool", "epochs")
+                if old.get(key) != getattr(task, key)
+            ]
     return diff
 
 
@@ -438,6 +472,13 @@ def _check_resources(res: Resources) -> None:
             raise ConfigError(
                 f"resources.eval.{key} must be positive, got {getattr(res.eval, key)}"
             )
+    shortest = min(res.time_min, res.eval.time_min)
+    if res.signal_delay_s * 2 > shortest * 60:
+        raise ConfigError(
+            f"resources.signal_delay_s ({res.signal_delay_s} s) is over half the shortest time "
+            f"limit ({shortest} min): a job would be told to stop almost as soon as it starts; "
+            "lower it or raise time_min"
+        )
 
 
 def _check_unique(values: list[str], message: str, hint: str) -> None:

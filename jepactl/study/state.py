@@ -21,11 +21,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import errno
 import fcntl
 import json
 import os
 import socket
+import struct
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from jepactl.study.graph import Stage, build_stages, run_dir
 from jepactl.study.spec import Study
 from jepactl.utils import atomic_write_text
 
-State = Literal["done", "running", "queued", "failed", "blocked", "waiting", "todo"]
+State = Literal["done", "running", "queued", "unknown", "failed", "blocked", "waiting", "todo"]
 #: What each state means, for `study status`'s legend.
 STATES: dict[str, str] = {
     "done": "finished (read from the run directory)",
@@ -45,6 +46,7 @@ STATES: dict[str, str] = {
     "queued": "submitted, waiting for resources or for its dependencies",
     "failed": "started and stopped before it was done (cancelled, pre-empted, crashed)",
     "blocked": "queued behind a stage that failed: `study run` cancels and resubmits it",
+    "unknown": "submitted to SLURM, whose queue did not answer: treated as still live",
     "waiting": "not started; a stage it needs is not done",
     "todo": "not started; ready to run",
 }
@@ -52,7 +54,8 @@ SPLITS = ("train", "val")
 STUDY_DIR = ".study"
 #: SLURM job states in which a job is still the stage's to finish.
 SLURM_LIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD",
-              "REQUEUE_FED", "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING"}  # fmt: skip
+              "REQUEUE_FED", "RESIZING", "SUSPENDED", "STOPPED", "STAGE_OUT",
+              "SIGNALING"}  # fmt: skip
 
 
 def now() -> str:
@@ -147,7 +150,8 @@ class StageStatus:
 
     @property
     def live(self) -> bool:
-        return self.state in ("running", "queued")
+        """A job or process may still finish it: never started again beside it."""
+        return self.state in ("running", "queued", "unknown")
 
 
 @dataclass
@@ -193,6 +197,20 @@ def probe_done(study: Study, stage: Stage, rec: CheckpointRecord | None) -> bool
         return False
     if not isinstance(result, dict):
         return False
+    task = stage.task
+    hparams = result.get("hparams")
+    if (
+        task.epochs
+        and isinstance(hparams, dict)
+        and hparams.get("epochs") not in (None, task.epochs)
+    ):
+        return False  # trained for another number of epochs than the study asks
+    with contextlib.suppress(OSError):  # a cache rebuilt after the probe ran: probe again
+        if any(
+            run_dir(study, stage.run).cache(task.task, split).stat().st_mtime > path.stat().st_mtime
+            for split in SPLITS
+        ):
+            return False
     if stage.run.control == "pixels":
         return result.get("weights") == "pixels"
     sha = (
@@ -217,7 +235,7 @@ def caches_done(study: Study, stage: Stage, rec: CheckpointRecord | None) -> boo
             attrs = read_cache_attrs(path)
         except OSError:
             return False
-        if not attrs.get("complete"):
+        if not attrs.get("complete") or not _same_protocol(stage, attrs):
             return False
         if stage.run.control != "pixels" and (
             rec is None or attrs.get("checkpoint_sha256") != rec.sha256
@@ -226,29 +244,56 @@ def caches_done(study: Study, stage: Stage, rec: CheckpointRecord | None) -> boo
     return True
 
 
+def _same_protocol(stage: Stage, attrs: Mapping[str, Any]) -> bool:
+    """The cache was built with the task's ``limit`` and (where the study sets it) ``pool``."""
+    assert stage.task is not None
+    if stage.task.pool and attrs.get("pooling") != stage.task.pool:
+        return False
+    try:
+        protocol = json.loads(str(attrs.get("protocol") or "{}"))
+    except ValueError:
+        return False
+    return isinstance(protocol, dict) and (protocol.get("limit") or 0) == stage.task.limit
+
+
 def lock_holder(folder: Path) -> str | None:
     """Who holds ``folder``'s :class:`~jepactl.lock.RunLock` (its recorded holder), or
-    ``None`` when nobody does. Takes and drops the lock at once; never creates files."""
+    ``None`` when nobody does. Asks with ``F_GETLK``, never taking the lock itself (a probe
+    that took it, however briefly, would make a run starting that instant fail as locked);
+    never creates files. Not for a lock this process holds: closing the probe's descriptor
+    drops the process's POSIX locks on the file."""
     path = folder / LOCK_NAME
     try:
-        fd = os.open(path, os.O_RDWR)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
     try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in (errno.EACCES, errno.EAGAIN):
-            try:
-                info = json.loads(path.read_text() or "{}")
-            except (OSError, ValueError):
-                info = {}
-            return f"pid {info.get('pid', '?')} on {info.get('host', '?')}"
-        return None
-    else:
-        fcntl.lockf(fd, fcntl.LOCK_UN)
-        return None
+        if not _locked(fd):
+            return None
     finally:
         os.close(fd)
+    try:
+        info = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    return f"pid {info.get('pid', '?')} on {info.get('host', '?')}"
+
+
+def _locked(fd: int) -> bool:
+    """Whether another process holds a POSIX lock on ``fd``'s file."""
+    if sys.platform == "linux":  # struct flock {short type, whence; off_t start, len; pid_t}
+        query = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        try:
+            answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+        except OSError:
+            return False
+        return bool(struct.unpack("hhqqi4x", answer)[0] != fcntl.F_UNLCK)
+    try:  # elsewhere the struct differs: take and drop a shared lock instead
+        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    fcntl.lockf(fd, fcntl.LOCK_UN)
+    return False
 
 
 def last_line(path: Path | None, limit: int = 64 << 10) -> str:
@@ -305,8 +350,10 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def slurm_states(job_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
-    """``{job id: (state, reason)}`` of the jobs SLURM still knows (one ``squeue`` call)."""
+def slurm_states(job_ids: Iterable[str]) -> dict[str, tuple[str, str]] | str:
+    """``{job id: (state, reason)}`` of the jobs SLURM still knows (one ``squeue`` call), or
+    why the queue could not be read (no ``squeue``, a timeout, an error): then nobody can tell
+    a running job from a dead one."""
     import subprocess
 
     ids = sorted({j for j in job_ids if j})
@@ -317,8 +364,13 @@ def slurm_states(job_ids: Iterable[str]) -> dict[str, tuple[str, str]]:
             ["squeue", "-h", "--states=all", "-o", "%i|%T|%r", "-j", ",".join(ids)],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"squeue: {exc}"
+    if out.returncode != 0:
+        lines = [ln.strip() for ln in out.stderr.splitlines() if ln.strip()]
+        # A job SLURM has forgotten (older than MinJobAge) is no error: it is simply absent.
+        if not (lines and all("Invalid job id" in ln for ln in lines)):
+            return f"squeue: {lines[-1] if lines else f'exit {out.returncode}'}"
     states = {}
     for line in out.stdout.splitlines():
         job, _, rest = line.partition("|")
@@ -347,7 +399,7 @@ def snapshot(study: Study, stages: list[Stage], query_slurm: bool = True) -> Sna
     paths = Paths(study.root)
     jobs = {s.id: JobRecord.read(paths.job(s.id)) for s in stages}
     slurm_ids = [j.job_id for j in jobs.values() if j is not None and j.launcher == "slurm"]
-    queue = slurm_states(slurm_ids) if query_slurm else {}
+    queue = slurm_states(slurm_ids) if query_slurm else "the queue was not read"
     records: dict[str, CheckpointRecord | None] = {}
     out: list[StageStatus] = []
     by_id: dict[str, StageStatus] = {}
@@ -357,7 +409,8 @@ def snapshot(study: Study, stages: list[Stage], query_slurm: bool = True) -> Sna
         rec = records.get(stage.run.name) if stage.run is not None else None
         job = jobs[stage.id]
         status = StageStatus(stage, "todo", job=job, log=paths.log(stage.id))
-        if _done(study, stage, rec, by_id):
+        # nothing is done over work that is not (a cache rebuilt, a run extended)
+        if all(by_id[d].state == "done" for d in stage.deps) and _done(study, stage, rec, by_id):
             status.state = "done"
             if stage.kind == "pretrain" and rec is not None:
                 status.detail = f"step {rec.step}"
@@ -405,13 +458,19 @@ def _not_done(
     study: Study,
     stage: Stage,
     status: StageStatus,
-    queue: Mapping[str, tuple[str, str]],
+    queue: Mapping[str, tuple[str, str]] | str,
     seen: Mapping[str, StageStatus],
 ) -> None:
     job = status.job
     if stage.kind == "pretrain":
         status.progress = progress(study, stage)
     step = f", step {status.progress[0]}/{status.progress[1]}" if status.progress else ""
+    if isinstance(queue, str):
+        if job is not None and job.launcher == "slurm" and job.job_id and not job.ended:
+            # the job's own record says nothing of its end: it may be live
+            status.state, status.detail = "unknown", f"job {job.job_id}{step} ({queue})"
+            return
+        queue = {}
     if job is not None and job.launcher == "slurm" and job.job_id in queue:
         state, reason = queue[job.job_id]
         if state in SLURM_LIVE:

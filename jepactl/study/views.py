@@ -11,8 +11,6 @@ from jepactl.study.graph import REPORT
 from jepactl.study.spec import Study
 from jepactl.study.state import STATES, Snapshot, StageStatus
 
-SHORT = {"pretrain": "pretrain", "extract": "extract", "probe": "probe"}
-
 
 def matrix(study: Study, snap: Snapshot, details: bool) -> str:
     """Rows: runs; columns: ``pretrain``, ``extract TASK``, ``probe TASK-KIND``."""
@@ -51,19 +49,14 @@ def _cell(status: StageStatus, details: bool) -> str:
             text += f" {status.stage.run.target_step}"
         elif status.progress:
             text += f" {status.progress[0]}/{status.progress[1]}"
-    if (
-        details
-        and status.state in ("running", "queued")
-        and status.job is not None
-        and status.job.job_id
-    ):
+    if details and status.live and status.job is not None and status.job.job_id:
         text += f" #{status.job.job_id}"
     return text
 
 
 def summary(study: Study, snap: Snapshot) -> str:
     counts = snap.counts()
-    order = ["done", "running", "queued", "failed", "blocked", "todo", "waiting"]
+    order = ["done", "running", "queued", "unknown", "failed", "blocked", "todo", "waiting"]
     parts = [f"{counts[k]} {k}" for k in order if counts.get(k)]
     return (
         f"study {study.name} in {study.root}: {len(study.runs)} runs x "
@@ -77,7 +70,7 @@ def attention(snap: Snapshot) -> list[str]:
     for s in snap.stages:
         if s.state in ("failed", "blocked"):
             lines.append(f"{s.state}: {s.stage.id}: {s.detail} (log: {s.log})")
-        elif s.state in ("running", "queued"):
+        elif s.live:
             lines.append(f"{s.state}: {s.stage.id}: {s.detail}")
     return lines
 
