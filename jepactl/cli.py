@@ -282,8 +282,23 @@ def recipes(
         Path | None,
         typer.Option(help="Write the Markdown table into this file's recipes section."),
     ] = None,
+    components: Annotated[
+        bool,
+        typer.Option(
+            help="List the objective terms and mask strategies a recipe can name instead: "
+            "built-in, and those installed packages register (docs/extending.md)."
+        ),
+    ] = False,
 ) -> None:
     """List the shipped recipes with a one-line description each."""
+    if components:
+        from jepactl.masks import MASK_REGISTRY
+        from jepactl.objectives import TERM_REGISTRY
+
+        for kind, registry in (("term", TERM_REGISTRY), ("mask", MASK_REGISTRY)):
+            for name, where, origin in registry.rows():
+                typer.echo(f"{kind:<5} {name:<14} {where:<55} {origin}")
+        return
     rows = []
     for name in list_recipes():
         raw = load_raw(resolve_recipe_path(name))

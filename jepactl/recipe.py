@@ -32,8 +32,8 @@ from jepactl.config import (
 from jepactl.data.readers import READERS
 from jepactl.data.tasks import TASKS as MONITOR_TASKS
 from jepactl.errors import ConfigError
-from jepactl.masks import MASK_STRATEGIES
-from jepactl.objectives import TERMS
+from jepactl.masks import MASK_REGISTRY
+from jepactl.objectives import TERM_REGISTRY
 from jepactl.presets import ENCODER_PRESETS, check_model_config
 from jepactl.utils import close_match, suggestion
 
@@ -117,14 +117,11 @@ def _validate_terms(recipe: Recipe) -> None:
                 f"objective.terms.{name} is {params!r}, not a mapping of parameters "
                 "(recipes must go through jepactl.config.parse_recipe)"
             )
-        kind = params.get("type", name)
+        kind = str(params.get("type", name))
         where = f"objective.terms.{name}"
-        if kind not in TERMS:
-            raise ConfigError(f"unknown objective term '{where}'{suggestion(kind, TERMS)}")
-        coerced = validate_kwargs(
-            TERMS[kind], {k: v for k, v in params.items() if k != "type"}, where
-        )
-        built(where, TERMS[kind], **coerced)
+        cls = TERM_REGISTRY.get(kind, where)  # a built-in, an entry point, or module:Class
+        coerced = validate_kwargs(cls, {k: v for k, v in params.items() if k != "type"}, where)
+        built(where, cls, **coerced)
         recipe.objective.terms[name] = {**({"type": kind} if "type" in params else {}), **coerced}
 
 
@@ -132,11 +129,9 @@ def _validate_masks(recipe: Recipe) -> None:
     if not recipe.masks:
         raise ConfigError("masks is empty: a recipe needs at least one mask group")
     for i, spec in enumerate(recipe.masks):
-        kind = spec.get("strategy")
-        if kind not in MASK_STRATEGIES:
-            hint = suggestion(str(kind), MASK_STRATEGIES)
-            raise ConfigError(f"masks.{i}.strategy: unknown strategy {kind!r}{hint}")
+        kind = str(spec.get("strategy"))
+        cls = MASK_REGISTRY.get(kind, f"masks.{i}.strategy")
         rest = {k: v for k, v in spec.items() if k != "strategy"}
-        coerced = validate_kwargs(MASK_STRATEGIES[kind], rest, f"masks.{i}")
-        built(f"masks.{i}", MASK_STRATEGIES[kind], **coerced)
+        coerced = validate_kwargs(cls, rest, f"masks.{i}")
+        built(f"masks.{i}", cls, **coerced)
         recipe.masks[i] = {"strategy": kind, **coerced}

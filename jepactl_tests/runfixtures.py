@@ -40,6 +40,16 @@ def run(run_dir: Path, overrides: list[str], max_steps: int | None, **kw: object
     )  # type: ignore[arg-type]
 
 
+def one_error_line(output: str, *needles: str) -> str:
+    """``output`` holds exactly one ``jepactl: error:`` line, no traceback, with ``needles``."""
+    assert "Traceback" not in output, output
+    lines = [ln for ln in output.splitlines() if ln.startswith("jepactl: error:")]
+    assert len(lines) == 1, output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
 def assert_same_state(a: Path, b: Path) -> None:
     """Two runs' ``latest.pt`` hold bit-identical weights, heads and optimizer moments."""
     sa, sb = load(a / "checkpoints" / "latest.pt"), load(b / "checkpoints" / "latest.pt")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from runfixtures import one_error_line
 from studyfixtures import TASK, TINY_OVERRIDES, jepactl, write_study
 from typer.testing import CliRunner
 
@@ -24,15 +25,6 @@ from jepactl.study.spec import DEFAULT_PROBE, TASK_NAMES, list_studies, load_stu
 from jepactl.study.state import Paths, snapshot
 
 runner = CliRunner()
-
-
-def one_error_line(output: str, *needles: str) -> str:
-    assert "Traceback" not in output, output
-    lines = [ln for ln in output.splitlines() if ln.startswith("jepactl: error:")]
-    assert len(lines) == 1, output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 # --------------------------------------------------------------------------------------

@@ -12,9 +12,11 @@ from typing import Any
 from jepactl.masks.base import Masks, MaskStrategy, TokenGrid
 from jepactl.masks.motion import MotionGuided3D
 from jepactl.masks.multiblock import MultiBlock3D
+from jepactl.plugins import GROUPS, Registry
 from jepactl.utils import suggestion
 
 __all__ = [
+    "MASK_REGISTRY",
     "MASK_STRATEGIES",
     "MaskStrategy",
     "Masks",
@@ -28,6 +30,8 @@ MASK_STRATEGIES: dict[str, type[MaskStrategy]] = {
     "multiblock": MultiBlock3D,
     "motion": MotionGuided3D,
 }
+#: Built-in strategies, entry points (group ``jepactl.masks``) and dotted paths.
+MASK_REGISTRY: Registry[MaskStrategy] = Registry("mask strategy", GROUPS["masks"], MASK_STRATEGIES)
 
 
 def build_mask_strategy(spec: Mapping[str, Any]) -> MaskStrategy:
@@ -41,8 +45,8 @@ def build_mask_strategy(spec: Mapping[str, Any]) -> MaskStrategy:
             f"got keys {sorted(spec)}"
         )
     kwargs = dict(spec)
-    name = kwargs.pop("strategy")
-    if name not in MASK_STRATEGIES:
-        raise ValueError(f"unknown mask strategy {name!r}{suggestion(str(name), MASK_STRATEGIES)}")
-    strategy: MaskStrategy = MASK_STRATEGIES[name](**kwargs)
+    name = str(kwargs.pop("strategy"))
+    if name not in MASK_REGISTRY:
+        raise ValueError(f"unknown mask strategy {name!r}{suggestion(name, MASK_REGISTRY)}")
+    strategy: MaskStrategy = MASK_REGISTRY.get(name)(**kwargs)
     return strategy

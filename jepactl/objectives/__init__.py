@@ -1,4 +1,9 @@
-"""Objective-term registry: recipe name -> ``Term`` class."""
+"""Objective-term registry: recipe name -> ``Term`` class.
+
+:data:`TERMS` holds the built-in terms; :data:`TERM_REGISTRY` adds installed packages' entry
+points (group ``jepactl.objectives``) and dotted paths (``type: mylab.terms:Curvature``), see
+:mod:`jepactl.plugins` and docs/extending.md.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from jepactl.objectives.jepa import ContextLoss, PredictionLoss, distance_weight
 from jepactl.objectives.kinematic import Kinematic
 from jepactl.objectives.physics import Hamiltonian, VelGate
 from jepactl.objectives.sigreg import SIGReg
+from jepactl.plugins import GROUPS, Registry
 
 TERMS: dict[str, type[Term]] = {
     "jepa": PredictionLoss,
@@ -32,6 +38,8 @@ TERMS: dict[str, type[Term]] = {
     "hw_jepa": HardWeightedPrediction,
     "ac": ActionConditioned,
 }
+#: Built-in terms, entry points and dotted paths.
+TERM_REGISTRY: Registry[Term] = Registry("objective term", GROUPS["objectives"], TERMS, Term)
 
 
 def build_terms(specs: Mapping[str, Mapping[str, Any]], dims: ModelDims) -> nn.ModuleDict:
@@ -40,7 +48,7 @@ def build_terms(specs: Mapping[str, Mapping[str, Any]], dims: ModelDims) -> nn.M
     terms = nn.ModuleDict()
     for name, params in specs.items():
         params = dict(params)
-        term = TERMS[params.pop("type", name)](**params)
+        term = TERM_REGISTRY.get(params.pop("type", name), f"objective.terms.{name}")(**params)
         term.name = name
         term.setup(dims)
         terms[name] = term
@@ -49,6 +57,7 @@ def build_terms(specs: Mapping[str, Mapping[str, Any]], dims: ModelDims) -> nn.M
 
 __all__ = [
     "TERMS",
+    "TERM_REGISTRY",
     "ContextLoss",
     "GridView",
     "ModelDims",

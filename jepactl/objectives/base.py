@@ -5,7 +5,8 @@ entry and the training step is ``sum(term(ctx) for term in terms)``. Everything 
 is a lazily computed, cached attribute of :class:`StepContext`, so shared work (the student's
 context encoding, the predictor, the teacher targets) runs once per step and only when some
 term asks for it. New terms subclass :class:`Term`, implement :meth:`Term.loss` and register in
-:data:`jepactl.objectives.TERMS`; nothing else changes.
+:data:`jepactl.objectives.TERMS`; nothing else changes. A term outside the package is named by
+its dotted path or an entry point instead (:mod:`jepactl.plugins`, docs/extending.md).
 """
 
 from __future__ import annotations
