@@ -137,20 +137,17 @@ def run_local(
     stopping = threading.Event()
 
     def stop(signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
         if stopping.is_set():  # a second Ctrl-C: a stage that does not stop is killed
-            say(f"{signal.Signals(signum).name} again: killing the running stages")
-            for entry in list(running.values()):
-                if entry.child is not None:
-                    _terminate(entry.child, signal.SIGKILL)
-            return
-        say(
-            f"stopping: {signal.Signals(signum).name}; the running stages checkpoint and exit "
-            "(again to kill them)"
-        )
+            sig = signal.SIGKILL
+            say(f"{name} again: killing the running stages")
+        else:
+            sig = signal.SIGTERM
+            say(f"stopping: {name}; the running stages checkpoint and exit (again to kill them)")
         stopping.set()
         for entry in list(running.values()):
             if entry.child is not None:
-                _terminate(entry.child)
+                _terminate(entry.child, sig)
 
     with _handlers(stop):
         while True:

@@ -16,7 +16,7 @@ from jepactl.config import dump_yaml, parse_recipe
 from jepactl.errors import ConfigError
 from jepactl.lock import RunLock
 from jepactl.study.graph import Stage, build_stages, recipe_file
-from jepactl.study.spec import TASK_PREFIX, Study, changed_keys, changed_names, check_components
+from jepactl.study.spec import TASK_PREFIX, Study, changed_keys, check_components
 from jepactl.study.state import (
     Paths,
     Snapshot,
@@ -65,12 +65,12 @@ def run_study(
     saved = read_resolved(paths)
     changed = changed_keys(saved, study) if saved else []
     if changed and not force:
-        shown = "; ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
+        shown = "; ".join(map(str, changed[:5])) + (" ..." if len(changed) > 5 else "")
         raise ConfigError(
             f"{study.root} holds a study with other settings ({shown}); pass --force to go on "
             "with the new ones, or choose another --root"
         )
-    forced = changed_names(changed) | (forced_runs(paths) if saved else set())
+    forced = {c.owner for c in changed} | (forced_runs(paths) if saved else set())
     forced &= {r.name for r in study.runs} | {f"{TASK_PREFIX}{t.task}" for t in study.tasks}
     if dry_run:
         stages = build_stages(study, forced=forced)

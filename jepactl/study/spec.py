@@ -336,22 +336,23 @@ def check_components(study: Study) -> None:
 TASK_PREFIX = "task:"
 
 
-def changed_names(changed: list[str]) -> set[str]:
-    """The runs (``RUN``) and tasks (``task:TASK``) that :func:`changed_keys` names."""
-    out = set()
-    for c in changed:
-        if c.startswith(TASK_PREFIX):
-            out.add(TASK_PREFIX + c[len(TASK_PREFIX) :].partition(":")[0])
-        else:
-            out.add(c.partition(":")[0])
-    return out
+@dataclass(frozen=True)
+class Change:
+    """One difference between a study root's record and the study: ``owner`` is the run, or
+    ``task:TASK``, that it forces to be redone (``""`` for a study-wide key)."""
+
+    owner: str
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.owner}: {self.what}" if self.owner else self.what
 
 
-def changed_keys(saved: dict[str, Any], study: Study) -> list[str]:
+def changed_keys(saved: dict[str, Any], study: Study) -> list[Change]:
     """What differs between the study recorded in its root and ``study``, for the runs both
     hold (keys of how a run executes, and a study's own runtime keys, may change; a run or
     task added is new work, not a change)."""
-    diff: list[str] = []
+    diff: list[Change] = []
     runs = saved.get("runs")
     runs = runs if isinstance(runs, dict) else {}
     for run in study.runs:
@@ -359,15 +360,15 @@ def changed_keys(saved: dict[str, Any], study: Study) -> list[str]:
         if not isinstance(old, dict):
             continue
         if old.get("recipe") != run.recipe:
-            diff.append(f"{run.name}: recipe {old.get('recipe')} -> {run.recipe}")
+            diff.append(Change(run.name, f"recipe {old.get('recipe')} -> {run.recipe}"))
             continue
         keys = [k for k in config_diff(old.get("config"), run.config) if k not in RUNTIME_KEYS]
-        diff += [f"{run.name}: {k}" for k in keys]
+        diff += [Change(run.name, k) for k in keys]
     old_spec = saved.get("spec")
     old_spec = old_spec if isinstance(old_spec, dict) else {}
     for key in ("overrides", "max_steps"):
         if old_spec.get(key) != to_dict(getattr(study.spec, key)):
-            diff.append(key)
+            diff.append(Change("", key))
     # A task's protocol: its caches and probe results are redone (extract-features --force)
     old_tasks = old_spec.get("tasks")
     by_name = {
@@ -378,7 +379,9 @@ def changed_keys(saved: dict[str, Any], study: Study) -> list[str]:
         old = by_name.get(task.task)
         if old is not None:
             diff += [
-                f"{TASK_PREFIX}{task.task}: {key} {old.get(key)!r} -> {getattr(task, key)!r}"
+                Change(
+                    f"{TASK_PREFIX}{task.task}", f"{key} {old.get(key)!r} -> {getattr(task, key)!r}"
+                )
                 for key in ("limit", "pool", "epochs")
                 if old.get(key) != getattr(task, key)
             ]

@@ -436,10 +436,8 @@ def _done(
         return probe_done(study, stage, rec)
     if stage.kind == "extract":
         return caches_done(study, stage, rec)
-    # report: every leaf done, and report.md written after the newest result it reads (a
-    # probe's result; a pretraining's checkpoint record when a study has no tasks)
-    if not all(seen[d].state == "done" for d in stage.deps):
-        return False
+    # report (its leaves are done: snapshot asks only then): report.md written after the
+    # newest result it reads (a probe's; a pretraining's checkpoint record without tasks)
     report = Paths(study.root).report
     if not report.is_file():
         return False
