@@ -32,8 +32,11 @@ def cluster() -> None:
         reason = "sbatch is not on PATH"
     else:
         res = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
-        if res.returncode != 0 or not res.stdout.strip():
+        states = {s.rstrip("*~#$@^-!%") for s in res.stdout.split()}
+        if res.returncode != 0 or not states:
             reason = f"sinfo: {res.stderr.strip() or 'no node'}"
+        elif not states & {"idle", "mixed", "allocated", "completing"}:  # slurmd down or so
+            reason = f"no node takes jobs (sinfo: {', '.join(sorted(states))})"
     if reason:
         message = f"no SLURM cluster ({reason}): start one with scripts/slurm_cluster.sh start"
         if os.environ.get("JEPACTL_REQUIRE_SLURM") == "1":
