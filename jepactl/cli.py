@@ -285,19 +285,26 @@ def recipes(
     components: Annotated[
         bool,
         typer.Option(
-            help="List the objective terms and mask strategies a recipe can name instead: "
-            "built-in, and those installed packages register (docs/extending.md)."
+            help="List the objective terms, mask strategies, dataset readers and evaluation "
+            "tasks a recipe or command can name instead: built-in, and those installed "
+            "packages register (docs/extending.md)."
         ),
     ] = False,
 ) -> None:
     """List the shipped recipes with a one-line description each."""
     if components:
+        from jepactl.data.readers import READER_REGISTRY
+        from jepactl.features.registry import TASK_REGISTRY
         from jepactl.masks import MASK_REGISTRY
         from jepactl.objectives import TERM_REGISTRY
 
-        for kind, registry in (("term", TERM_REGISTRY), ("mask", MASK_REGISTRY)):
+        registries: list[tuple[str, Any]] = [
+            ("term", TERM_REGISTRY), ("mask", MASK_REGISTRY),
+            ("reader", READER_REGISTRY), ("task", TASK_REGISTRY),
+        ]  # fmt: skip
+        for kind, registry in registries:
             for name, where, origin in registry.rows():
-                typer.echo(f"{kind:<5} {name:<14} {where:<55} {origin}")
+                typer.echo(f"{kind:<6} {name:<24} {where:<55} {origin}")
         return
     rows = []
     for name in list_recipes():

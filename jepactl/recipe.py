@@ -29,7 +29,7 @@ from jepactl.config import (
     resolve_recipe_path,
     validate_kwargs,
 )
-from jepactl.data.readers import READERS
+from jepactl.data.readers import READER_REGISTRY, READERS
 from jepactl.data.tasks import TASKS as MONITOR_TASKS
 from jepactl.errors import ConfigError
 from jepactl.masks import MASK_REGISTRY
@@ -82,7 +82,8 @@ def validate(recipe: Recipe) -> None:
     _validate_masks(recipe)
 
 
-#: What ``data.source`` may name: the built-in generator, a mixture, or one dataset reader.
+#: What ``data.source`` may name: the built-in generator, a mixture, or one built-in dataset
+#: reader (or a plugin reader: :data:`~jepactl.data.readers.READER_REGISTRY`).
 DATA_SOURCES: tuple[str, ...] = ("synth", "mixed", *READERS)
 
 
@@ -90,14 +91,19 @@ def _validate_data(recipe: Recipe) -> None:
     """``data.source`` and the dataset names of ``data.mix`` and ``data.roots`` (already in
     the one vocabulary: :func:`recipe_from_dict` maps aliases such as ``imagenet100``)."""
     data = recipe.data
-    if data.source not in DATA_SOURCES:
+    if READER_REGISTRY.is_plugin(data.source):  # module:function, or an installed entry point
+        READER_REGISTRY.get(data.source, "data.source")  # imports it: a failure is one line
+    elif data.source not in DATA_SOURCES:
+        sources = [*DATA_SOURCES, *READER_REGISTRY.plugins()]
         raise ConfigError(
-            f"data.source: unknown source '{data.source}'{_named(data.source, DATA_SOURCES)}"
+            f"data.source: unknown source '{data.source}'{_named(data.source, sources)}"
         )
     for key in ("mix", "roots"):
         for name in getattr(data, key):
-            if name not in READERS:
-                raise ConfigError(f"data.{key}.{name}: unknown dataset{_named(name, READERS)}")
+            if name not in READER_REGISTRY:
+                readers = READER_REGISTRY.names()
+                raise ConfigError(f"data.{key}.{name}: unknown dataset{_named(name, readers)}")
+            READER_REGISTRY.get(name, f"data.{key}.{name}")
 
 
 def _named(name: str, valid: Iterable[str]) -> str:

@@ -1,4 +1,5 @@
-"""A researcher's own objective term and mask strategy, from a package outside jepactl.
+"""A researcher's own objective term, mask strategy, dataset reader and evaluation task, from
+a package outside jepactl.
 
 The package is written by the test: ``mylab`` with its ``mylab-0.1.dist-info`` (the metadata
 ``pip install`` would write, entry points included) in a folder put on ``PYTHONPATH``, so
@@ -50,11 +51,35 @@ from jepactl.masks import MultiBlock3D
 class Stripes(MultiBlock3D):
     """The multi-block strategy under the plugin's own name."""
 '''
+READER = '''
+from pathlib import Path
+
+from jepactl.data.readers import DatasetIndex, class_folders
+
+
+def clips(root: Path, split: str = "train") -> DatasetIndex:
+    """Class folders of videos under <root>/<split>/."""
+    return class_folders(root, name="clips", split=split)
+'''
+TASK = """
+from jepactl.features.benchmarks import Benchmark
+
+CLIPS = Benchmark(
+    name="clips", reader="clips", splits={"train": "train", "val": "val"}, num_classes=2,
+    frames=4, crop=32, probe="linear", epochs=3, batch_size=4,
+)
+"""
 ENTRY_POINTS = """[jepactl.objectives]
 curvature = mylab.terms:Curvature
 
 [jepactl.masks]
 stripes = mylab.masks:Stripes
+
+[jepactl.readers]
+clips = mylab.data:clips
+
+[jepactl.tasks]
+lab-clips = mylab.tasks:CLIPS
 """
 CKPT = ["train.checkpoint_every=2", "train.snapshot_every=4"]
 MASK_SET = "masks.0.strategy=stripes"  # the entry point's name
@@ -75,6 +100,8 @@ def plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (pkg / "__init__.py").write_text("")
     (pkg / "terms.py").write_text(TERM)
     (pkg / "masks.py").write_text(MASK)
+    (pkg / "data.py").write_text(READER)
+    (pkg / "tasks.py").write_text(TASK)
     (pkg / "broken.py").write_text("raise ImportError('mylab.broken needs scipy')\n")
     dist_info(root, "mylab", ENTRY_POINTS)
     return root
@@ -96,7 +123,7 @@ def recipe(tmp: Path, term_type: str, **params: object) -> Path:
     extra = "".join(f", {k}: {v}" for k, v in params.items())
     path = tmp / "mine.yaml"
     path.write_text(
-        "_base_: synth/baseline.yaml\n"
+        "_base_: synth/baseline.yaml\ndisplay_name: Curvature\n"
         f"objective:\n  terms:\n    mine: {{type: {term_type}, weight: 0.1{extra}}}\n"
     )
     return path
@@ -183,6 +210,12 @@ def test_a_plugin_that_fails_to_import_is_one_line(plugin: Path, tmp_path: Path)
     one_error_line(res.stderr, "ImportError: mylab.broken needs scipy")
     res = jepactl("show-recipe", str(recipe(tmp_path, "mylab.terms:torch")), env=env, cwd=tmp_path)
     one_error_line(res.stderr, "mylab.terms:torch is not a class")
+    res = jepactl("show-recipe", "synth/baseline", "--set", "data.source=mylab.data:nope",
+                  env=env, cwd=tmp_path)  # fmt: skip
+    one_error_line(res.stderr, "data.source: could not import mylab.data:nope", "AttributeError")
+    res = jepactl("extract-features", str(tmp_path), "--task", "mylab.tasks:Benchmark",
+                  env=env, cwd=tmp_path)  # fmt: skip
+    one_error_line(res.stderr, "task: mylab.tasks:Benchmark is a type, not a")
 
 
 def test_an_entry_point_named_like_a_builtin_is_an_error_naming_both(
@@ -196,3 +229,50 @@ def test_an_entry_point_named_like_a_builtin_is_an_error_naming_both(
     assert res.returncode == 2
     one_error_line(res.stderr, "clashlab 0.1", "'jepa'", "jepactl.objectives.jepa:PredictionLoss",
                    "rename")  # fmt: skip
+
+
+def test_a_plugin_reader_and_task_feed_pretraining_extraction_probe_and_compare(
+    plugin: Path, tmp_path: Path
+) -> None:
+    """``data.source: clips`` (an entry point of ``jepactl.readers``) pretrains on the
+    package's videos, ``--task lab-clips`` (a ``jepactl.tasks`` entry point) extracts and
+    probes, and ``compare`` puts the plugin-term run beside the baseline on that task."""
+    from videofixtures import write_video
+
+    data = tmp_path / "videos"
+    for split, n in (("train", 4), ("val", 2)):
+        for label in ("left", "right"):
+            for i in range(n):
+                write_video(data / split / label / f"{label}{i}.avi", 8, size=(32, 32), seed=i)
+    env = env_with(plugin)
+    mine = recipe(tmp_path, "mylab.terms:Curvature")
+    runs = {"mine": mine, "baseline": Path("synth/baseline")}
+    for name, path in runs.items():
+        run_dir = tmp_path / "runs" / name
+        args = [*pretrain_args(path, run_dir, 2)[3:], "--set", "data.source=clips",
+                "--set", f"data.roots.clips={data}"]  # fmt: skip
+        res = jepactl(*args, env=env, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        for cmd in (["extract-features", str(run_dir), "--task", "lab-clips"],
+                    ["probe", "lab-clips", "--run", str(run_dir)]):  # fmt: skip
+            cmd += ["--root", f"clips={data}"]
+            res = jepactl(*cmd, env=env, cwd=tmp_path)
+            assert res.returncode == 0, res.stderr
+        assert (run_dir / "features" / "lab-clips" / "train.h5").is_file()
+        assert (run_dir / "probes" / "lab-clips-linear.json").is_file()
+    table = jepactl("compare", str(tmp_path / "runs"), "--markdown", env=env, cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    rows = [ln for ln in table.stdout.splitlines() if ln.startswith("|")]
+    assert "lab-clips" in rows[0], table.stdout
+    assert any(ln.startswith("| Curvature |") for ln in rows), table.stdout  # with its Δ:
+    assert "Δ" in table.stdout and "No Δ" not in table.stdout, table.stdout
+    study = tmp_path / "study.yaml"
+    study.write_text(f"recipes: [synth/baseline, {{recipe: {mine}, name: mine}}]\n"
+                     "tasks: [{task: lab-clips}]\nbaseline: synth/baseline\n")  # fmt: skip
+    code = f"from jepactl.study.spec import load_study; print(load_study({str(study)!r}).tasks)"
+    loaded = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert "task='lab-clips', probes=['linear']" in loaded.stdout, loaded.stderr
+    missing = jepactl("extract-features", str(tmp_path / "runs" / "mine"), "--task",
+                      "lab-clip", env=env, cwd=tmp_path)  # fmt: skip
+    one_error_line(missing.stderr, "unknown task 'lab-clip'", "did you mean 'lab-clips'")

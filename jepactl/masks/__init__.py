@@ -31,7 +31,9 @@ MASK_STRATEGIES: dict[str, type[MaskStrategy]] = {
     "motion": MotionGuided3D,
 }
 #: Built-in strategies, entry points (group ``jepactl.masks``) and dotted paths.
-MASK_REGISTRY: Registry[MaskStrategy] = Registry("mask strategy", GROUPS["masks"], MASK_STRATEGIES)
+MASK_REGISTRY: Registry[type[MaskStrategy]] = Registry(
+    "mask strategy", GROUPS["masks"], MASK_STRATEGIES
+)
 
 
 def build_mask_strategy(spec: Mapping[str, Any]) -> MaskStrategy:

@@ -39,7 +39,7 @@ TERMS: dict[str, type[Term]] = {
     "ac": ActionConditioned,
 }
 #: Built-in terms, entry points and dotted paths.
-TERM_REGISTRY: Registry[Term] = Registry("objective term", GROUPS["objectives"], TERMS, Term)
+TERM_REGISTRY: Registry[type[Term]] = Registry("objective term", GROUPS["objectives"], TERMS, Term)
 
 
 def build_terms(specs: Mapping[str, Mapping[str, Any]], dims: ModelDims) -> nn.ModuleDict:

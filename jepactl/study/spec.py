@@ -423,14 +423,31 @@ def _entry(value: str | dict[str, Any], index: int, study_path: Path) -> RunEntr
     return entry
 
 
+def _plugin_task_probe(name: str, where: str) -> str:
+    """The default probe kind of a task from outside the package (``module:NAME`` or an
+    installed ``jepactl.tasks`` entry point): importing it is the check that it exists."""
+    from jepactl.plugins import GROUPS, entry_points, is_dotted
+
+    plugins = [p.name for p in entry_points(GROUPS["tasks"])]
+    if not is_dotted(name) and name not in plugins:
+        valid = [*TASK_NAMES, *plugins]
+        raise ConfigError(f"{where}.task: unknown task '{name}'{suggestion(name, valid)}")
+    from jepactl.features.registry import get_benchmark
+
+    try:
+        bench = get_benchmark(name)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.{exc}") from None
+    return bench.probe + ("-sklearn" if bench.sklearn_features is not None else "")
+
+
 def _task(spec: TaskSpec, index: int) -> TaskSpec:
     where = f"tasks.{index}"
-    if spec.task not in TASK_NAMES:
-        raise ConfigError(
-            f"{where}.task: unknown task '{spec.task}'{suggestion(spec.task, TASK_NAMES)}"
-        )
     task = TASK_ALIASES.get(spec.task, spec.task)
-    probes = list(spec.probes) or [DEFAULT_PROBE[task]]
+    if task in DEFAULT_PROBE:
+        probes = list(spec.probes) or [DEFAULT_PROBE[task]]
+    else:
+        probes = list(spec.probes) or [_plugin_task_probe(spec.task, where)]
     for kind in probes:
         if kind not in PROBE_KINDS:
             raise ConfigError(

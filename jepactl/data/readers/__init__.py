@@ -56,6 +56,7 @@ from jepactl.data.readers.registry import (
     DATA_ENV,
     ENV_FOLDERS,
     OPTION_HINT,
+    READER_REGISTRY,
     READERS,
     RECIPE_HINT,
     TREES,
@@ -63,6 +64,7 @@ from jepactl.data.readers.registry import (
     how_to_point,
     read_dataset,
     read_datasets,
+    reader_tree,
 )
 from jepactl.data.readers.something_something import SSV2_TREE, ssv2
 from jepactl.data.readers.ucf import UCF101_TREE, ucf101
@@ -77,6 +79,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "OPTION_HINT",
     "READERS",
+    "READER_REGISTRY",
     "RECIPE_HINT",
     "SSV2_TREE",
     "TREES",
@@ -97,6 +100,7 @@ __all__ = [
     "imagenet100_classes",
     "read_dataset",
     "read_datasets",
+    "reader_tree",
     "ssv2",
     "ucf101",
 ]

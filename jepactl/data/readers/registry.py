@@ -1,10 +1,16 @@
 """The reader registry, and where a reader finds its data.
 
-:data:`READERS` maps each reader name (the recipe's ``data.source`` names) to its function,
-:data:`TREES` to the layout it expects. :func:`read_dataset` finds the root: an explicit one
-(the recipe's ``data.roots.<name>`` or ``--set data.roots.<name>=/path``; a command's
-``--root <name>=/path``), else ``$JEPACTL_DATA/<name>`` for the four official datasets
-(``ucf101/``, ``ssv2/``, ``diving48/``, ``in100/``; ``imagenet100/`` is also looked at).
+:data:`READERS` maps each built-in reader name (the recipe's ``data.source`` names) to its
+function, :data:`TREES` to the layout it expects. :data:`READER_REGISTRY` adds readers from
+outside the package (:mod:`jepactl.plugins`): an installed package's ``jepactl.readers`` entry
+point, or a dotted path ``mylab.data:clips``. A reader is a function
+``(root, split=..., **options) -> DatasetIndex``; its ``tree`` attribute (else its docstring)
+is the layout it expects.
+
+:func:`read_dataset` finds the root: an explicit one (the recipe's ``data.roots.<name>`` or
+``--set data.roots.<name>=/path``; a command's ``--root <name>=/path``), else
+``$JEPACTL_DATA/<name>`` for the four official datasets (``ucf101/``, ``ssv2/``, ``diving48/``,
+``in100/``; ``imagenet100/`` is also looked at).
 
 Dataset names are the same everywhere (recipes, ``--root``, ``data check``, the evaluation
 tasks): ``ucf101``, ``ssv2``, ``diving48``, ``in100``, ``csv``, ``folders``. ``imagenet100``
@@ -34,6 +40,7 @@ from jepactl.data.readers.in100 import IMAGENET100_TREE, imagenet100
 from jepactl.data.readers.something_something import SSV2_TREE, ssv2
 from jepactl.data.readers.ucf import UCF101_TREE, ucf101
 from jepactl.errors import ConfigError
+from jepactl.plugins import GROUPS, Registry
 from jepactl.utils import suggestion
 
 DATA_ENV = "JEPACTL_DATA"
@@ -55,6 +62,13 @@ TREES: dict[str, str] = {
     "csv": CSV_TREE,
     "folders": FOLDERS_TREE,
 }
+
+Reader = Callable[..., DatasetIndex]
+
+#: Built-in readers, entry points of ``jepactl.readers``, and ``module:function`` paths.
+READER_REGISTRY: Registry[Reader] = Registry(
+    "dataset reader", GROUPS["readers"], READERS, kind="function"
+)
 
 #: Readers that ``$JEPACTL_DATA/<folder>`` can locate, with the folder names looked at in
 #: order (ImageNet-100's folder may keep its long name).
@@ -81,11 +95,19 @@ def how_to_point(name: str, hint: RootHint = RECIPE_HINT) -> str:
     return f"set data.roots.{name} in the recipe or pass --set data.roots.{name}={example}"
 
 
-def _reader(name: str) -> Callable[..., DatasetIndex]:
+def _reader(name: str) -> Reader:
+    return READER_REGISTRY.get(canonical_dataset(name), "dataset")
+
+
+def reader_tree(name: str) -> str:
+    """The layout reader ``name`` expects: a built-in's tree, a plugin's ``tree`` attribute or
+    else the first paragraph of its docstring."""
     name = canonical_dataset(name)
-    if name not in READERS:
-        raise ConfigError(f"unknown dataset '{name}'{suggestion(name, READERS)}")
-    return READERS[name]
+    if name in TREES:
+        return TREES[name]
+    reader = _reader(name)
+    tree = getattr(reader, "tree", None) or (reader.__doc__ or "").strip().split("\n\n")[0]
+    return str(tree)
 
 
 def data_root(name: str, root: PathLike | None = None, hint: RootHint = RECIPE_HINT) -> Path:
@@ -95,11 +117,10 @@ def data_root(name: str, root: PathLike | None = None, hint: RootHint = RECIPE_H
     folder has no ``<name>`` sub-folder; the message says how to point jepactl at the data
     (``hint``: :data:`RECIPE_HINT` or :data:`OPTION_HINT`, see :func:`how_to_point`).
     """
-    _reader(name)
+    tree = reader_tree(name)
     name = canonical_dataset(name)
     if root is not None and os.fspath(root) != "":
         return as_path(root)
-    tree = TREES[name]
     what = "CSV file" if name == "csv" else "data root"
     how = how_to_point(name, hint)
     env = os.environ.get(DATA_ENV, "")
@@ -131,9 +152,9 @@ def data_root(name: str, root: PathLike | None = None, hint: RootHint = RECIPE_H
 def read_dataset(
     name: str, root: PathLike | None, *, hint: RootHint = RECIPE_HINT, **kwargs: Any
 ) -> DatasetIndex:
-    """Index dataset ``name`` (a key of :data:`READERS`, or an alias such as ``imagenet100``)
-    found at ``root`` (see :func:`data_root`; ``hint`` words its error for a recipe or for a
-    command's ``--root``).
+    """Index dataset ``name`` (a name :data:`READER_REGISTRY` knows, or an alias such as
+    ``imagenet100``) found at ``root`` (see :func:`data_root`; ``hint`` words its error for a
+    recipe or for a command's ``--root``).
 
     ``kwargs`` go to the reader (``split``, ``fold``, ``classes`` ...); for ``csv``, ``root``
     is the CSV file and relative rows resolve against its folder (call :func:`csv_index`
@@ -141,9 +162,11 @@ def read_dataset(
     the nearest valid name.
     """
     reader = _reader(name)
-    options = list(inspect.signature(reader).parameters)[1:]
+    params = list(inspect.signature(reader).parameters.values())[1:]
+    options = [p.name for p in params if p.kind is not p.VAR_KEYWORD]
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
     for key in kwargs:
-        if key not in options:
+        if key not in options and not takes_any:
             raise ConfigError(
                 f"dataset reader '{name}' has no option '{key}'{suggestion(key, options)}"
             )
