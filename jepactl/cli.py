@@ -84,6 +84,19 @@ class Weights(str, Enum):
     teacher = "teacher"
 
 
+class Profile(str, Enum):
+    """:data:`jepactl.profiles.PROFILES`: the paper as written, or its public code as run."""
+
+    paper = "paper"
+    reference = "reference"
+
+
+PROFILE_HELP = (
+    "paper: the method as the paper writes it (default). reference: the paper's public code as "
+    "it ran, every departure at once (docs/reference-differences.md); recorded in the run."
+)
+
+
 class Pool(str, Enum):
     """:data:`jepactl.grid.POOLS`: how tokens are pooled into the feature cache."""
 
@@ -246,6 +259,7 @@ def pretrain(
             "RUN/tensorboard/), wandb; none for none. Shorthand for --set tracking.sinks=[...].",
         ),
     ] = None,
+    profile: Annotated[Profile | None, typer.Option(help=PROFILE_HELP)] = None,
 ) -> None:
     """Pretrain an encoder from a recipe; resumes the run directory's checkpoint if present.
 
@@ -257,6 +271,8 @@ def pretrain(
     from jepactl.train.loop import pretrain as run_pretrain
 
     overrides = list(set_ or [])
+    if profile is not None:  # first: an explicit --set of a switch still wins
+        overrides.insert(0, f"profile={profile.value}")
     if seed is not None:
         overrides.append(f"train.seed={seed}")
     if device is not None:
@@ -332,9 +348,12 @@ def recipes(
 def show_recipe(
     recipe: Annotated[str, typer.Argument(help="Recipe name or YAML path.")],
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key.")] = None,
+    profile: Annotated[Profile | None, typer.Option(help=PROFILE_HELP)] = None,
 ) -> None:
     """Print the fully resolved recipe (what `pretrain` would write to RUN/config.yaml)."""
     from jepactl.config import dump_yaml
+
+    set_ = ([f"profile={profile.value}"] if profile is not None else []) + list(set_ or [])
     from jepactl.recipe import load_recipe
 
     typer.echo(dump_yaml(load_recipe(recipe, set_ or [])), nl=False)

@@ -240,6 +240,9 @@ class TrackingConfig:
 @dataclass
 class Recipe:
     display_name: str = ""
+    # "paper" (the method as written) or "reference" (the paper's code as run: every reference
+    # switch set by jepactl.profiles when the recipe is loaded; recorded so the run says so)
+    profile: Literal["paper", "reference"] = "paper"
     description: str = ""
     paper: PaperRef = field(default_factory=PaperRef)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -32,18 +32,29 @@ from jepactl.config import (
 from jepactl.data.readers import READER_REGISTRY, READERS
 from jepactl.data.tasks import TASKS as MONITOR_TASKS
 from jepactl.errors import ConfigError
+from jepactl.log import LOGGER
 from jepactl.masks import MASK_REGISTRY
 from jepactl.objectives import TERM_REGISTRY
 from jepactl.presets import ENCODER_PRESETS, check_model_config
+from jepactl.profiles import apply_recipe_profile, check_profile
 from jepactl.utils import close_match, suggestion
 
 
 def load_recipe(name: str, overrides: Iterable[str] = (), root: Path | None = None) -> Recipe:
-    """Resolve, override and validate a recipe. Raises :class:`ConfigError` on any problem."""
+    """Resolve, override and validate a recipe. Raises :class:`ConfigError` on any problem.
+
+    A recipe whose ``profile`` is ``reference`` (its own key, or ``--set profile=reference``)
+    gets every reference switch (:func:`jepactl.profiles.apply_recipe_profile`); the
+    ``overrides`` are applied again after it, so a key the user set explicitly wins."""
     raw = load_raw(resolve_recipe_path(name, root), root)
-    for text in overrides:
-        path, value = parse_override(text)
+    parsed = [parse_override(text) for text in overrides]
+    for path, value in parsed:
         apply_override(raw, path, value)
+    raw, settings = apply_recipe_profile(raw)
+    if settings:
+        for path, value in parsed:
+            apply_override(raw, path, value)
+        LOGGER.info(f"profile reference (the paper's code as run): {', '.join(settings)}")
     return recipe_from_dict(raw)
 
 
@@ -61,6 +72,7 @@ def recipe_from_dict(raw: Mapping[str, Any]) -> Recipe:
 def validate(recipe: Recipe) -> None:
     """Validate the model sizes and every term's and mask strategy's parameters, in place:
     each term's and mask group's parameters are replaced by their coerced values."""
+    check_profile(recipe.profile)
     if recipe.model.preset not in ENCODER_PRESETS:
         raise ConfigError(
             f"model.preset: unknown preset '{recipe.model.preset}'"

@@ -1,0 +1,88 @@
+"""``--profile reference``: the paper's public code as it ran, behind one switch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY
+from runfixtures import one_error_line
+
+from jepactl.checkpoint import load
+from jepactl.errors import ConfigError
+from jepactl.profiles import RECIPE_SETTINGS
+from jepactl.recipe import load_recipe
+from jepactl.train.loop import pretrain
+
+
+def test_the_reference_profile_sets_every_switch_and_an_explicit_set_wins() -> None:
+    paper = load_recipe("synth/fwm_hw_ld")
+    ref = load_recipe("synth/fwm_hw_ld", ["profile=reference"])
+    assert (paper.profile, ref.profile) == ("paper", "reference")
+    assert (paper.optim.schedule, ref.optim.schedule) == ("cosine", "constant")
+    assert not paper.model.deep_supervision and ref.model.deep_supervision
+    assert ref.objective.stopgrad_targets is False and ref.data.images == "repeat"
+    assert all(m["equalize"] == "truncate" for m in ref.masks)
+    ld = ref.objective.terms["ld"]
+    assert ld["reference_no_grad"] is True and ld["clip_logits"] is None
+    assert paper.objective.terms["ld"].get("reference_no_grad", False) is False
+    assert ref.objective.terms["hw_jepa"]["clip_logits"] is None
+    explicit = load_recipe("synth/fwm_hw_ld", ["profile=reference", "optim.schedule=cosine"])
+    assert explicit.optim.schedule == "cosine" and explicit.model.deep_supervision
+    # LD without hard weighting had gradients in the reference: left alone
+    assert (
+        "reference_no_grad"
+        not in load_recipe("synth/ld", ["profile=reference"]).objective.terms["ld"]
+    )
+    motion = load_recipe("synth/motion_guided", ["profile=reference"]).masks
+    assert all((m["sampling"], m["score"]) == ("power", "block_mean") for m in motion)
+    assert {s.scope for s in RECIPE_SETTINGS} >= {"", "mask", "mask:motion", "term:ld"}
+    with pytest.raises(ConfigError, match=r"unknown profile 'refrence'.*did you mean 'reference'"):
+        load_recipe("synth/baseline", ["profile=refrence"])
+
+
+def _head(run_dir: Path) -> dict[str, torch.Tensor]:
+    terms = load(run_dir / "checkpoints" / "latest.pt")["terms"]
+    heads = {k: v for k, v in terms.items() if k.startswith("ld.head.")}
+    assert heads, sorted(terms)
+    return heads
+
+
+@pytest.mark.parametrize("profile", ["paper", "reference"])
+def test_the_dynamics_head_trains_in_paper_mode_and_never_under_the_reference_profile(
+    profile: str, tmp_path: Path
+) -> None:
+    """The reference's FWM-HW-LD computed LD-HW under ``no_grad``: its DynHead got no gradient
+    and kept its initial weights. ``--profile reference`` reproduces that; the paper mode
+    trains it."""
+    overrides = [f"profile={profile}", *TINY]
+    pretrain("synth/fwm_hw_ld", overrides, run_dir=tmp_path, max_steps=0, progress=False)
+    start = _head(tmp_path)
+    pretrain("synth/fwm_hw_ld", overrides, run_dir=tmp_path, max_steps=3, progress=False)
+    after = _head(tmp_path)
+    moved = max(float((after[k] - start[k]).abs().max()) for k in start)
+    if profile == "reference":
+        assert moved == 0.0
+    else:
+        assert moved > 0.0
+    assert f"profile: {profile}" in (tmp_path / "config.yaml").read_text()
+
+
+def test_pretrain_profile_flag_runs_and_says_what_it_set(tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "jepactl", "pretrain", "--recipe", "synth/fwm_hw_ld",
+            "--profile", "reference", "--max-steps", "2", "--run-dir", str(tmp_path)]  # fmt: skip
+    for o in TINY:
+        args += ["--set", o]
+    res = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "profile reference" in res.stderr and "reference_no_grad=true" in res.stderr
+    bad = subprocess.run([*args[:5], "--profile", "refrence"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "refrence" in bad.stderr
+    one_error_line(
+        subprocess.run([sys.executable, "-m", "jepactl", "show-recipe", "synth/baseline",
+                        "--set", "profile=refrence"], capture_output=True, text=True).stderr,
+        "unknown profile 'refrence'",
+    )  # fmt: skip
