@@ -191,7 +191,9 @@ def find_resumable(folder: Path, warn: Callable[[str], object]) -> Found | None:
 
 
 #: Which of a run's encoders to evaluate: ``auto`` is the EMA teacher where it trained.
-WEIGHTS: tuple[str, ...] = ("auto", "student", "teacher")
+#: ``init``: the encoder as initialised, rebuilt from the run's seed (never trained): what the
+#: reference scored its EMA-disabled runs on (their never-updated ``target_encoder``).
+WEIGHTS: tuple[str, ...] = ("auto", "student", "teacher", "init")
 
 
 def trained_encoders(state: Mapping[str, Any], ema_teacher: bool) -> list[str]:
@@ -208,14 +210,19 @@ def select_weights(requested: str, trained: Sequence[str], where: str = "the run
     """``auto`` = the EMA teacher when it trained, else the student. Asking for the teacher of
     a run that trained none is an error: the reference scored its no-EMA runs on a teacher
     that was a never-trained copy of the initial student, and that must not happen silently."""
+    if requested == "reference":  # what the reference scored: its target_encoder, never
+        return "teacher" if "teacher" in trained else "init"  # updated without EMA
     if requested not in WEIGHTS:
         raise ConfigError(f"unknown weights '{requested}'{suggestion(requested, WEIGHTS)}")
     if requested == "auto":
         return "teacher" if "teacher" in trained else "student"
+    if requested == "init":
+        return requested
     if requested not in trained:
         raise ConfigError(
             f"{where} trained no EMA {requested} (objective.teacher=none): only "
             f"{', '.join(trained)} weights were trained, and evaluating an untrained encoder "
-            "would score a random network; use --weights student (or auto)"
+            "would score a random network; use --weights student (or auto; --weights init scores "
+            "that random network on purpose, as the reference did)"
         )
     return requested

@@ -82,6 +82,7 @@ class Weights(str, Enum):
     auto = "auto"
     student = "student"
     teacher = "teacher"
+    init = "init"
 
 
 class Profile(str, Enum):
@@ -91,9 +92,20 @@ class Profile(str, Enum):
     reference = "reference"
 
 
+WEIGHTS_HELP = (
+    "auto: the EMA teacher if the run trained one, else the student (under --profile "
+    "reference: the teacher, else init). init: the run's initialisation, never trained."
+)
 PROFILE_HELP = (
     "paper: the method as the paper writes it (default). reference: the paper's public code as "
     "it ran, every departure at once (docs/reference-differences.md); recorded in the run."
+)
+
+
+EVAL_PROFILE_HELP = (
+    "reference: the task as the paper's code evaluated it (its pooling, frames, probe, epochs "
+    "and constant LR; the EMA teacher, or the never-trained initialisation of a run without "
+    "one), as its own task TASK@reference. paper: the protocol of the paper (default)."
 )
 
 
@@ -684,9 +696,7 @@ def extract_features_cmd(
     ],
     task: Annotated[str | None, typer.Option(help=TASK_HELP)] = None,
     split: Annotated[str, typer.Option(help="Comma-separated splits.")] = "train,val",
-    weights: Annotated[
-        Weights, typer.Option(help="auto: the EMA teacher if the run trained one, else student.")
-    ] = Weights.auto,
+    weights: Annotated[Weights, typer.Option(help=WEIGHTS_HELP)] = Weights.auto,
     pool: Annotated[
         Pool | None,
         typer.Option(help="Token pooling (default: the task's, mostly none)."),
@@ -715,6 +725,7 @@ def extract_features_cmd(
             "use pixels again.",
         ),
     ] = None,
+    profile: Annotated[Profile, typer.Option(help=EVAL_PROFILE_HELP)] = Profile.paper,
 ) -> None:
     """Encode a task once with the frozen encoder into RUN/features/TASK/SPLIT.h5.
 
@@ -725,7 +736,7 @@ def extract_features_cmd(
     from jepactl.features.extract import extract_features
     from jepactl.features.registry import get_benchmark
 
-    b = get_benchmark(_task(task, bench) or "")
+    b = get_benchmark(_task(task, bench) or "", profile.value)
     paths = extract_features(
         run, b, split.split(","), weights.value, pool.value if pool else b.pool, batch_size,
         workers, force, _roots(root, _task_datasets(b)), limit, device=device,
@@ -742,9 +753,7 @@ def export(
         ExportFormat, typer.Option("--format", help="The weights' file format.")
     ] = ExportFormat.safetensors,
     out: Annotated[Path | None, typer.Option(help="Folder to write (default: RUN/export).")] = None,
-    weights: Annotated[
-        Weights, typer.Option(help="auto: the EMA teacher if the run trained one, else student.")
-    ] = Weights.auto,
+    weights: Annotated[Weights, typer.Option(help=WEIGHTS_HELP)] = Weights.auto,
 ) -> None:
     """Write the run's encoder as model.safetensors plus config.json (its VideoViT arguments,
     a timm-style name such as vit_base_patch16 where the size is standard, recipe, step,
@@ -806,6 +815,7 @@ def probe(
     checkpoint: Annotated[
         Path | None, typer.Option(help=CHECKPOINT_HELP + " Needs --run (where results go).")
     ] = None,
+    profile: Annotated[Profile, typer.Option(help=EVAL_PROFILE_HELP)] = Profile.paper,
 ) -> None:
     """Train an attentive or linear probe from the run's token cache and write
     RUN/probes/TASK-KIND.json (KIND: the probe, e.g. attentive, linear, linear-sklearn,
@@ -817,7 +827,7 @@ def probe(
     from jepactl.probe.result import floor_warning, write_result
     from jepactl.probe.train import benchmark_settings, train_probe
 
-    b = get_benchmark(task)
+    b = get_benchmark(task, profile.value)
     if checkpoint is not None and run is None:
         _fail("--checkpoint needs --run DIR: the directory its caches and result go to")
     if run is None:  # said first, before anything else is printed or computed
@@ -850,6 +860,7 @@ def probe(
         probe_kwargs={"depth": depth, "num_heads": heads} if kind == "attentive" else None,
         device=device,
     )  # fmt: skip
+    result["profile"] = b.profile
     typer.echo(write_result(run_dir, b.name, result))
     warning = floor_warning(b.name, result)
     if warning is not None:
@@ -892,9 +903,7 @@ def synth_motion(
             "default: 960/480 clips, logistic regression on a 2x2-pooled token grid."
         ),
     ] = MotionProtocol.default,
-    weights: Annotated[
-        Weights, typer.Option(help="auto: the EMA teacher if the run trained one, else student.")
-    ] = Weights.auto,
+    weights: Annotated[Weights, typer.Option(help=WEIGHTS_HELP)] = Weights.auto,
     cache_dir: Annotated[
         Path | None,
         typer.Option(help="Where generated clips are kept (default: $JEPACTL_CACHE or ~/.cache)."),
@@ -909,6 +918,13 @@ def synth_motion(
     checkpoint: Annotated[
         Path | None, typer.Option(help=CHECKPOINT_HELP + " Takes one RUN: where the result goes.")
     ] = None,
+    profile: Annotated[
+        Profile,
+        typer.Option(
+            help="reference: the paper's code as run: --protocol reference, and the EMA "
+            "teacher or else the never-trained initialisation (what Table 6 scored)."
+        ),
+    ] = Profile.paper,
 ) -> None:
     """Score frozen encoders on 8-class synthetic motion discrimination (paper Table 6).
 
@@ -925,6 +941,10 @@ def synth_motion(
 
     tasks = list(TASKS) if task is MotionTask.all else [check_task(task.value)]
     proto = get_protocol(protocol.value).name
+    chosen = weights.value
+    if profile is Profile.reference:
+        proto = "reference"
+        chosen = "reference" if weights is Weights.auto else chosen
     if checkpoint is not None and len(runs) != 1:
         _fail(f"--checkpoint scores one encoder: give one RUN directory, not {len(runs)}")
     tables = []
@@ -932,7 +952,7 @@ def synth_motion(
         rows = []
         for run in runs:
             result = score_run(
-                run, task=name, protocol=proto, seeds=seeds, weights=weights.value,
+                run, task=name, protocol=proto, seeds=seeds, weights=chosen,
                 device=device, cache_dir=cache_dir, batch_size=batch_size,
                 num_workers=workers, keep_features=keep_features,
                 say=LOGGER.info, checkpoint=checkpoint,
@@ -990,6 +1010,13 @@ def compare(
         ),
     ] = None,
     bench: Annotated[str | None, typer.Option(help=OLD_BENCH_HELP, hidden=True)] = None,
+    profile: Annotated[
+        Profile | None,
+        typer.Option(
+            help="Only runs pretrained under this profile and results evaluated under it "
+            "(default: everything, with a note wherever the table mixes profiles)."
+        ),
+    ] = None,
 ) -> None:
     """The paper's tables from run directories: one row per method (seeds grouped as
     mean ± std (n)), Δ vs the baseline in points with a 95% interval when both sides have
@@ -1005,6 +1032,11 @@ def compare(
     if not records:
         reasons = "; ".join(f"{u.path}: {u.reason}" for u in unreadable)
         _fail(f"no readable run among {' '.join(runs)}" + (f" ({reasons})" if reasons else ""))
+    profile_left_out: list[str] = []
+    if profile is not None:
+        from jepactl.report.profiles import select_profile
+
+        records, profile_left_out = select_profile(records, profile.value)
     table = cmp.build_table(
         records, baseline=baseline, benches=columns.split(",") if columns else None,
         sort=sort.value,
@@ -1015,6 +1047,8 @@ def compare(
         else cmp.render_json if json_ else cmp.render_text
     )  # fmt: skip
     typer.echo(render(table), nl=False)  # every renderer ends its text with a newline
+    for note in profile_left_out:
+        LOGGER.info(note)
     if plot is not None:
         cmp.plot_deltas(table, plot, highlight=highlight)
         LOGGER.info(f"wrote {plot}")

@@ -45,7 +45,8 @@ def check_profile(name: str) -> Profile:
 @dataclass(frozen=True)
 class Setting:
     """One reference switch of a recipe: ``key`` (dotted, relative to its ``scope``) set to
-    ``value`` where ``when`` holds of the entry's parameters."""
+    ``value`` where ``when`` holds of the entry's parameters (of the whole recipe for the
+    recipe's own keys)."""
 
     scope: str  # "" (the recipe), "mask" (every mask group), "term:<type>" (every such term)
     key: str
@@ -62,6 +63,8 @@ RECIPE_SETTINGS: tuple[Setting, ...] = (
     Setting("", "model.deep_supervision", True,
             "training output = 4 block levels concatenated (3072-d at ViT-B)"),
     Setting("", "data.images", "repeat", "images as 16-frame static clips, tubelet 2"),
+    Setting("", "data.frame_stride", 1, "UCF-101 runs read consecutive frames (fps 16)",
+            lambda raw: (raw.get("data") or {}).get("source") == "ucf101"),
     Setting("mask", "equalize", "truncate", "equal mask lengths by cutting the tail (late frames)"),
     Setting("mask", "full_complement", False, "future-predictive targets: cut context's complement",
             lambda p: bool(p.get("full_complement", False))),
@@ -96,8 +99,9 @@ def apply_recipe_profile(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[s
     done: list[str] = []
     for s in RECIPE_SETTINGS:
         if s.scope == "":
-            _set(out, s.key, s.value)
-            done.append(f"{s.key}={_text(s.value)}")
+            if s.when is None or s.when(out):
+                _set(out, s.key, s.value)
+                done.append(f"{s.key}={_text(s.value)}")
         elif s.scope.startswith("mask"):
             strategy = s.scope.partition(":")[2]
             for i, group in enumerate(out.get("masks") or []):
@@ -137,7 +141,6 @@ REFERENCE_PROTOCOLS: dict[str, dict[str, Any]] = {
              "pool": "mean"},
     "in100": {"frames": 16, "epochs": 50, "schedule": "constant"},
     "ucf101": {"probe": "attentive-reference", "epochs": 100, "schedule": "constant"},
-    "synth-shapes": {"probe": "attentive-reference", "schedule": "constant"},
 }  # fmt: skip
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,64 @@ def test_pretrain_profile_flag_runs_and_says_what_it_set(tmp_path: Path) -> None
                         "--set", "profile=refrence"], capture_output=True, text=True).stderr,
         "unknown profile 'refrence'",
     )  # fmt: skip
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "jepactl", *args], capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+
+
+def test_reference_evaluation_scores_the_initialisation_of_a_no_ema_run_as_its_own_task(
+    tmp_path: Path,
+) -> None:
+    """The reference scored its EMA-disabled runs on their never-updated ``target_encoder``,
+    i.e. the initialisation. ``--profile reference`` does that on purpose (``init``, rebuilt
+    from the run's seed: equal to the step-0 weights), as its own task ``TASK@reference``
+    with ``profile`` in the cache and the result; ``compare`` says where profiles mix."""
+    import h5py
+
+    from jepactl.features.encoder import load_frozen_encoder
+
+    run = tmp_path / "noema"
+    pretrain("synth/sigreg_no_ema", TINY, run_dir=run, max_steps=0, progress=False)
+    step0 = load(run / "checkpoints" / "latest.pt")["student"]
+    pretrain("synth/sigreg_no_ema", TINY, run_dir=run, max_steps=2, progress=False)
+    init = load_frozen_encoder(run, "init").encoder.state_dict()
+    assert init.keys() == step0.keys()
+    assert all(torch.equal(init[k], step0[k]) for k in step0)
+    trained = load(run / "checkpoints" / "latest.pt")["student"]
+    assert any(not torch.equal(trained[k], step0[k]) for k in step0)
+
+    for profile in ("reference", "paper"):
+        res = _cli("probe", "synth-shapes", "--run", str(run), "--profile", profile,
+                   "--limit", "16", "--epochs", "1")  # fmt: skip
+        assert res.returncode == 0, res.stderr
+    ref = json.loads((run / "probes" / "synth-shapes@reference-attentive.json").read_text())
+    paper = json.loads((run / "probes" / "synth-shapes-attentive.json").read_text())
+    assert (ref["profile"], ref["weights"]) == ("reference", "init")
+    assert (paper["profile"], paper["weights"]) == ("paper", "student")
+    with h5py.File(run / "features" / "synth-shapes@reference" / "train.h5") as f:
+        assert json.loads(str(f.attrs["protocol"]))["profile"] == "reference"
+    with h5py.File(run / "features" / "synth-shapes" / "train.h5") as f:
+        assert "profile" not in json.loads(str(f.attrs["protocol"]))  # older caches match
+
+    mixed = _cli("compare", str(run), "--markdown")
+    assert mixed.returncode == 0, mixed.stderr
+    assert "synth-shapes (reference)" in mixed.stdout and "MIXED PROFILES" in mixed.stdout
+    only = _cli("compare", str(run), "--markdown", "--profile", "paper")  # pretrained so too
+    assert only.returncode == 0, only.stderr
+    header = next(ln for ln in only.stdout.splitlines() if ln.startswith("| Method"))
+    assert header.endswith("| synth-shapes |") and "reference" not in only.stdout
+    assert "MIXED" not in only.stdout and "left out 1 task result" in only.stderr
+
+
+def test_every_switch_the_profile_sets_has_a_row_in_the_reference_differences() -> None:
+    from jepactl.profiles import REFERENCE_PROTOCOLS
+
+    doc = (Path(__file__).parents[1] / "docs" / "reference-differences.md").read_text()
+    for s in RECIPE_SETTINGS:
+        leaf = s.key.rsplit(".", 1)[-1]
+        assert any(leaf in ln for ln in doc.splitlines() if ln.startswith("| ")), s.key
+    for fields in REFERENCE_PROTOCOLS.values():
+        for key in fields:
+            assert f"{key}: " in doc or f"`{key}" in doc, key

@@ -55,6 +55,8 @@ class Benchmark:
         options: extra reader keyword arguments (``{"fold": 1}`` for UCF-101), or the
             generator settings of a ``synth`` benchmark.
         doc: the benchmark's protocol and where it departs from the reference, for people.
+        profile: ``paper``, or ``reference`` for the reference scripts' protocol of the task
+            (:meth:`reference`; its name is then ``<task>@reference``).
     """
 
     name: str
@@ -75,6 +77,7 @@ class Benchmark:
     schedule: Literal["cosine", "constant"] = "cosine"
     options: Mapping[str, Any] = field(default_factory=dict, hash=False)
     doc: str = field(default="", compare=False)
+    profile: Literal["paper", "reference"] = "paper"
 
     def __post_init__(self) -> None:
         if self.views not in (1, 3):
@@ -89,6 +92,17 @@ class Benchmark:
             raise ValueError(f"benchmark {self.name}: a scikit-learn probe is a linear probe")
         if "train" not in self.splits or "val" not in self.splits:
             raise ValueError(f"benchmark {self.name}: splits must name 'train' and 'val'")
+
+    def reference(self) -> Benchmark:
+        """The task as the reference scripts evaluated it (``jepactl.profiles``): its own
+        name ``<task>@reference`` (own cache folder, result file and compare column)."""
+        from jepactl.profiles import SUFFIX, reference_protocol
+
+        if self.profile == "reference":
+            return self
+        return dataclasses.replace(
+            self, name=self.name + SUFFIX, profile="reference", **reference_protocol(self.name)
+        )
 
     def reader_split(self, split: str) -> str:
         """The reader's name for our ``split``; a :class:`ConfigError` for an unknown one."""

@@ -216,6 +216,8 @@ class EvalSource:
             "num_clips": len(self),
             "limit": self.limit,
         }
+        if b.profile != "paper":  # (absent for the paper: older caches keep matching)
+            out["profile"] = b.profile
         if self._synth is not None:
             out["source"] = (
                 f"SyntheticVideoSource seed {self._synth_seed}, clips "

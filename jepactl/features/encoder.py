@@ -98,11 +98,15 @@ def load_frozen_encoder(
     recipe = parse_recipe(yaml.safe_load(state["config"]))
     trained = trained_encoders(state, recipe.objective.teacher == "ema")
     chosen = select_weights(weights, trained, where=str(run_dir))
-    weights_state = state.get(chosen)
-    if weights_state is None:
-        raise ConfigError(f"{path} holds no {chosen} weights")
-    encoder = build_encoder(recipe.model)
-    encoder.load_state_dict(weights_state)
+    if chosen == "init":  # the student as pretrain built it: the same seed, built first
+        torch.manual_seed(recipe.train.seed)
+        encoder = build_encoder(recipe.model)
+    else:
+        weights_state = state.get(chosen)
+        if weights_state is None:
+            raise ConfigError(f"{path} holds no {chosen} weights")
+        encoder = build_encoder(recipe.model)
+        encoder.load_state_dict(weights_state)
     encoder.requires_grad_(False).eval().to(device)
     return FrozenEncoder(
         encoder=encoder,
@@ -119,6 +123,10 @@ def _load_file(path: Path, weights: str, device: torch.device | str) -> FrozenEn
     """A checkpoint file of any layout (:func:`jepactl.models.upstream.load_encoder`)."""
     if weights not in WEIGHTS:
         raise ConfigError(f"unknown weights '{weights}'{suggestion(weights, WEIGHTS)}")
+    if weights == "init":
+        raise ConfigError(
+            "--weights init rebuilds a run's initialisation: give the run, not --checkpoint"
+        )
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist (or is not a file)")
     sha = file_sha256(path)

@@ -207,11 +207,13 @@ def extract_features(
         merging them.
     """
     b = get_benchmark(bench)
+    if b.profile == "reference" and weights == "auto":
+        weights = "reference"  # the EMA teacher, or the initialisation of a run without one
     for split in splits:
         b.reader_split(split)
     if pool not in POOLS:
         raise ConfigError(f"unknown pooling '{pool}'{suggestion(pool, POOLS)}")
-    if weights not in WEIGHTS:
+    if weights not in (*WEIGHTS, "reference"):
         raise ConfigError(f"unknown weights '{weights}'{suggestion(weights, WEIGHTS)}")
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
@@ -315,7 +317,7 @@ def _pixel_baseline(
         settings = recorded
     else:
         settings = PixelSettings.from_recipe(pixels)
-    if weights != "auto":
+    if weights not in ("auto", "reference"):
         raise ConfigError(f"--weights {weights}: raw pixels have no encoder weights")
     if pixels is not None:
         # clips that fit the cut, before a new directory is marked

@@ -16,6 +16,7 @@ from jepactl.errors import ConfigError
 from jepactl.features.benchmarks import DATASET_BENCHMARKS, Benchmark
 from jepactl.features.synth_motion import registered_benchmarks
 from jepactl.plugins import GROUPS, Registry
+from jepactl.profiles import base_task, check_profile
 
 __all__ = ["ALIASES", "BENCHMARKS", "TASK_REGISTRY", "get_benchmark", "names"]
 
@@ -33,12 +34,21 @@ def names() -> list[str]:
     return [*TASK_REGISTRY.names(), *ALIASES]
 
 
-def get_benchmark(name: str | Benchmark) -> Benchmark:
-    """The task ``name`` means (a :class:`Benchmark` is returned as is). An entry point's task
-    takes the entry point's name (its cache folder and result file are named so); a plugin task
-    named like a built-in one is refused (their caches would share a folder)."""
+def get_benchmark(name: str | Benchmark, profile: str = "paper") -> Benchmark:
+    """The task ``name`` means (a :class:`Benchmark` is returned as is), under ``profile``:
+    ``reference`` (or a name ending ``@reference``) is the task as the reference scripts ran
+    it (:meth:`Benchmark.reference`). An entry point's task takes the entry point's name (its
+    cache folder and result file are named so); a plugin task named like a built-in one is
+    refused (their caches would share a folder)."""
+    check_profile(profile)
     if isinstance(name, Benchmark):
-        return name
+        return name.reference() if profile == "reference" else name
+    name, named = base_task(name)
+    bench = _get(name)
+    return bench.reference() if "reference" in (profile, named) else bench
+
+
+def _get(name: str) -> Benchmark:
     name = ALIASES.get(name, name)
     bench = TASK_REGISTRY.get(name, "task")
     if not TASK_REGISTRY.is_plugin(name):

@@ -72,6 +72,8 @@ import yaml
 from jepactl.config import RUNTIME_KEYS, canonical_data_names, config_diff
 from jepactl.errors import ConfigError
 from jepactl.features.benchmarks import DATASET_BENCHMARKS
+from jepactl.profiles import base_task
+from jepactl.report.profiles import profile_notes, run_profile
 from jepactl.rundir import PROBE_KINDS, RunDir, probe_kind, result_stem
 from jepactl.utils import atomic_write_bytes, close_match, suggestion
 
@@ -266,8 +268,10 @@ class CompareTable:
 
 
 def bench_header(bench: str) -> str:
-    """The printed name of a benchmark column."""
-    return BENCH_HEADERS.get(bench, bench)
+    """The printed name of a benchmark column (``TASK@reference``: ``NAME (reference)``)."""
+    base, profile = base_task(bench)
+    name = BENCH_HEADERS.get(base, base)
+    return name if profile == "paper" else f"{name} (reference)"
 
 
 # --------------------------------------------------------------------------------------
@@ -905,6 +909,8 @@ def _notes(table: CompareTable, groups: Sequence[Group], base_note: str) -> list
     ]
     notes += _duplicate_seed_notes(groups)
     notes += [base_note] if base_note else []
+    rows_profiles = [(g.label, run_profile(g.runs[0])) for g in groups if g.runs]
+    notes += profile_notes(rows_profiles, [c.bench for c in table.columns])
     notes += [f"no results: {p} (no probes/*.json)" for p in table.no_results]
     notes += [f"unreadable: {u.path}: {u.reason}" for u in table.unreadable]
     notes += [n for g in groups for r in g.runs for n in r.shadowed]
