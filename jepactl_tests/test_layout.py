@@ -3,9 +3,9 @@
 Rooms (``cli`` and ``bench`` at the top; ``train``, ``features``, ``probe``, ``report`` under
 them) use the components (``models``, ``presets``, ``masks``, ``objectives``, ``data``,
 ``recipe``), which use the core (``config``, ``errors``, ``grid``, ``rundir``,
-``checkpoint``, ``dist``, ``optim``, ``lock``, ``plugins``, ``utils``). An import that goes up
-a layer, or between two rooms other than the allowed ones, fails here, as does any import
-cycle (function-level imports count).
+``checkpoint``, ``dist``, ``optim``, ``lock``, ``plugins``, ``profiles``, ``utils``). An
+import that goes up a layer, or between two rooms other than the allowed ones, fails here, as
+does any import cycle (function-level imports count).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "jepactl"
 
 CORE = {
     "config", "errors", "grid", "rundir", "checkpoint", "dist", "optim", "lock", "stats", "utils",
-    "version", "log", "plugins",
+    "version", "log", "plugins", "profiles",
 }  # fmt: skip
 COMPONENTS = {"models", "presets", "masks", "objectives", "data", "recipe"}
 ROOMS = {"train", "features", "probe", "report"}

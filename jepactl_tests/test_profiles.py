@@ -31,6 +31,10 @@ def test_the_reference_profile_sets_every_switch_and_an_explicit_set_wins() -> N
     assert ld["reference_no_grad"] is True and ld["clip_logits"] is None
     assert paper.objective.terms["ld"].get("reference_no_grad", False) is False
     assert ref.objective.terms["hw_jepa"]["clip_logits"] is None
+    assert (ref.model.pred_embed, ref.model.rope_grid, ref.model.k_bias) == ("mlp", 16, True)
+    # with tail truncation, the full complement *is* the reference's target set: kept
+    future = load_recipe("single/future_predictive", ["profile=reference"]).masks
+    assert all(m["full_complement"] and m["equalize"] == "truncate" for m in future)
     explicit = load_recipe("synth/fwm_hw_ld", ["profile=reference", "optim.schedule=cosine"])
     assert explicit.optim.schedule == "cosine" and explicit.model.deep_supervision
     # LD without hard weighting had gradients in the reference: left alone
