@@ -230,6 +230,31 @@ def test_cli_synth_motion_reference_split(
     assert (saved["n_train"], saved["n_val"]) == (160, 40)
     assert saved["probe"] == "attentive-reference" and saved["protocol_name"] == "reference"
     assert saved["bench"] == "synth-motion-directions-reference"  # the file stem, as compare reads
+    assert saved["profile"] == "paper"  # the reference protocol on the run's own weights
+
+
+def test_cli_synth_motion_profile_reference_is_the_reference_protocol_and_weights(
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--profile reference``: the reference protocol, scored on what the reference scored
+    (the EMA teacher here), recorded as the reference profile; compare says so."""
+    monkeypatch.setitem(
+        PROTOCOLS, "reference", replace(PROTOCOLS["reference"], frames=4, size=32, epochs=1)
+    )
+    res = CliRunner().invoke(
+        app,
+        ["synth-motion", str(tiny_run), "--profile", "reference", "--cache-dir", str(tmp_path),
+         "--workers", "0"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    saved = json.loads((tiny_run / "probes" / "synth-motion-directions-reference.json").read_text())
+    assert (saved["n_train"], saved["n_val"]) == (160, 40)
+    assert (saved["profile"], saved["weights"]) == ("reference", "teacher")
+    from jepactl.report.compare import build_table, collect_runs, render_markdown
+
+    runs, bad = collect_runs([str(tiny_run)])
+    md = render_markdown(build_table(runs, unreadable=bad))
+    assert "evaluated as the paper's code did" in md and "synth-motion-directions-reference" in md
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:

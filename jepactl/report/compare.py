@@ -133,6 +133,7 @@ class ProbeResult:
     path: Path
     kind: str = "unknown"
     step: int | None = None  # the training step of the checkpoint probed (None: not recorded)
+    profile: str = "paper"  # evaluated as the paper's code did ("reference"), or not
 
 
 @dataclass
@@ -394,6 +395,7 @@ def read_result(path: Path) -> ProbeResult | str:
         path=path,
         step=checkpoint_step(data),
         kind=kind,
+        profile="reference" if data.get("profile") == "reference" else "paper",
     )
 
 
@@ -910,7 +912,12 @@ def _notes(table: CompareTable, groups: Sequence[Group], base_note: str) -> list
     notes += _duplicate_seed_notes(groups)
     notes += [base_note] if base_note else []
     rows_profiles = [(g.label, run_profile(g.runs[0])) for g in groups if g.runs]
-    notes += profile_notes(rows_profiles, [c.bench for c in table.columns])
+    columns = [
+        (c.bench, any(r.results[c.bench].profile == "reference"
+                      for g in groups for r in g.runs if c.bench in r.results))
+        for c in table.columns
+    ]  # fmt: skip
+    notes += profile_notes(rows_profiles, columns)
     notes += [f"no results: {p} (no probes/*.json)" for p in table.no_results]
     notes += [f"unreadable: {u.path}: {u.reason}" for u in table.unreadable]
     notes += [n for g in groups for r in g.runs for n in r.shadowed]

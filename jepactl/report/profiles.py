@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from jepactl.profiles import base_task, check_profile
+from jepactl.profiles import check_profile
 
 #: a :class:`jepactl.report.compare.RunRecord` (not imported: compare imports this module)
 RunRecord = Any
@@ -35,9 +35,14 @@ def select_profile(runs: Sequence[RunRecord], profile: str) -> tuple[list[RunRec
         if run_profile(run) != profile:
             other_runs += 1
             continue
-        by_kind = {b: k for b, k in run.by_kind.items() if base_task(b)[1] == profile}
-        results = {b: r for b, r in run.results.items() if base_task(b)[1] == profile}
-        other_results += len(run.by_kind) - len(by_kind)
+        by_kind = {
+            b: kept_kinds
+            for b, kinds in run.by_kind.items()
+            if (kept_kinds := {k: r for k, r in kinds.items() if r.profile == profile})
+        }
+        results = {b: r for b, r in run.results.items() if r.profile == profile}
+        other_results += sum(len(k) for k in run.by_kind.values())
+        other_results -= sum(len(k) for k in by_kind.values())
         kept.append(replace(run, by_kind=by_kind, results=results))
     notes = []
     if other_runs:
@@ -49,11 +54,14 @@ def select_profile(runs: Sequence[RunRecord], profile: str) -> tuple[list[RunRec
     return kept, notes
 
 
-def profile_notes(labels_profiles: Sequence[tuple[str, str]], columns: Sequence[str]) -> list[str]:
-    """Notes on the profiles of the rows (``(label, pretraining profile)``) and columns."""
+def profile_notes(
+    labels_profiles: Sequence[tuple[str, str]], columns: Sequence[tuple[str, bool]]
+) -> list[str]:
+    """Notes on the profiles of the rows (``(label, pretraining profile)``) and columns
+    (``(task, evaluated under the reference profile)``)."""
     notes = []
     rows_ref = [label for label, p in labels_profiles if p == "reference"]
-    cols_ref = [c for c in columns if base_task(c)[1] == "reference"]
+    cols_ref = [c for c, ref in columns if ref]
     if rows_ref:
         notes.append(
             "pretrained with --profile reference (the paper's code as run, "
