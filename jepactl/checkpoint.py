@@ -191,9 +191,10 @@ def find_resumable(folder: Path, warn: Callable[[str], object]) -> Found | None:
 
 
 #: Which of a run's encoders to evaluate: ``auto`` is the EMA teacher where it trained.
-#: ``init``: the encoder as initialised, rebuilt from the run's seed (never trained): what the
-#: reference scored its EMA-disabled runs on (their never-updated ``target_encoder``).
-WEIGHTS: tuple[str, ...] = ("auto", "student", "teacher", "init")
+#: ``init``: the encoder as initialised, rebuilt from the run's seed (never trained).
+#: ``reference``: what the reference scored (its ``target_encoder``): the EMA teacher, or the
+#: initialisation of a run without one (never updated there); ``--profile reference``'s choice.
+WEIGHTS: tuple[str, ...] = ("auto", "student", "teacher", "init", "reference")
 
 
 def trained_encoders(state: Mapping[str, Any], ema_teacher: bool) -> list[str]:
@@ -209,13 +210,14 @@ def trained_encoders(state: Mapping[str, Any], ema_teacher: bool) -> list[str]:
 def select_weights(requested: str, trained: Sequence[str], where: str = "the run") -> str:
     """``auto`` = the EMA teacher when it trained, else the student. Asking for the teacher of
     a run that trained none is an error: the reference scored its no-EMA runs on a teacher
-    that was a never-trained copy of the initial student, and that must not happen silently."""
-    if requested == "reference":  # what the reference scored: its target_encoder, never
-        return "teacher" if "teacher" in trained else "init"  # updated without EMA
+    that was a never-trained copy of the initial student, and that must not happen silently;
+    ``init`` (and ``reference`` for such a run) asks for exactly that, on purpose."""
     if requested not in WEIGHTS:
         raise ConfigError(f"unknown weights '{requested}'{suggestion(requested, WEIGHTS)}")
     if requested == "auto":
         return "teacher" if "teacher" in trained else "student"
+    if requested == "reference":  # the reference's target_encoder: never updated without EMA
+        return "teacher" if "teacher" in trained else "init"
     if requested == "init":
         return requested
     if requested not in trained:

@@ -83,6 +83,7 @@ class Weights(str, Enum):
     student = "student"
     teacher = "teacher"
     init = "init"
+    reference = "reference"
 
 
 class Profile(str, Enum):
@@ -94,7 +95,8 @@ class Profile(str, Enum):
 
 WEIGHTS_HELP = (
     "auto: the EMA teacher if the run trained one, else the student (under --profile "
-    "reference: the teacher, else init). init: the run's initialisation, never trained."
+    "reference: the teacher, else init). init: the run's initialisation, never trained. "
+    "reference: what the paper's code scored (the teacher, else init)."
 )
 PROFILE_HELP = (
     "paper: the method as the paper writes it (default). reference: the paper's public code as "
@@ -364,11 +366,10 @@ def show_recipe(
 ) -> None:
     """Print the fully resolved recipe (what `pretrain` would write to RUN/config.yaml)."""
     from jepactl.config import dump_yaml
-
-    set_ = ([f"profile={profile.value}"] if profile is not None else []) + list(set_ or [])
     from jepactl.recipe import load_recipe
 
-    typer.echo(dump_yaml(load_recipe(recipe, set_ or [])), nl=False)
+    overrides = ([f"profile={profile.value}"] if profile is not None else []) + list(set_ or [])
+    typer.echo(dump_yaml(load_recipe(recipe, overrides)), nl=False)
 
 
 data_app = typer.Typer(help="Inspect datasets.")

@@ -152,3 +152,16 @@ def test_every_switch_the_profile_sets_has_a_row_in_the_reference_differences() 
     for fields in REFERENCE_PROTOCOLS.values():
         for key in fields:
             assert f"{key}: " in doc or f"`{key}" in doc, key
+
+
+def test_reference_weights_of_a_checkpoint_file_are_its_teacher(tmp_path: Path) -> None:
+    """``extract-features --checkpoint FILE --profile reference``: the file's target encoder,
+    what the reference always evaluated (``init`` needs the run, not a file)."""
+    from jepactl.features.encoder import load_frozen_encoder
+
+    pretrain("synth/baseline", TINY, run_dir=tmp_path, max_steps=0, progress=False)
+    file = tmp_path / "checkpoints" / "latest.pt"
+    assert load_frozen_encoder(tmp_path, "reference", checkpoint=file).weights == "teacher"
+    assert load_frozen_encoder(tmp_path, "reference").weights == "teacher"
+    with pytest.raises(ConfigError, match="give the run, not --checkpoint"):
+        load_frozen_encoder(tmp_path, "init", checkpoint=file)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from jepactl.cli import app
 from jepactl.config import ConfigError
@@ -209,20 +209,27 @@ def test_score_run_writes_a_result_compare_reads(tiny_run: Path, tmp_path: Path)
     assert f"{result['top1']:.2f}" in md
 
 
+def _run_shrunk_reference(
+    monkeypatch: pytest.MonkeyPatch, run: Path, cache: Path, *flags: str
+) -> Result:
+    """``jepactl synth-motion RUN FLAGS`` on the reference protocol with its clips shrunk (the
+    real ones would take minutes on a CPU; the 160/40 split is kept)."""
+    monkeypatch.setitem(
+        PROTOCOLS, "reference", replace(PROTOCOLS["reference"], frames=4, size=32, epochs=1)
+    )
+    res = CliRunner().invoke(
+        app, ["synth-motion", str(run), *flags, "--cache-dir", str(cache), "--workers", "0"]
+    )
+    assert res.exit_code == 0, res.output
+    return res
+
+
 def test_cli_synth_motion_reference_split(
     tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The CLI on the real reference protocol would take minutes on a CPU; shrink its clips
     (not its split) to show the 160/40 split is what runs and is printed."""
-    monkeypatch.setitem(
-        PROTOCOLS, "reference", replace(PROTOCOLS["reference"], frames=4, size=32, epochs=1)
-    )
-    res = CliRunner().invoke(
-        app,
-        ["synth-motion", str(tiny_run), "--protocol", "reference", "--cache-dir", str(tmp_path),
-         "--workers", "0"],
-    )  # fmt: skip
-    assert res.exit_code == 0, res.output
+    res = _run_shrunk_reference(monkeypatch, tiny_run, tmp_path, "--protocol", "reference")
     assert "160 train / 40 test" in res.output and "Accuracy (%)" in res.output
     saved = json.loads(
         (tiny_run / "probes" / "synth-motion-directions-reference.json").read_text()
@@ -238,15 +245,7 @@ def test_cli_synth_motion_profile_reference_is_the_reference_protocol_and_weight
 ) -> None:
     """``--profile reference``: the reference protocol, scored on what the reference scored
     (the EMA teacher here), recorded as the reference profile; compare says so."""
-    monkeypatch.setitem(
-        PROTOCOLS, "reference", replace(PROTOCOLS["reference"], frames=4, size=32, epochs=1)
-    )
-    res = CliRunner().invoke(
-        app,
-        ["synth-motion", str(tiny_run), "--profile", "reference", "--cache-dir", str(tmp_path),
-         "--workers", "0"],
-    )  # fmt: skip
-    assert res.exit_code == 0, res.output
+    _run_shrunk_reference(monkeypatch, tiny_run, tmp_path, "--profile", "reference")
     saved = json.loads((tiny_run / "probes" / "synth-motion-directions-reference.json").read_text())
     assert (saved["n_train"], saved["n_val"]) == (160, 40)
     assert (saved["profile"], saved["weights"]) == ("reference", "teacher")

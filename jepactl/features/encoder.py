@@ -127,6 +127,8 @@ def _load_file(path: Path, weights: str, device: torch.device | str) -> FrozenEn
         raise ConfigError(
             "--weights init rebuilds a run's initialisation: give the run, not --checkpoint"
         )
+    if weights == "reference":  # the reference always evaluated the file's target encoder
+        weights = "teacher"
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist (or is not a file)")
     sha = file_sha256(path)

@@ -213,7 +213,7 @@ def extract_features(
         b.reader_split(split)
     if pool not in POOLS:
         raise ConfigError(f"unknown pooling '{pool}'{suggestion(pool, POOLS)}")
-    if weights not in (*WEIGHTS, "reference"):
+    if weights not in WEIGHTS:
         raise ConfigError(f"unknown weights '{weights}'{suggestion(weights, WEIGHTS)}")
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")

@@ -73,7 +73,7 @@ def score_run(
     proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
-    if weights not in (*WEIGHTS, "reference"):  # checked before minutes of clip writing
+    if weights not in WEIGHTS:  # checked before minutes of clip writing, not after
         raise ConfigError(f"unknown weights '{weights}'{suggestion(weights, WEIGHTS)}")
     resolve_device(device)  # an unknown device, or CUDA asked for and not visible
     run_dir = Path(run_dir)
@@ -145,7 +145,7 @@ def score_run(
             "wall_time_s": round(sum(r["wall_time_s"] for r in per_seed), 3),
             # the reference profile: its protocol and weights (jepactl synth-motion --profile)
             "profile": "reference"
-            if protocol == "reference" and weights == "reference"
+            if proto.name == "reference" and weights == "reference"
             else "paper",
         }
     )
