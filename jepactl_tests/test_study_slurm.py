@@ -46,14 +46,19 @@ def cluster() -> None:
 
 def wait(path: Path, root: Path, until: str, timeout: float = 600) -> Snapshot:
     """Poll the study until ``until`` holds: ``settled`` (nothing queued or running: each
-    stage done, failed, or blocked behind a failed one) or ``done`` (every stage done)."""
+    stage done, failed, or blocked behind a failed one) or ``done`` (every stage done, and
+    each job that ran one has recorded its end: a stage counts as done from its files, which
+    its job writes a moment before it records its exit code)."""
     study = load_study(str(path), root)
     stages = build_stages(study)
+    paths = Paths(root)
     deadline = time.monotonic() + timeout
     while True:
         snap = snapshot(study, stages)
         live = [s for s in snap.stages if s.live]
-        if until == "done" and all(s.state == "done" for s in snap.stages):
+        records = [JobRecord.read(paths.job(s.id)) for s in stages]
+        ended = all(r is None or r.ended for r in records)
+        if until == "done" and all(s.state == "done" for s in snap.stages) and ended:
             return snap
         if until == "settled" and not live:
             return snap
