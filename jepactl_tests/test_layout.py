@@ -172,3 +172,42 @@ def test_run_directory_names_have_one_owner() -> None:
         if word in path.read_text()
     }
     assert spelled == {"jepactl.rundir"}
+
+
+#: The modules of ``jepactl/cli/`` that are not command modules: the assembler and the
+#: shared options. Every other module there holds one command family.
+CLI_SHARED = {"jepactl.cli", "jepactl.cli.common"}
+
+
+def command_modules(mods: dict[str, Path]) -> set[str]:
+    return {m for m in mods if m.startswith("jepactl.cli.") and m not in CLI_SHARED}
+
+
+def test_a_command_module_imports_no_other_command_module() -> None:
+    """A command family uses the shared module and the library, never another family (so a
+    family can be read, moved or removed on its own); only ``jepactl.cli`` assembles them."""
+    edges = graph()
+    commands = command_modules(modules())
+    assert {"jepactl.cli.train", "jepactl.cli.evaluate", "jepactl.cli.study"} <= commands
+    bad = sorted(
+        f"{module} -> {target}"
+        for module in commands
+        for target in edges[module]
+        if target.startswith("jepactl.cli") and target != "jepactl.cli.common"
+    )
+    assert not bad, "command modules importing each other (or the assembler): " + "; ".join(bad)
+
+
+def test_the_command_module_check_sees_a_planted_import(tmp_path: Path) -> None:
+    """The checker itself can fail: a family importing another is found."""
+    planted = tmp_path / "train.py"
+    planted.write_text("from jepactl.cli.evaluate import probe\nfrom jepactl.cli import common\n")
+    known = set(modules())
+    found = set(imports(planted, "jepactl.cli.train", known))
+    assert found & command_modules(modules()) == {"jepactl.cli.evaluate"}
+    assert "jepactl.cli.common" in found
+
+
+def test_the_shared_cli_module_imports_no_command_module() -> None:
+    edges = graph()
+    assert not {t for t in edges["jepactl.cli.common"] if t.startswith("jepactl.cli")}

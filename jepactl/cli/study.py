@@ -16,7 +16,7 @@ from jepactl.log import LOGGER
 if TYPE_CHECKING:
     from jepactl.study.spec import Study
 
-study_app = typer.Typer(
+app = typer.Typer(
     help=(
         "A whole study (recipes x seeds x tasks: pretrain, extract features, probe, report) "
         "as one resumable object, run locally or on SLURM. Start with `jepactl study list` "
@@ -46,7 +46,7 @@ def _resume_hint(name: str, root: Path, launcher: str) -> str:
     return f"jepactl study run {name} --root {root} --launcher {launcher}"
 
 
-@study_app.command("list")
+@app.command("list")
 def list_cmd() -> None:
     """List the built-in studies with their descriptions."""
     import yaml
@@ -60,7 +60,7 @@ def list_cmd() -> None:
         typer.echo(f"{name:<{width}}  {raw.get('description', '')}")
 
 
-@study_app.command()
+@app.command()
 def plan(
     study: Annotated[str, typer.Argument(help=STUDY_HELP)],
     root: Annotated[Path | None, typer.Option(help=ROOT_HELP)] = None,
@@ -88,7 +88,7 @@ def plan(
     typer.echo(f"next: jepactl study run {study} --root {s.root} --launcher local|slurm")
 
 
-@study_app.command()
+@app.command()
 def run(
     study: Annotated[str, typer.Argument(help=STUDY_HELP)],
     launcher: Annotated[
@@ -157,7 +157,7 @@ def run(
     typer.echo(f"wrote {rep.path}" + (f" and {rep.figure}" if rep.figure else ""))
 
 
-@study_app.command()
+@app.command()
 def status(
     study: Annotated[str, typer.Argument(help=STUDY_HELP)],
     root: Annotated[Path | None, typer.Option(help=ROOT_HELP)] = None,
@@ -182,7 +182,7 @@ def status(
         typer.echo(f"all done: jepactl study report {study} --root {s.root}")
 
 
-@study_app.command()
+@app.command()
 def report(
     study: Annotated[str, typer.Argument(help=STUDY_HELP)],
     root: Annotated[Path | None, typer.Option(help=ROOT_HELP)] = None,
