@@ -4,65 +4,54 @@ One step: load a batch (uint8, already on its way to the device), sample each ma
 run the student/predictor/teacher and the recipe's loss terms under autocast, step AdamW,
 update the EMA teacher. Everything else (resume, pre-emption, logging) happens at step
 boundaries, and nothing in the step reads a value back from the device.
+
+Read :func:`_train` first: the driver, set-up then the loop over steps then shutdown, each a
+named piece. Set-up is :mod:`jepactl.train.setup`, the checkpoint boundary
+:mod:`jepactl.train.checkpointing`, why a run stops :mod:`jepactl.train.stopping`; one step
+and the logging and checkpoint boundaries are :class:`_Loop`'s methods below.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import torch
-import torch.distributed as dist
-import yaml
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from jepactl import checkpoint as ckpt
-from jepactl.checkpoint import CHECKPOINT_VERSION
-from jepactl.config import (
-    RUNTIME_KEYS,
-    ConfigError,
-    Recipe,
-    autocast_bf16,
-    canonical_data_names,
-    config_diff,
-    dump_yaml,
-    to_dict,
-)
-from jepactl.data.loader import (
-    Batch,
-    Collator,
-    DataQualityError,
-    StepBatchSampler,
-    StepDataset,
-    build_loader,
-    sampling_for,
-    to_model_input,
-)
+from jepactl.config import ConfigError, Recipe, autocast_bf16
+from jepactl.data.loader import Batch, DataQualityError, to_model_input
 from jepactl.data.sources import Source, build_source
-from jepactl.dist import DistInfo, agree, barrier, broadcast, init_distributed, shutdown
-from jepactl.errors import JepactlError, NonFiniteLossError
+from jepactl.dist import DistInfo, agree, init_distributed, shutdown
+from jepactl.errors import JepactlError
 from jepactl.lock import RunLock
 from jepactl.log import LOGGER, log_file, progress_bars
-from jepactl.masks import build_mask_strategy
 from jepactl.models.upstream import LoadedEncoder
-from jepactl.optim import build_optimizer, ema_update, learning_rate, total_steps
+from jepactl.models.vit import VideoViT
+from jepactl.optim import ema_update, learning_rate, total_steps
 from jepactl.recipe import load_recipe
 from jepactl.rundir import RunDir
+from jepactl.train.checkpointing import find_resume_point, save_checkpoint
 from jepactl.train.guard import NonFiniteGuard
-from jepactl.train.init import check_init, init_overrides, initialise, read_init
+from jepactl.train.init import check_init, init_overrides, read_init
 from jepactl.train.metrics import MetricsLog
 from jepactl.train.model import JEPA
 from jepactl.train.monitor import Monitor
+from jepactl.train.setup import (
+    Model,
+    build_step_loader,
+    prepare_run_dir,
+    say_start,
+    set_up_model,
+    wrap_ddp,
+)
 from jepactl.train.sinks import Fanout, Opening
-from jepactl.utils import derive_seed, file_sha256, read_jsonl, warn
+from jepactl.train.stopping import BadSamples, StopFlag, stop_flags
+from jepactl.utils import file_sha256, warn
 
 
 @dataclass
@@ -78,123 +67,8 @@ class RunResult:
         return self.step >= self.total_steps
 
 
-class StopFlag:
-    """Set by SIGTERM/SIGINT; the loop checkpoints at the next step boundary and exits 0.
-
-    A second SIGINT falls through to Python's default handler (KeyboardInterrupt), for a
-    user who really wants out now.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[signal.Signals, Any] = {}
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested and signum == signal.SIGINT:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise KeyboardInterrupt
-        self.requested = True
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[StopFlag]:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        try:
-            yield self
-        finally:
-            for sig, handler in self._previous.items():
-                signal.signal(sig, handler)
-
-
 def default_run_dir(recipe_name: str) -> Path:
     return Path("runs") / Path(recipe_name).with_suffix("").as_posix().replace("/", "-")
-
-
-def find_resume_point(
-    run_dir: Path, recipe: Recipe, force: bool, info: DistInfo
-) -> ckpt.Found | None:
-    """The checkpoint to resume from (the newest readable one), or None for a new run.
-
-    Rank 0 chooses (moving unreadable files aside, see :func:`~jepactl.checkpoint.
-    find_resumable`) and every rank loads what it chose. A different recipe is refused unless
-    ``force``: never silently restarts over an existing run (the reference code does, when its
-    checkpoint fails to load). Only :data:`RUNTIME_KEYS` may change freely.
-    """
-    found: ckpt.Found | None = None
-    error: JepactlError | None = None
-    if info.is_main:
-        try:
-            found = ckpt.find_resumable(RunDir(run_dir).checkpoints, warn)
-        except JepactlError as exc:
-            error = exc
-    agree(info, error)
-    path = broadcast(info, found.path if found is not None else None)
-    if path is None:
-        return None
-    if found is None:
-        found = ckpt.Found(path, ckpt.load(path))
-    # The checkpoint's own copy of the recipe is authoritative (config.yaml is for people).
-    # (dataset aliases of older runs, e.g. imagenet100, read as today's names)
-    saved = canonical_data_names(yaml.safe_load(found.state["config"]))
-    diff = config_diff(saved, to_dict(recipe))
-    diff = [key for key in diff if key not in RUNTIME_KEYS]
-    if diff and not force:
-        shown = ", ".join(diff[:5]) + (" ..." if len(diff) > 5 else "")
-        raise ConfigError(
-            f"{run_dir} holds a run of a different recipe (differs in: {shown}); "
-            "pass --force to continue it with the new settings, or choose another --run-dir"
-        )
-    return found
-
-
-class BadSamples:
-    """Records replaced (undecodable) samples and decides, for all ranks at once, when there
-    are too many: more than ``max_fraction`` of the clips drawn by all ranks (and at least 10,
-    so a couple of broken files early on do not stop a run).
-
-    Each rank appends to its own file (``bad_samples.jsonl`` on rank 0,
-    ``bad_samples.rank<r>.jsonl`` on the others: concurrent appends to one file on a network
-    file system are not atomic); the counts start from what the files already hold, so they
-    survive a resume.
-    """
-
-    def __init__(self, run_dir: Path, rank: int, max_fraction: float) -> None:
-        self.path = RunDir(run_dir).bad_samples(rank)
-        self.max_fraction = max_fraction
-        self.count = 0  # on this rank
-        self.total = 0  # on all ranks, as of the last check
-        self.drawn = 0
-
-    def resume(self, step: int) -> None:
-        """Keep the records of steps before ``step`` (later ones will be replayed)."""
-        self.count = keep_records(self.path, lambda r: int(r.get("step", step)) < step)
-
-    def record(self, batch: Batch) -> None:
-        self.drawn += len(batch.ids) + len(batch.bad)
-        if not batch.bad:
-            return
-        self.count += len(batch.bad)
-        with self.path.open("a") as f:
-            f.write("".join(json.dumps(b) + "\n" for b in batch.bad))
-
-    def message(self) -> str:
-        return (
-            f"{self.total} samples failed to load (> data.max_bad_fraction="
-            f"{self.max_fraction} of those drawn); see {self.path.parent}/bad_samples*.jsonl "
-            "and run `jepactl data check` on the dataset. The run was checkpointed and resumes "
-            "once the data is fixed."
-        )
-
-
-def stop_flags(stop: bool, bad: BadSamples, info: DistInfo) -> tuple[bool, bool]:
-    """(stop requested on any rank, too many bad samples on all ranks together): one CPU
-    all-reduce per step, never a GPU synchronisation."""
-    flags = torch.tensor([int(stop), bad.count, bad.drawn], dtype=torch.int64)
-    if info.distributed:
-        dist.all_reduce(flags, group=info.control_group)
-    bad.total = int(flags[1])
-    too_many = bad.total > max(10, bad.max_fraction * int(flags[2]))
-    return bool(flags[0]), too_many
 
 
 def train_step(
@@ -246,104 +120,6 @@ def grad_norm(model: JEPA) -> torch.Tensor:
     if not grads:
         return torch.zeros((), device=next(model.parameters()).device)
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-
-
-def keep_records(path: Path, keep: Callable[[dict[str, Any]], bool]) -> int:
-    """Rewrite a JSON-lines file atomically with only the records ``keep`` accepts; returns
-    how many remain (used on resume, so replayed steps are not recorded twice). A torn line
-    (a kill or a full disk mid-write) is dropped with a warning."""
-    if not path.exists():
-        return 0
-    records = [r for r in read_jsonl(path, warn) if keep(r)]
-    ckpt.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
-    return len(records)
-
-
-def _gather_rng(info: DistInfo) -> list[dict[str, Any]]:
-    state = ckpt.rng_state()
-    if not info.distributed:
-        return [state]
-    states: list[Any] = [None] * info.world_size
-    dist.all_gather_object(states, state, group=info.control_group)
-    return states
-
-
-def save_checkpoint(
-    run_dir: Path,
-    model: JEPA,
-    optimizer: torch.optim.Optimizer,
-    step: int,
-    recipe: Recipe,
-    info: DistInfo,
-    snapshot: bool,
-    guard: NonFiniteGuard,
-) -> None:
-    """Rank 0 writes ``checkpoints/latest.pt`` atomically (every rank's RNG state included),
-    and a snapshot as an independent copy of it. Weights that are not finite are never
-    written; a write that fails (a full disk) fails on every rank, the old file intact."""
-    rng = _gather_rng(info)
-    error: JepactlError | None = None
-    if info.is_main:
-        try:
-            _write_checkpoint(run_dir, model, optimizer, step, recipe, rng, snapshot, guard)
-        except JepactlError as exc:
-            error = exc
-    agree(info, error)
-
-
-def _write_checkpoint(
-    run_dir: Path,
-    model: JEPA,
-    optimizer: torch.optim.Optimizer,
-    step: int,
-    recipe: Recipe,
-    rng: list[dict[str, Any]],
-    snapshot: bool,
-    guard: NonFiniteGuard,
-) -> None:
-    params = list(model.parameters())
-    if params and not bool(torch.stack([p.isfinite().all() for p in params]).all()):
-        raise NonFiniteLossError(
-            f"the weights at step {step} are not finite (the loss was finite: a gradient or "
-            "update overflowed); not saved, the last checkpoint is the last good state: lower "
-            "optim.lr or set optim.clip_grad, then rerun to resume"
-        )
-    state = {
-        "version": CHECKPOINT_VERSION,
-        "step": step,
-        "student": model.student.state_dict(),
-        "teacher": model.teacher.state_dict() if model.teacher is not None else None,
-        # Which encoders trained: feature extraction must never pick an untrained one.
-        "trained_encoders": ["student"] + (["teacher"] if model.teacher is not None else []),
-        "predictor": model.predictor.state_dict(),
-        "terms": model.terms.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "rng": rng,
-        "data": {"next_step": step},
-        "nonfinite_skipped": guard.skipped,
-        "config": dump_yaml(recipe),
-    }
-    run = RunDir(run_dir)
-    ckpt.atomic_save(state, run.latest)
-    # the file's step and sha256 beside it, for readers without torch (jepactl study)
-    run.write_checkpoint_record(step, total_steps(recipe.optim), file_sha256(run.latest))
-    if snapshot:  # an independent file: a torn latest.pt must not take the snapshot with it
-        ckpt.atomic_copy(run.latest, run.snapshot(step))
-
-
-def restore(
-    state: dict[str, Any], model: JEPA, optimizer: torch.optim.Optimizer, info: DistInfo
-) -> int:
-    """Load a checkpoint's state into the model and optimizer; returns the step to go on at."""
-    model.student.load_state_dict(state["student"])
-    if model.teacher is not None:
-        model.teacher.load_state_dict(state["teacher"])
-    model.predictor.load_state_dict(state["predictor"])
-    model.terms.load_state_dict(state["terms"])
-    optimizer.load_state_dict(state["optimizer"])
-    rng = state["rng"]
-    ckpt.set_rng_state(rng[info.rank] if info.rank < len(rng) else rng[0])
-    return int(state["data"]["next_step"])
 
 
 def pretrain(
@@ -431,88 +207,25 @@ def _train(
     sinks: Fanout,
     init: LoadedEncoder | None = None,
 ) -> RunResult:
+    """The driver: set up (model, run directory, data), the steps with their logging and
+    checkpoint boundaries, then shutdown. Each piece is named; the order is the contract
+    (exact resume and the kill -9 / SIGTERM tests depend on it)."""
     found = find_resume_point(run_dir, recipe, force, info)
-    resume = found is not None
-    resumed_from = found.path if found is not None else None
-    seed, device = recipe.train.seed, info.device
-    torch.manual_seed(seed)  # same initial weights on every rank
-    model = JEPA(recipe)
-    if found is None and init is not None:  # a resume continues from its own weights
-        initialise(model.student, model.teacher, init)
-        if info.is_main:
-            LOGGER.info(f"encoder initialised from {recipe.model.init_from} ({init.describe()})")
-    model = model.to(device)
-    optimizer = build_optimizer(model.trainable(), recipe.optim)
-    step = restore(found.state, model, optimizer, info) if found is not None else 0
-    guard = NonFiniteGuard(
-        skip_nonfinite, device, int(found.state.get("nonfinite_skipped", 0)) if found else 0
-    )
-    if found is None:
-        torch.manual_seed(derive_seed(seed, "rank", info.rank))
-        saved = "nothing was saved yet"
-    else:
-        saved = f"checkpoints/{found.path.name} (step {step}) is the last good state"
+    resume, resumed_from = found is not None, found.path if found is not None else None
+    set_up = set_up_model(recipe, info, found, init, skip_nonfinite)
     del found  # the loaded state is in the model now; free its memory
-
-    barrier(info)
-    run = RunDir(run_dir)
-    metrics_path = run.metrics
-    if info.is_main:
-        run.write_config(dump_yaml(recipe))
-        if resume:
-            keep_records(metrics_path, lambda r: r.get("step", step + 1) <= step)
-        else:
-            metrics_path.unlink(missing_ok=True)
-    barrier(info)  # the run directory exists before any rank writes into it
-
-    n_params = sum(p.numel() for p in model.student.parameters())
-    if info.is_main:
-        verb = f"resuming {run_dir} at step {step}" if resume else f"starting {run_dir}"
-        LOGGER.info(
-            f"{verb}; encoder {n_params / 1e6:.1f}M params, "
-            f"{info.world_size} rank(s) on {device.type}, precision "
-            f"{'bf16 autocast' if autocast_bf16(recipe.train.precision, device.type) else 'fp32'}"
-        )
-
-    ddp_model: torch.nn.Module = model
-    if info.distributed:
-        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
-            model, model.teacher_names()
-        )
-        ddp_model = DistributedDataParallel(
-            model,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            broadcast_buffers=False,  # buffers are constants (RoPE frequencies)
-            # Every term runs every step (ramps multiply by 0), so the graph is static; this
-            # also lets terms differentiate inside forward (Hamiltonian's autograd.grad).
-            static_graph=True,
-        )
-
+    run, step = RunDir(run_dir), set_up.step
+    prepare_run_dir(run, recipe, info, resume, step)
+    say_start(run, set_up.model, recipe, info, resume, step)
+    ddp_model = wrap_ddp(set_up.model, info)
     total = total_steps(recipe.optim)
     end = min(total, max_steps) if max_steps is not None else total
-    sampler = StepBatchSampler(
-        sampling_for(source, seed), recipe.data.batch_size, info.rank, info.world_size, step, end
-    )
-    collator = Collator(
-        [build_mask_strategy(spec) for spec in recipe.masks],
-        recipe.model.patch_size,
-        recipe.model.tubelet,
-        seed,
-        info.rank,
-    )
-    loader = build_loader(
-        StepDataset(source, seed),
-        sampler,
-        collator,
-        recipe.data.num_workers,
-        device.type == "cuda",
-        seed,
-    )
+    loader = build_step_loader(recipe, source, info, step, end)
     if info.is_main:
         LOGGER.debug(
             f"steps {step}..{end} of {total}; global batch {recipe.data.batch_size}, "
             f"{recipe.data.num_workers} data workers per rank; metric sinks: "
-            f"{', '.join(recipe.tracking.sinks) or 'none'} besides {metrics_path}"
+            f"{', '.join(recipe.tracking.sinks) or 'none'} besides {run.metrics}"
         )
     bad = BadSamples(run_dir, info.rank, recipe.data.max_bad_fraction)
     if resume:
@@ -520,102 +233,186 @@ def _train(
     elif bad.path.exists():
         bad.path.unlink()
     sinks.opening.resume_step = step if resume else None
-    log = MetricsLog(
-        metrics_path if info.is_main else None,
+    loop = _Loop(
+        recipe, run_dir, info, set_up, ddp_model, bad, _metrics_log(run, recipe, info, sinks),
+        _progress_bar(step, end, progress), step, end,
+    )  # fmt: skip
+    stop = StopFlag()
+    loop.monitor = Monitor(recipe, info.device) if recipe.monitor.every and info.is_main else None
+    loop.start(resume)
+    batches = iter(loader)
+    try:
+        with stop.installed():
+            set_up.model.train()
+            while loop.step < end:
+                batch, waited = _next_batch(batches)
+                lr = loop.one_step(batch, waited)
+                loop.stopped, too_bad = stop_flags(stop.requested, bad, info)
+                loop.boundary(lr, too_bad)
+                if too_bad:
+                    raise DataQualityError(bad.message())
+                if loop.stopped:
+                    break
+    finally:
+        loop.bar.close()
+        _shut_down_workers(batches)
+        del batches
+    _finish(run, info, resumed_from, loop.step, total, loop.stopped)
+    return RunResult(run_dir, loop.step, total, loop.stopped, loop.last)
+
+
+def _metrics_log(run: RunDir, recipe: Recipe, info: DistInfo, sinks: Fanout) -> MetricsLog:
+    """The metrics log: rank 0 writes ``metrics.jsonl`` and the sinks; the others only sum."""
+    return MetricsLog(
+        run.metrics if info.is_main else None,
         recipe.data.batch_size,
-        device,
+        info.device,
         sinks if info.is_main else None,
     )
-    cfg = recipe.train
-    bar = tqdm(
+
+
+def _progress_bar(step: int, end: int, progress: bool) -> Any:
+    """The step progress bar (drawn where progress bars are on and this rank shows them)."""
+    return tqdm(
         total=end,
         initial=step,
         disable=not (progress and progress_bars()),
         unit="step",
         dynamic_ncols=True,
     )
-    stop = StopFlag()
-    last: dict[str, Any] = {}
-    stopped = False
 
-    monitor = Monitor(recipe, device) if recipe.monitor.every and info.is_main else None
-    watched = model.teacher if model.teacher is not None else model.student
-    if monitor is not None and not resume:
-        # The untrained encoder and raw pixels, the controls every later check is read against.
-        controls = log.untimed(lambda: {**monitor.check(watched, warn), **monitor.pixel_controls()})
-        log.write({"step": 0, **controls})
-    if step == end == 0:
-        # --max-steps 0 on a new run: save the initialisation, an untrained control encoder.
-        save_checkpoint(run_dir, model, optimizer, 0, recipe, info, False, guard)
-    batches = iter(loader)
-    try:
-        with stop.installed():
-            model.train()
-            while step < end:
-                t_wait = time.perf_counter()
-                batch = next(batches)
-                waited = time.perf_counter() - t_wait
 
-                if batch.step != step:
-                    raise RuntimeError(f"data loader is at step {batch.step}, training at {step}")
-                lr = learning_rate(step, recipe.optim)
-                losses, logs, skipped = train_step(
-                    ddp_model, model, optimizer, batch, step, lr, recipe, device, guard, info
-                )
-                bad.record(batch)
-                step += 1
-                if skipped:
-                    warn(f"step {step}: non-finite loss, update skipped ({guard.skipped} of "
-                         f"--skip-nonfinite {guard.tolerate})")  # fmt: skip
-                else:
-                    log.add(losses, logs, waited)
-                bar.update(1)
-                stopped, too_bad = stop_flags(stop.requested, bad, info)
+def _next_batch(batches: Iterator[Batch]) -> tuple[Batch, float]:
+    """The next batch, and how long the loop waited for it (the data-wait figure)."""
+    t_wait = time.perf_counter()
+    batch = next(batches)
+    return batch, time.perf_counter() - t_wait
 
-                # the same on every rank: a logging step all-reduces (rank 0 alone watches)
-                watching = recipe.monitor.every > 0 and step % recipe.monitor.every == 0
-                logging = step % cfg.log_every == 0 or step == end or watching
-                saving = stopped or too_bad or step == end or step % cfg.checkpoint_every == 0
-                if logging or saving:
-                    guard.check(info, saved)  # before anything of a diverged interval is kept
-                if logging:
-                    epoch = (step - 1) // recipe.optim.iters_per_epoch
-                    seen = {}
-                    if monitor is not None and watching:
-                        seen = log.untimed(lambda: monitor.check(watched, warn))
-                    last = log.flush(
-                        step=step, epoch=epoch, lr=lr, bad_samples=bad.total,
-                        nonfinite_skipped=guard.skipped, **seen,
-                    )  # fmt: skip
-                    bar.set_postfix(
-                        loss=f"{last['loss']:.4f}", clips_s=f"{last['clips_per_s']:.1f}"
-                    )
-                if saving:
-                    snapshot = bool(cfg.snapshot_every) and step % cfg.snapshot_every == 0
-                    save_checkpoint(run_dir, model, optimizer, step, recipe, info, snapshot, guard)
-                    saved = f"checkpoints/latest.pt (step {step}) is the last good state"
-                if too_bad:
-                    raise DataQualityError(bad.message())
-                if stopped:
-                    break
-    finally:
-        bar.close()
-        # Shut the decoding workers down now, also on an error: they ignore SIGTERM (that is
-        # the trainer's to handle), so leaving them to the interpreter's exit would hang it.
-        shutdown_workers = getattr(batches, "_shutdown_workers", None)
-        if shutdown_workers is not None:
-            shutdown_workers()
-        del batches
-    if info.is_main and resumed_from == run.latest and run.checkpoint_record() is None:
+
+@dataclass
+class _Loop:
+    """What the steps share: the model as set up (``set_up``; its ``saved`` names the last
+    good state for a divergence message), where the run stands (``step`` of ``end``), and the
+    boundary machinery: metrics log, monitor, progress bar, bad-sample count."""
+
+    recipe: Recipe
+    run_dir: Path
+    info: DistInfo
+    set_up: Model
+    ddp_model: torch.nn.Module
+    bad: BadSamples
+    log: MetricsLog
+    bar: Any  # tqdm
+    step: int
+    end: int
+    monitor: Monitor | None = None
+    stopped: bool = False
+    last: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def watched(self) -> VideoViT:
+        """The encoder the monitor checks: the EMA teacher where there is one."""
+        model = self.set_up.model
+        return model.teacher if model.teacher is not None else model.student
+
+    def start(self, resume: bool) -> None:
+        """Before the first step of a new run: the monitor's step-0 controls (the untrained
+        encoder and raw pixels, what every later check is read against); ``--max-steps 0``
+        saves the initialisation, an untrained control encoder."""
+        monitor = self.monitor
+        if monitor is not None and not resume:
+            controls = self.log.untimed(
+                lambda: {**monitor.check(self.watched, warn), **monitor.pixel_controls()}
+            )
+            self.log.write({"step": 0, **controls})
+        if self.step == self.end == 0:
+            self._save(snapshot=False)
+
+    def one_step(self, batch: Batch, waited: float) -> float:
+        """One optimisation step on ``batch`` (its losses kept for the next log line, a
+        skipped update warned of); returns the step's learning rate."""
+        step, s = self.step, self.set_up
+        if batch.step != step:
+            raise RuntimeError(f"data loader is at step {batch.step}, training at {step}")
+        lr = learning_rate(step, self.recipe.optim)
+        losses, logs, skipped = train_step(
+            self.ddp_model, s.model, s.optimizer, batch, step, lr, self.recipe, self.info.device,
+            s.guard, self.info,
+        )  # fmt: skip
+        self.bad.record(batch)
+        self.step = step = step + 1
+        if skipped:
+            warn(f"step {step}: non-finite loss, update skipped ({s.guard.skipped} of "
+                 f"--skip-nonfinite {s.guard.tolerate})")  # fmt: skip
+        else:
+            self.log.add(losses, logs, waited)
+        self.bar.update(1)
+        return lr
+
+    def boundary(self, lr: float, too_bad: bool) -> None:
+        """After a step: a logging step writes a metrics line (and the monitor's checks), a
+        saving step (the end, a stop, too many bad samples, every checkpoint_every) writes the
+        checkpoint; either first checks the guard, so nothing of a diverged interval is kept.
+        The same decision on every rank: a logging step all-reduces (rank 0 alone watches)."""
+        step, cfg, every = self.step, self.recipe.train, self.recipe.monitor.every
+        watching = every > 0 and step % every == 0
+        logging = step % cfg.log_every == 0 or step == self.end or watching
+        saving = self.stopped or too_bad or step == self.end or step % cfg.checkpoint_every == 0
+        if logging or saving:
+            self.set_up.guard.check(self.info, self.set_up.saved)
+        if logging:
+            self._log(lr, watching)
+        if saving:
+            self._save(snapshot=bool(cfg.snapshot_every) and step % cfg.snapshot_every == 0)
+            self.set_up.saved = f"checkpoints/latest.pt (step {step}) is the last good state"
+
+    def _log(self, lr: float, watching: bool) -> None:
+        """The logging boundary: one metrics line (the monitor's checks in it when due)."""
+        step, monitor = self.step, self.monitor
+        epoch = (step - 1) // self.recipe.optim.iters_per_epoch
+        seen = {}
+        if monitor is not None and watching:
+            seen = self.log.untimed(lambda: monitor.check(self.watched, warn))
+        self.last = self.log.flush(
+            step=step, epoch=epoch, lr=lr, bad_samples=self.bad.total,
+            nonfinite_skipped=self.set_up.guard.skipped, **seen,
+        )  # fmt: skip
+        self.bar.set_postfix(
+            loss=f"{self.last['loss']:.4f}", clips_s=f"{self.last['clips_per_s']:.1f}"
+        )
+
+    def _save(self, snapshot: bool) -> None:
+        """The checkpoint boundary: ``latest.pt`` (and a snapshot) at this step."""
+        s = self.set_up
+        save_checkpoint(
+            self.run_dir, s.model, s.optimizer, self.step, self.recipe, self.info, snapshot,
+            s.guard,
+        )  # fmt: skip
+
+
+def _shut_down_workers(batches: Iterator[Batch]) -> None:
+    """Shut the decoding workers down now, also on an error: they ignore SIGTERM (that is the
+    trainer's to handle), so leaving them to the interpreter's exit would hang it."""
+    shutdown_workers = getattr(batches, "_shutdown_workers", None)
+    if shutdown_workers is not None:
+        shutdown_workers()
+
+
+def _finish(
+    run: RunDir, info: DistInfo, resumed_from: Path | None, step: int, total: int, stopped: bool
+) -> None:
+    """Rank 0 says how the run ended (and records the checkpoint of an old run that resumed
+    with nothing to do)."""
+    if not info.is_main:
+        return
+    if resumed_from == run.latest and run.checkpoint_record() is None:
         # a run written before checkpoint records were kept, resumed with nothing to do
         run.write_checkpoint_record(step, total, file_sha256(run.latest))
-    if info.is_main:
-        if stopped:
-            LOGGER.info(f"stopped by signal at step {step}; rerun the same command to resume")
-        elif step >= total:
-            LOGGER.info(f"finished {total} steps; checkpoint in {run.checkpoints}")
-        elif step == 0:
-            LOGGER.info(f"saved the untrained initialisation (step 0) in {run.checkpoints}")
-        else:
-            LOGGER.info(f"paused at step {step}/{total}; rerun without --max-steps to go on")
-    return RunResult(run_dir, step, total, stopped, last)
+    if stopped:
+        LOGGER.info(f"stopped by signal at step {step}; rerun the same command to resume")
+    elif step >= total:
+        LOGGER.info(f"finished {total} steps; checkpoint in {run.checkpoints}")
+    elif step == 0:
+        LOGGER.info(f"saved the untrained initialisation (step 0) in {run.checkpoints}")
+    else:
+        LOGGER.info(f"paused at step {step}/{total}; rerun without --max-steps to go on")
