@@ -11,10 +11,11 @@ from __future__ import annotations
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
@@ -29,6 +30,9 @@ from jepactl.recipe import load_recipe
 from jepactl.train.guard import NonFiniteGuard
 from jepactl.train.loop import train_step
 from jepactl.train.model import JEPA
+
+if TYPE_CHECKING:
+    from jepactl.features.benchmarks import Benchmark
 
 BASELINE = "synth/baseline"
 #: The reference recipe of the step benchmarks at each size.
@@ -235,14 +239,10 @@ def probe_cache_vs_reencode(
     the two accuracies should agree within the noise of float16 storage and batch order.
     """
     from jepactl.dist import resolve_device
-    from jepactl.features.clips import EvalSource, eval_loader
-    from jepactl.features.encoder import encode_clips, load_frozen_encoder
     from jepactl.features.extract import extract_features
     from jepactl.features.registry import get_benchmark
-    from jepactl.probe.heads import build_probe
-    from jepactl.probe.train import HeadTrainer, train_probe
+    from jepactl.probe.train import train_probe
     from jepactl.rundir import RunDir
-    from jepactl.utils import derive_seed
 
     b = get_benchmark(bench)
     dev = resolve_device(device)  # both protocols on the same device and precision
@@ -254,6 +254,45 @@ def probe_cache_vs_reencode(
                          wd=b.wd, batch_size=b.batch_size, seed=seed, progress=False,
                          device=str(dev), bf16=False)  # fmt: skip
     t_cache = time.perf_counter() - t0
+    again = _reencode_probe(run_dir, b, epochs, limit, seed, num_workers, dev)
+    return {
+        "cache_s": t_cache,
+        "reencode_s": again.seconds,
+        "speedup": again.seconds / t_cache,
+        "cache_top1": cached["top1"],
+        "reencode_top1": 100.0 * again.correct / again.n_val,
+        "majority": cached["majority"],
+        "n_train": float(again.n_train),
+        "n_val": float(again.n_val),
+    }
+
+
+@dataclass
+class _Reencoded:
+    """The V-JEPA protocol's probe: its wall time, correct val clips and split sizes."""
+
+    seconds: float
+    correct: int
+    n_train: int
+    n_val: int
+
+
+def _reencode_probe(
+    run_dir: Path,
+    b: Benchmark,
+    epochs: int,
+    limit: int | None,
+    seed: int,
+    num_workers: int,
+    dev: torch.device,
+) -> _Reencoded:
+    """Train and score the probe as the V-JEPA protocol does: every epoch decodes and
+    encodes every training clip again (timed from the encoder's load)."""
+    from jepactl.features.clips import EvalSource, eval_loader
+    from jepactl.features.encoder import encode_clips, load_frozen_encoder
+    from jepactl.probe.heads import build_probe
+    from jepactl.probe.train import HeadTrainer
+    from jepactl.utils import derive_seed
 
     t0 = time.perf_counter()
     frozen = load_frozen_encoder(run_dir, "auto", device=dev)
@@ -276,17 +315,7 @@ def probe_cache_vs_reencode(
             tokens = encode_clips(frozen.encoder, batch.clips)
             probs = head(tokens.flatten(0, 1)).softmax(-1).unflatten(0, tokens.shape[:2])
             correct += int((probs.mean(1).argmax(-1).cpu() == batch.labels).sum())
-    t_reencode = time.perf_counter() - t0
-    return {
-        "cache_s": t_cache,
-        "reencode_s": t_reencode,
-        "speedup": t_reencode / t_cache,
-        "cache_top1": cached["top1"],
-        "reencode_top1": 100.0 * correct / len(val),
-        "majority": cached["majority"],
-        "n_train": float(len(train)),
-        "n_val": float(len(val)),
-    }
+    return _Reencoded(time.perf_counter() - t0, correct, len(train), len(val))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,8 +387,6 @@ def pretrain_bench(
     FLOP/s and MFU against the ceiling, clips/s and peak GPU memory; and the data-wait fraction
     of a real ``pretrain`` run of the first recipe on synthetic clips written as video files
     (``loader_steps`` steps; 0 skips it)."""
-    import platform
-
     from jepactl.config import autocast_bf16
 
     say = progress or (lambda text: None)
@@ -369,6 +396,26 @@ def pretrain_bench(
     dtype = torch.bfloat16 if autocast_bf16(first.train.precision, dev.type) else torch.float32
     say(f"ceiling: dense {dtype} matrix products")
     ceiling = matmul_ceiling(dev, dtype)
+    prepared, memory = _warmed_up(recipes, dev, warmup, say)
+    flops = {p.name: count_flops(p) for p in prepared}
+    times: dict[str, list[float]] = {p.name: [] for p in prepared}
+    for r in range(rounds):
+        for p in prepared:
+            say(f"round {r + 1}/{rounds}: {p.name}")
+            times[p.name] += p.timed(steps)
+    rows = _recipe_rows(prepared, times, flops, memory, ceiling)
+    loader = None
+    if loader_steps > 0:
+        say(f"loader: {names[0]} from video files, {loader_steps} steps")
+        loader = loader_wait(names[0], size, device, loader_steps)
+    return _bench_result(dev, size, device, dtype, ceiling, steps, rounds, warmup, rows, loader)
+
+
+def _warmed_up(
+    recipes: dict[str, Recipe], dev: torch.device, warmup: int, say: Callable[[str], Any]
+) -> tuple[list[PreparedStep], dict[str, float | None]]:
+    """Each recipe prepared and stepped ``warmup`` times, in order, with the peak GPU memory
+    (GiB above what was allocated before it; ``None`` on a CPU) it took."""
     prepared: list[PreparedStep] = []
     memory: dict[str, float | None] = {}
     for name, recipe in recipes.items():
@@ -384,14 +431,20 @@ def pretrain_bench(
             (torch.cuda.max_memory_allocated(dev) - before) / 2**30 if dev.type == "cuda" else None
         )
         prepared.append(p)
-    flops = {p.name: count_flops(p) for p in prepared}
-    times: dict[str, list[float]] = {p.name: [] for p in prepared}
-    for r in range(rounds):
-        for p in prepared:
-            say(f"round {r + 1}/{rounds}: {p.name}")
-            times[p.name] += p.timed(steps)
+    return prepared, memory
+
+
+def _recipe_rows(
+    prepared: list[PreparedStep],
+    times: dict[str, list[float]],
+    flops: dict[str, int],
+    memory: dict[str, float | None],
+    ceiling: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """One result row per recipe: its median step time (and ratio to the first recipe's),
+    FLOPs, achieved FLOP/s, MFU, clips/s and peak memory."""
     base = statistics.median(times[prepared[0].name])
-    rows = []
+    rows: list[dict[str, Any]] = []
     for p in prepared:
         sec = statistics.median(times[p.name])
         achieved = flops[p.name] / sec / 1e12
@@ -408,10 +461,24 @@ def pretrain_bench(
             "max_mem_gib": memory[p.name],
             "timed_steps": len(times[p.name]),
         })  # fmt: skip
-    loader = None
-    if loader_steps > 0:
-        say(f"loader: {names[0]} from video files, {loader_steps} steps")
-        loader = loader_wait(names[0], size, device, loader_steps)
+    return rows
+
+
+def _bench_result(
+    dev: torch.device,
+    size: str,
+    device: str,
+    dtype: torch.dtype,
+    ceiling: dict[str, Any],
+    steps: int,
+    rounds: int,
+    warmup: int,
+    rows: list[dict[str, Any]],
+    loader: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """:func:`pretrain_bench`'s result: the machine and settings, the rows and the loader's."""
+    import platform
+
     return {
         "date": time.strftime("%Y-%m-%d"),
         "machine": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),

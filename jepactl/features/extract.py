@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,7 @@ from jepactl.features.pixels import (
     recorded_settings,
 )
 from jepactl.features.registry import get_benchmark
-from jepactl.grid import POOLS, pooled_length
+from jepactl.grid import POOLS, TokenGrid, pooled_length
 from jepactl.lock import RunLock
 from jepactl.log import LOGGER, progress_bars
 from jepactl.rundir import RunDir
@@ -207,20 +208,7 @@ def extract_features(
         merging them.
     """
     b = get_benchmark(bench)
-    if b.profile == "reference" and weights == "auto":
-        weights = "reference"  # the EMA teacher, or the initialisation of a run without one
-    for split in splits:
-        b.reader_split(split)
-    if pool not in POOLS:
-        raise ConfigError(f"unknown pooling '{pool}'{suggestion(pool, POOLS)}")
-    if weights not in WEIGHTS:
-        raise ConfigError(f"unknown weights '{weights}'{suggestion(weights, WEIGHTS)}")
-    if batch_size < 1:
-        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
-    if pixels is not None and checkpoint is not None:
-        raise ConfigError(
-            "--pixels and --checkpoint exclude each other: raw pixels need no checkpoint"
-        )
+    weights = _checked_weights(b, splits, weights, pool, batch_size, checkpoint, pixels)
     run_dir = Path(run_dir)
     owns_group = not (dist.is_available() and dist.is_initialized())
     info = init_distributed(device)
@@ -232,6 +220,34 @@ def extract_features(
     finally:
         if owns_group:
             shutdown(info)
+
+
+def _checked_weights(
+    bench: Benchmark,
+    splits: Sequence[str],
+    weights: str,
+    pool: str,
+    batch_size: int,
+    checkpoint: Path | None,
+    pixels: str | None,
+) -> str:
+    """Check :func:`extract_features`'s options (a :class:`ConfigError` for a bad one) and
+    return the weights to use (``auto`` is ``reference`` under the reference profile)."""
+    if bench.profile == "reference" and weights == "auto":
+        weights = "reference"  # the EMA teacher, or the initialisation of a run without one
+    for split in splits:
+        bench.reader_split(split)
+    if pool not in POOLS:
+        raise ConfigError(f"unknown pooling '{pool}'{suggestion(pool, POOLS)}")
+    if weights not in WEIGHTS:
+        raise ConfigError(f"unknown weights '{weights}'{suggestion(weights, WEIGHTS)}")
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+    if pixels is not None and checkpoint is not None:
+        raise ConfigError(
+            "--pixels and --checkpoint exclude each other: raw pixels need no checkpoint"
+        )
+    return weights
 
 
 def _extract(
@@ -331,6 +347,29 @@ def _pixel_baseline(
     return PixelBaseline.of(run_dir, settings, info.device)
 
 
+@dataclass
+class _SplitPlan:
+    """The file one split is written to here, its rows (clip indices), identity and status."""
+
+    path: Path
+    rows: list[int]
+    identity: dict[str, Any]
+    status: CacheStatus
+
+
+@dataclass
+class _Plan:
+    """What :func:`_write_caches` works from: the token layout, each split's merged cache,
+    the splits still to write and, for each, the file this rank writes."""
+
+    grid: TokenGrid
+    length: int
+    dim: int
+    merged: dict[str, Path]
+    todo: list[str] = field(default_factory=list)
+    files: dict[str, _SplitPlan] = field(default_factory=dict)
+
+
 def _write_caches(
     run_dir: Path,
     bench: Benchmark,
@@ -348,11 +387,43 @@ def _write_caches(
     splits = list(sources)
     grid = token_grid(frozen.encoder, bench.frames, bench.crop)
     length, dim = pooled_length(grid, pool), frozen.encoder.embed_dim
-    world, rank = info.world_size, info.rank
     run = RunDir(run_dir)
-    merged = {split: run.cache(bench.name, split) for split in splits}
-    todo: list[str] = []
-    plans: dict[str, tuple[Path, list[int], dict[str, Any], CacheStatus]] = {}
+    plan = _Plan(grid, length, dim, {split: run.cache(bench.name, split) for split in splits})
+    _plan_splits(plan, run, bench, frozen, sources, pool, force, info)
+    for split in splits:
+        if split not in plan.todo:
+            _say(info, f"{plan.merged[split]} is complete and current; nothing to do")
+    if not plan.todo:
+        return plan.merged
+    _announce_sizes(plan, bench, sources, pool, info)
+    _check_space(plan, bench, info)
+    for split in plan.todo:
+        _open_file(plan, split, bench, sources[split], info)
+        _fill(
+            plan.files[split].path, sources[split], plan.files[split].rows, frozen, pool,
+            batch_size, num_workers, info.device, progress, on_batch,
+        )  # fmt: skip
+    if info.world_size > 1:
+        _merge(plan, run, bench, info)
+    for split in plan.todo:
+        _say(info, f"wrote {plan.merged[split]}")
+    return plan.merged
+
+
+def _plan_splits(
+    plan: _Plan,
+    run: RunDir,
+    bench: Benchmark,
+    frozen: Encoding,
+    sources: Mapping[str, EvalSource],
+    pool: str,
+    force: bool,
+    info: DistInfo,
+) -> None:
+    """Fill ``plan.todo`` and ``plan.files``: each split's cache status, and the file (the
+    merged cache, or under torchrun this rank's shard) and rows this rank writes. Every rank
+    raises the first rank's :class:`CacheError`."""
+    world, rank = info.world_size, info.rank
     error: JepactlError | None = None
     try:
         for split, source in sources.items():
@@ -360,49 +431,55 @@ def _write_caches(
             identity = cache_attrs(
                 checkpoint=str(frozen.checkpoint), checkpoint_step=frozen.step,
                 checkpoint_sha256=frozen.sha256, weights=frozen.weights, benchmark=bench.name,
-                split=split, protocol=source.protocol_json(), pooling=pool, grid=grid,
+                split=split, protocol=source.protocol_json(), pooling=pool, grid=plan.grid,
                 num_classes=bench.num_classes, classes=source.classes, num_clips=n,
                 index_sha256=source.fingerprint(),
             )  # fmt: skip
-            shape = (n, bench.views, length, dim)
-            status = cache_status(merged[split], identity, shape, force)
+            shape = (n, bench.views, plan.length, plan.dim)
+            merged = plan.merged[split]
+            status = cache_status(merged, identity, shape, force)
             if status == "complete":
                 continue
-            todo.append(split)
+            plan.todo.append(split)
             if world == 1:
-                plans[split] = (merged[split], list(range(n)), identity, status)
+                plan.files[split] = _SplitPlan(merged, list(range(n)), identity, status)
                 continue
             if status == "partial" and not force:
                 raise CacheError(
-                    f"{merged[split]} is an unfinished single-process extraction; finish it "
+                    f"{merged} is an unfinished single-process extraction; finish it "
                     "without torchrun, or pass --force to rebuild it with all ranks"
                 )
             shard = run.shard(bench.name, split, rank)
             rows = list(range(rank, n, world))
             shard_identity = {**identity, "shard_rank": rank, "shard_world": world}
             shard_status = cache_status(shard, shard_identity, (len(rows), *shape[1:]), force)
-            plans[split] = (shard, rows, shard_identity, shard_status)
+            plan.files[split] = _SplitPlan(shard, rows, shard_identity, shard_status)
     except CacheError as exc:
         error = exc
     agree(info, error)
 
-    for split in splits:
-        if split not in todo:
-            _say(info, f"{merged[split]} is complete and current; nothing to do")
-    if not todo:
-        return merged
+
+def _announce_sizes(
+    plan: _Plan,
+    bench: Benchmark,
+    sources: Mapping[str, EvalSource],
+    pool: str,
+    info: DistInfo,
+) -> None:
+    """Say how large each cache to write will be, and suggest ``--pool`` for a large one."""
+    length, dim, grid = plan.length, plan.dim, plan.grid
     total = 0
-    for split in todo:
+    for split in plan.todo:
         n = len(sources[split])
         size = projected_bytes(n, bench.views, length, dim)
         total += size
         _say(
             info,
             f"{bench.name}/{split}: {n:,} clips x {bench.views} view(s) x {length:,} tokens x "
-            f"{dim} dims, float16 = {format_bytes(size)} -> {merged[split]}",
+            f"{dim} dims, float16 = {format_bytes(size)} -> {plan.merged[split]}",
         )
     unpooled = projected_bytes(
-        sum(len(sources[s]) for s in todo), bench.views, grid.num_tokens, dim
+        sum(len(sources[s]) for s in plan.todo), bench.views, grid.num_tokens, dim
     )
     if pool == "none" and unpooled > LARGE_CACHE_BYTES:
         options = ", ".join(
@@ -411,14 +488,19 @@ def _write_caches(
             for p in POOLS[1:]
         )
         _say(info, f"that is a large cache; --pool shrinks it: {options}")
-    folder = merged[todo[0]].parent
+
+
+def _check_space(plan: _Plan, bench: Benchmark, info: DistInfo) -> None:
+    """Create the caches' folder and refuse (on every rank) to start when the new files this
+    rank creates would not fit on its disk."""
+    folder = plan.merged[plan.todo[0]].parent
     folder.mkdir(parents=True, exist_ok=True)
     new = sum(
-        projected_bytes(len(plans[s][1]), bench.views, length, dim)
-        + len(plans[s][1]) * ROW_OVERHEAD_BYTES
+        projected_bytes(len(plan.files[s].rows), bench.views, plan.length, plan.dim)
+        + len(plan.files[s].rows) * ROW_OVERHEAD_BYTES
         + FILE_OVERHEAD_BYTES
-        for s in todo
-        if plans[s][3] in ("missing", "stale")
+        for s in plan.todo
+        if plan.files[s].status in ("missing", "stale")
     )
     free = free_bytes(folder)
     agree(
@@ -432,34 +514,37 @@ def _write_caches(
         else None,
     )
 
-    for split in todo:
-        path, rows, identity, status = plans[split]
-        if world > 1 and info.is_main:  # not current: only the merge may write it again
-            merged[split].unlink(missing_ok=True)
-        if status in ("missing", "stale"):
-            if status == "stale":
-                _say(info, f"--force: rebuilding {path} from scratch")
-            path.unlink(missing_ok=True)
-            ids = [sources[split].id(row) for row in rows]
-            create_cache(path, identity, (len(rows), bench.views, length, dim), ids)
-        elif status == "partial":
-            reserve(path)  # a new file was reserved when created; an older one may not be
-            if info.is_main:
-                _say(info, f"resuming {path}")
-        _fill(
-            path, sources[split], rows, frozen, pool, batch_size, num_workers, info.device,
-            progress, on_batch,
-        )  # fmt: skip
 
-    if world > 1:
-        barrier(info)  # every shard of every split is complete
+def _open_file(
+    plan: _Plan, split: str, bench: Benchmark, source: EvalSource, info: DistInfo
+) -> None:
+    """Make ``split``'s file ready to fill: created (from scratch) when missing or stale,
+    reserved when resumed; under torchrun rank 0 first drops the merged cache."""
+    file = plan.files[split]
+    path, rows, status = file.path, file.rows, file.status
+    if info.world_size > 1 and info.is_main:  # not current: only the merge may write it again
+        plan.merged[split].unlink(missing_ok=True)
+    if status in ("missing", "stale"):
+        if status == "stale":
+            _say(info, f"--force: rebuilding {path} from scratch")
+        path.unlink(missing_ok=True)
+        ids = [source.id(row) for row in rows]
+        create_cache(path, file.identity, (len(rows), bench.views, plan.length, plan.dim), ids)
+    elif status == "partial":
+        reserve(path)  # a new file was reserved when created; an older one may not be
         if info.is_main:
-            for split in todo:
-                shards = [run.shard(bench.name, split, r) for r in range(world)]
-                merge_shards(shards, merged[split])
-                for stale in merged[split].parent.glob(f"{split}.rank*.h5"):
-                    stale.unlink(missing_ok=True)
-                _say(info, f"merged {world} shards into {merged[split]}")
-    for split in todo:
-        _say(info, f"wrote {merged[split]}")
-    return merged
+            _say(info, f"resuming {path}")
+
+
+def _merge(plan: _Plan, run: RunDir, bench: Benchmark, info: DistInfo) -> None:
+    """Under torchrun, once every rank's shards are complete: rank 0 copies each split's
+    shards into its merged cache and deletes them."""
+    world = info.world_size
+    barrier(info)  # every shard of every split is complete
+    if info.is_main:
+        for split in plan.todo:
+            shards = [run.shard(bench.name, split, r) for r in range(world)]
+            merge_shards(shards, plan.merged[split])
+            for stale in plan.merged[split].parent.glob(f"{split}.rank*.h5"):
+                stale.unlink(missing_ok=True)
+            _say(info, f"merged {world} shards into {plan.merged[split]}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,47 @@ def score_run(
     """
     check_task(task)
     proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
+    run_dir = _checked_run_dir(run_dir, seeds, weights, device, checkpoint)
+    name = result_name(task, proto)  # the result's file stem and its ``bench``
+    job = _Scoring(run_dir, task, proto, seeds, weights, device, cache_dir, batch_size,
+                   num_workers, keep_features, progress, say, checkpoint)  # fmt: skip
+    per_seed: list[dict[str, Any]] = []
+    kept: list[dict[str, str]] = []
+    first: dict[str, Any] | None = None
+    for seed in range(seeds):
+        result, root = _score_seed(job, seed, kept)
+        first = first or result
+        per_seed.append(_seed_row(seed, result, root))
+    assert first is not None
+    out = _summary(job, name, first, per_seed, kept)
+    RunDir(run_dir).write_result(name, out)  # keyed by protocol: one probe kind each
+    return out
+
+
+@dataclass
+class _Scoring:
+    """What :func:`score_run` was asked to score, and how."""
+
+    run_dir: Path
+    task: str
+    proto: Protocol
+    seeds: int
+    weights: str
+    device: str
+    cache_dir: Path | None
+    batch_size: int
+    num_workers: int
+    keep_features: bool
+    progress: bool
+    say: ProgressCallback | None
+    checkpoint: Path | None
+
+
+def _checked_run_dir(
+    run_dir: Path, seeds: int, weights: str, device: str, checkpoint: Path | None
+) -> Path:
+    """Refuse, before minutes of clip writing, what would fail later; return ``run_dir`` as
+    a :class:`Path`."""
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     if weights not in WEIGHTS:  # checked before minutes of clip writing, not after
@@ -84,72 +126,88 @@ def score_run(
             f"{run_dir} has no checkpoint (checkpoints/latest.pt); train it first, e.g. "
             "`jepactl pretrain --recipe synth/baseline`"
         )
-    name = result_name(task, proto)  # the result's file stem and its ``bench``
-    per_seed: list[dict[str, Any]] = []
-    kept: list[dict[str, str]] = []
-    first: dict[str, Any] | None = None
-    for seed in range(seeds):
-        spec = data_spec(task, proto, seed)
-        root = ensure_dataset(spec, cache_dir, num_workers=num_workers, progress=progress)
-        bench = motion_benchmark(spec, proto)
-        if say is not None:
-            say(f"{run_dir}: {task}, seed {seed + 1}/{seeds}: encoding {spec.n_clips} clips")
-        caches = extract_features(
-            run_dir, bench, weights=weights, pool=bench.pool, batch_size=batch_size,
-            num_workers=num_workers, force=True, roots={"synth-motion": root.parent.parent},
-            progress=progress, device=device, checkpoint=checkpoint,
+    return run_dir
+
+
+def _score_seed(
+    job: _Scoring, seed: int, kept: list[dict[str, str]]
+) -> tuple[dict[str, Any], Path]:
+    """One data seed: generate (or reuse) the clips, extract the tokens, train and score the
+    probe; the caches are deleted after, or appended to ``kept``. Returns the probe result
+    and the dataset's root."""
+    spec = data_spec(job.task, job.proto, seed)
+    root = ensure_dataset(spec, job.cache_dir, num_workers=job.num_workers,
+                          progress=job.progress)  # fmt: skip
+    bench = motion_benchmark(spec, job.proto)
+    if job.say is not None:
+        job.say(f"{job.run_dir}: {job.task}, seed {seed + 1}/{job.seeds}: encoding "
+                f"{spec.n_clips} clips")  # fmt: skip
+    caches = extract_features(
+        job.run_dir, bench, weights=job.weights, pool=bench.pool, batch_size=job.batch_size,
+        num_workers=job.num_workers, force=True, roots={"synth-motion": root.parent.parent},
+        progress=job.progress, device=job.device, checkpoint=job.checkpoint,
+    )  # fmt: skip
+    try:
+        result = train_probe_on(
+            bench, caches["train"], caches["val"], seed=seed, device=job.device,
+            progress=job.progress,
         )  # fmt: skip
-        try:
-            result = train_probe_on(
-                bench, caches["train"], caches["val"], seed=seed, device=device,
-                progress=progress,
-            )  # fmt: skip
-        finally:
-            if keep_features:
-                kept.append({split: str(path) for split, path in caches.items()})
-            else:
-                shutil.rmtree(caches["train"].parent, ignore_errors=True)
-        first = first or result
-        per_seed.append(
-            {
-                "seed": seed,
-                "top1": result["top1"],
-                "top5": result["top5"],
-                "n_train": result["n_train"],
-                "n_val": result["n_val"],
-                "train_loss": result["train_loss"],
-                "dataset": str(root),
-                "wall_time_s": result["wall_time_s"],
-            }
-        )
-    assert first is not None
+    finally:
+        if job.keep_features:
+            kept.append({split: str(path) for split, path in caches.items()})
+        else:
+            shutil.rmtree(caches["train"].parent, ignore_errors=True)
+    return result, root
+
+
+def _seed_row(seed: int, result: dict[str, Any], root: Path) -> dict[str, Any]:
+    """One seed's entry of the result's ``per_seed``."""
+    return {
+        "seed": seed,
+        "top1": result["top1"],
+        "top5": result["top5"],
+        "n_train": result["n_train"],
+        "n_val": result["n_val"],
+        "train_loss": result["train_loss"],
+        "dataset": str(root),
+        "wall_time_s": result["wall_time_s"],
+    }
+
+
+def _summary(
+    job: _Scoring,
+    name: str,
+    first: dict[str, Any],
+    per_seed: list[dict[str, Any]],
+    kept: list[dict[str, str]],
+) -> dict[str, Any]:
+    """The result: the first seed's probe result with the accuracies summarised over seeds."""
     top1 = summarize([r["top1"] for r in per_seed])
     top5 = summarize([r["top5"] for r in per_seed])
     out = dict(first)
     out.update(
         {
             "bench": name,
-            "task": task,
-            "classes": list(TASKS[task]),
-            "protocol_name": proto.name,
+            "task": job.task,
+            "classes": list(TASKS[job.task]),
+            "protocol_name": job.proto.name,
             "top1": round(top1["mean"], 4),
             "top5": round(top5["mean"], 4),
             "top1_std": None if top1["std"] is None else round(top1["std"], 4),
             "top1_ci95": None if top1["ci95"] is None else [round(v, 4) for v in top1["ci95"]],
-            "n_seeds": seeds,
+            "n_seeds": job.seeds,
             "seed": 0,
-            "seeds": list(range(seeds)),
+            "seeds": list(range(job.seeds)),
             "per_seed": per_seed,
             "caches": kept or None,
             "generator_version": GENERATOR_VERSION,
             "wall_time_s": round(sum(r["wall_time_s"] for r in per_seed), 3),
             # the reference profile: its protocol and weights (jepactl synth-motion --profile)
             "profile": "reference"
-            if proto.name == "reference" and weights == "reference"
+            if job.proto.name == "reference" and job.weights == "reference"
             else "paper",
         }
     )
-    RunDir(run_dir).write_result(name, out)  # keyed by protocol: one probe kind each
     return out
 
 

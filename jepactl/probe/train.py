@@ -363,26 +363,67 @@ def train_probe(
     )  # fmt: skip
     train_h5, val_h5 = Path(train_h5), Path(val_h5)
     dev = resolve_device(device)
-    amp = bf16 and dev.type == "cuda"
-    if not s.sweep:
+    job = _ProbeJob(s, train_h5, val_h5, dev, bf16 and dev.type == "cuda", max_memory_gb,
+                    chunk_rows)  # fmt: skip
+    return _result(job, _fit_and_score(job, on_selected), t0)
+
+
+@dataclass
+class _ProbeJob:
+    """One :func:`train_probe` call's settings, caches, device and cache memory budget."""
+
+    s: ProbeSettings
+    train_h5: Path
+    val_h5: Path
+    dev: torch.device
+    amp: bool
+    max_memory_gb: float | None
+    chunk_rows: int
+
+
+@dataclass
+class _Scored:
+    """A probe trained on the train cache and its view-averaged predictions on val."""
+
+    train: CacheHeader
+    val: CacheHeader
+    fitted: Fitted
+    probs: torch.Tensor
+    labels: torch.Tensor
+    train_mode: str
+    val_mode: str
+
+
+def _fit_and_score(job: _ProbeJob, on_selected: SelectionCallback | None) -> _Scored:
+    """Train the probe on the train cache, then (selection final) open val and predict it;
+    train and val must come from the same source."""
+    if not job.s.sweep:
         # No selection happens, so the val header may be checked before the (long) training.
-        val_header: CacheHeader | None = read_header(val_h5)
+        val_header: CacheHeader | None = read_header(job.val_h5)
     else:
         val_header = None
-    train = TokenCache(train_h5, max_memory_gb=max_memory_gb, chunk_rows=chunk_rows)
+    train = TokenCache(job.train_h5, max_memory_gb=job.max_memory_gb, chunk_rows=job.chunk_rows)
     th = train.header
     if val_header is not None:
         check_same_source(th, val_header)
-    with _deterministic(dev.type == "cpu"):
-        fitted = _fit(s, train, dev, amp, on_selected)
+    with _deterministic(job.dev.type == "cpu"):
+        fitted = _fit(job.s, train, job.dev, job.amp, on_selected)
         train_mode = train.mode
         train.release()
         # Selection is final: only now is the val split opened.
-        val = TokenCache(val_h5, max_memory_gb=max_memory_gb, chunk_rows=chunk_rows)
+        val = TokenCache(job.val_h5, max_memory_gb=job.max_memory_gb, chunk_rows=job.chunk_rows)
         check_same_source(th, val.header)
         probs, labels = fitted.predict(val, torch.arange(val.header.n))
         val_mode = val.mode
         val.release()
+    return _Scored(th, val.header, fitted, probs, labels, train_mode, val_mode)
+
+
+def _result(job: _ProbeJob, scored: _Scored, t0: float) -> dict[str, Any]:
+    """The result dict (:data:`RESULT_KEYS`) of a probe scored on val; ``t0`` is when the
+    call began (``time.perf_counter``)."""
+    s, th, vh, fitted = job.s, scored.train, scored.val, scored.fitted
+    probs, labels = scored.probs, scored.labels
     n_classes = th.num_classes
     return {
         "bench": th.benchmark,
@@ -394,18 +435,18 @@ def train_probe(
         "n_train": fitted.n_train,
         "n_val": len(labels),
         "n_train_examples": fitted.n_train * th.views,
-        "views": {"train": th.views, "val": val.header.views},
+        "views": {"train": th.views, "val": vh.views},
         "num_classes": n_classes,
         "hparams": s.hparams(fitted.lr, fitted.wd),
         "checkpoint": checkpoint_identity(th),
         "weights": th.weights,
         "pooling": th.pooling,
-        "protocol": {"train": th.protocol, "val": val.header.protocol},
-        "caches": {"train": str(train_h5), "val": str(val_h5)},
+        "protocol": {"train": th.protocol, "val": vh.protocol},
+        "caches": {"train": str(job.train_h5), "val": str(job.val_h5)},
         "seed": s.seed,
-        "device": dev.type,
-        "precision": "bf16-autocast" if amp else "fp32",
-        "cache_mode": {"train": train_mode, "val": val_mode},
+        "device": job.dev.type,
+        "precision": "bf16-autocast" if job.amp else "fp32",
+        "cache_mode": {"train": scored.train_mode, "val": scored.val_mode},
         "train_loss": fitted.train_loss,
         "sweep": fitted.sweep,
         "wall_time_s": round(time.perf_counter() - t0, 3),

@@ -68,123 +68,187 @@ def run_local(
     say: Callable[[str], None],
 ) -> LocalResult:
     """Run every stage of ``stages`` that is not done and not running elsewhere."""
-    result = LocalResult()
-    done = {s.stage.id for s in snap.stages if s.state == "done"}
-    elsewhere = {s.stage.id for s in snap.stages if s.live}
-    todo = [s for s in stages if s.id not in done and s.id not in elsewhere]
-    waiting_on = dependents(stages)
-    gpus = visible_gpus()
-    free = list(gpus)
-    running: dict[str, _Running] = {}
-    events: queue.Queue[tuple[str, int]] = queue.Queue()
-    blocked: set[str] = set()
-    total = len(todo)
-    finished = 0
-    paths = Paths(study.root)
-    # stages share the CPUs: each gets its part (GPU stages too, for their data workers)
-    threads = max(1, available_cpus() // max_parallel)
+    run = _LocalRun.plan(study, stages, snap, max_parallel, say)
+    for sid in run.elsewhere:  # its dependents would wait on a stage this process does not run
+        run.block(sid)
+    with _handlers(run.stop):
+        run.loop()
+    return run.finish()
 
-    def block(stage_id: str) -> None:
+
+@dataclass
+class _LocalRun:
+    """One :func:`run_local` call: the stages to run, those running, the free GPUs, and the
+    result so far."""
+
+    study: Study
+    max_parallel: int
+    say: Callable[[str], None]
+    result: LocalResult
+    done: set[str]
+    elsewhere: set[str]
+    todo: list[Stage]
+    waiting_on: dict[str, list[str]]
+    gpus: list[str]
+    free: list[str]
+    paths: Paths
+    threads: int  # each stage's part of the CPUs
+    running: dict[str, _Running] = field(default_factory=dict)
+    events: queue.Queue[tuple[str, int]] = field(default_factory=queue.Queue)
+    blocked: set[str] = field(default_factory=set)
+    finished: int = 0
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def total(self) -> int:
+        """How many stages this call runs."""
+        return len(self.todo)
+
+    @classmethod
+    def plan(
+        cls,
+        study: Study,
+        stages: list[Stage],
+        snap: Snapshot,
+        max_parallel: int,
+        say: Callable[[str], None],
+    ) -> _LocalRun:
+        """The stages of ``stages`` to run here (not done, not running elsewhere)."""
+        result = LocalResult()
+        done = {s.stage.id for s in snap.stages if s.state == "done"}
+        elsewhere = {s.stage.id for s in snap.stages if s.live}
+        todo = [s for s in stages if s.id not in done and s.id not in elsewhere]
+        waiting_on = dependents(stages)
+        gpus = visible_gpus()
+        paths = Paths(study.root)
+        # stages share the CPUs: each gets its part (GPU stages too, for their data workers)
+        threads = max(1, available_cpus() // max_parallel)
+        return cls(study, max_parallel, say, result, done, elsewhere, todo, waiting_on, gpus,
+                   list(gpus), paths, threads)  # fmt: skip
+
+    def block(self, stage_id: str) -> None:
         """Skip what waits on ``stage_id`` (it failed, or runs elsewhere)."""
-        for d in waiting_on[stage_id]:
-            if d not in blocked and d not in done:
-                blocked.add(d)
-                result.skipped.append(d)
-                block(d)
+        for d in self.waiting_on[stage_id]:
+            if d not in self.blocked and d not in self.done:
+                self.blocked.add(d)
+                self.result.skipped.append(d)
+                self.block(d)
 
-    for sid in elsewhere:  # its dependents would wait on a stage this process does not run
-        block(sid)
-
-    def need(stage: Stage) -> int:
-        if not gpus:
+    def need(self, stage: Stage) -> int:
+        """How many GPUs ``stage`` gets (none without GPUs, and none for the report)."""
+        if not self.gpus:
             return 0
-        return max(1, min(stage.gpus or 1, len(gpus))) if stage.kind != "report" else 0
+        return max(1, min(stage.gpus or 1, len(self.gpus))) if stage.kind != "report" else 0
 
-    def ready() -> Iterator[Stage]:
-        for stage in todo:
-            if stage.id in running or stage.id in blocked or stage.id in done:
+    def ready(self) -> Iterator[Stage]:
+        """The stages not started yet whose dependencies are all done."""
+        for stage in self.todo:
+            if stage.id in self.running or stage.id in self.blocked or stage.id in self.done:
                 continue
-            if stage.id in result.failed or stage.id in result.done:
+            if stage.id in self.result.failed or stage.id in self.result.done:
                 continue
-            if all(d in done for d in stage.deps):
+            if all(d in self.done for d in stage.deps):
                 yield stage
 
-    def start(stage: Stage, use: list[str]) -> None:
+    def start(self, stage: Stage, use: list[str]) -> None:
+        """Run ``stage`` on the GPUs ``use`` from a thread, which reports its exit status."""
         entry = _Running(stage, use, time.monotonic())
-        running[stage.id] = entry
-        JobRecord(stage.id, "local", submitted=now()).write(paths.job(stage.id))
-        env = {"CUDA_VISIBLE_DEVICES": ",".join(use)} if gpus else {}
+        self.running[stage.id] = entry
+        JobRecord(stage.id, "local", submitted=now()).write(self.paths.job(stage.id))
+        env = {"CUDA_VISIBLE_DEVICES": ",".join(use)} if self.gpus else {}
 
         def keep(child: subprocess.Popen[bytes]) -> None:
             entry.child = child
-            if stopping.is_set():
+            if self.stopping.is_set():
                 _terminate(child)
 
         def work() -> None:
             try:
                 rc = run_stage(
-                    study, stage, "local", ranks=_ranks(stage, use), env=env,
-                    threads=threads, new_session=True, on_child=keep,
+                    self.study, stage, "local", ranks=_ranks(stage, use), env=env,
+                    threads=self.threads, new_session=True, on_child=keep,
                 )  # fmt: skip
             except Exception as exc:  # a stage that could not even start (disk, permissions)
                 rc = -1
-                say(f"could not run {stage.id}: {exc}")
-            events.put((stage.id, rc))
+                self.say(f"could not run {stage.id}: {exc}")
+            self.events.put((stage.id, rc))
 
         threading.Thread(target=work, name=stage.id, daemon=True).start()
-        say(f"[{finished + len(running)}/{total}] start {stage.id}")
+        self.say(f"[{self.finished + len(self.running)}/{self.total}] start {stage.id}")
 
-    stopping = threading.Event()
-
-    def stop(signum: int, frame: FrameType | None) -> None:
+    def stop(self, signum: int, frame: FrameType | None) -> None:
+        """The signal handler: stop starting stages and SIGTERM the running ones (SIGKILL on
+        a second signal)."""
         name = signal.Signals(signum).name
-        if stopping.is_set():  # a second Ctrl-C: a stage that does not stop is killed
+        if self.stopping.is_set():  # a second Ctrl-C: a stage that does not stop is killed
             sig = signal.SIGKILL
-            say(f"{name} again: killing the running stages")
+            self.say(f"{name} again: killing the running stages")
         else:
             sig = signal.SIGTERM
-            say(f"stopping: {name}; the running stages checkpoint and exit (again to kill them)")
-        stopping.set()
-        for entry in list(running.values()):
+            self.say(
+                f"stopping: {name}; the running stages checkpoint and exit (again to kill them)"
+            )
+        self.stopping.set()
+        for entry in list(self.running.values()):
             if entry.child is not None:
                 _terminate(entry.child, sig)
 
-    with _handlers(stop):
+    def start_ready(self) -> None:
+        """Start the ready stages that fit (``max_parallel``, free GPUs), unless stopping."""
+        if self.stopping.is_set():
+            return
+        for stage in list(self.ready()):
+            if len(self.running) >= self.max_parallel:
+                break
+            n = self.need(stage)
+            if n > len(self.free):
+                continue
+            use, self.free[:] = self.free[:n], self.free[n:]
+            self.start(stage, use)
+
+    def loop(self) -> None:
+        """Start stages and collect their ends until nothing runs."""
         while True:
-            if not stopping.is_set():
-                for stage in list(ready()):
-                    if len(running) >= max_parallel:
-                        break
-                    n = need(stage)
-                    if n > len(free):
-                        continue
-                    use, free[:] = free[:n], free[n:]
-                    start(stage, use)
-            if not running:
+            self.start_ready()
+            if not self.running:
                 break
             try:
-                sid, rc = events.get(timeout=0.5)
+                sid, rc = self.events.get(timeout=0.5)
             except queue.Empty:
                 continue
-            entry = running.pop(sid)
-            free.extend(entry.gpus)
-            finished += 1
-            took = _duration(time.monotonic() - entry.started)
-            if rc == 0:
-                done.add(sid)
-                result.done.append(sid)
-                say(f"[{finished}/{total}] done  {sid} ({took})")
-            else:
-                result.failed.append(sid)
-                record = JobRecord.read(paths.job(sid))
-                why = record.message if record is not None else f"exit {rc}"
-                say(f"[{finished}/{total}] FAILED {sid} ({took}): {why}; log: {paths.log(sid)}")
-                block(sid)
-    result.stopped = stopping.is_set()
-    if result.stopped:
-        result.skipped += [s.id for s in todo if s.id not in done and s.id not in result.failed
-                           and s.id not in result.skipped]  # fmt: skip
-    return result
+            self.ended(sid, rc)
+
+    def ended(self, sid: str, rc: int) -> None:
+        """Record the end of stage ``sid`` (exit status ``rc``) and free its GPUs."""
+        entry = self.running.pop(sid)
+        self.free.extend(entry.gpus)
+        self.finished += 1
+        took = _duration(time.monotonic() - entry.started)
+        finished, total = self.finished, self.total
+        if rc == 0:
+            self.done.add(sid)
+            self.result.done.append(sid)
+            self.say(f"[{finished}/{total}] done  {sid} ({took})")
+        else:
+            self.result.failed.append(sid)
+            record = JobRecord.read(self.paths.job(sid))
+            why = record.message if record is not None else f"exit {rc}"
+            self.say(
+                f"[{finished}/{total}] FAILED {sid} ({took}): {why}; log: {self.paths.log(sid)}"
+            )
+            self.block(sid)
+
+    def finish(self) -> LocalResult:
+        """The result, with what a stop left unstarted counted as skipped."""
+        result = self.result
+        result.stopped = self.stopping.is_set()
+        if result.stopped:
+            result.skipped += [
+                s.id for s in self.todo
+                if s.id not in self.done and s.id not in result.failed
+                and s.id not in result.skipped
+            ]  # fmt: skip
+        return result
 
 
 def _ranks(stage: Stage, gpus: list[str]) -> int:

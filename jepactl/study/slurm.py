@@ -24,6 +24,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -269,6 +270,43 @@ def submit(
         check_sbatch()
     submitit = check_submitit()
     paths = Paths(study.root)
+    plan = _resubmission(stages, snap)
+    _cancel_stuck(snap, plan.again, dry_run, say)
+    job_of: dict[str, str] = {
+        s.stage.id: s.job.job_id
+        for s in snap.stages
+        if s.stage.id in plan.live and s.job is not None and s.job.job_id
+    }
+    submitted: list[str] = []
+    for stage in stages:
+        if stage.id in plan.done or stage.id in plan.live:
+            continue
+        dependency = _dependency(stage, plan.done, job_of, say)
+        if dependency is None:
+            continue
+        if dry_run:
+            job_of[stage.id] = f"<{stage.id}>"
+            echo(f"### {stage.id}\n{sbatch_script(study, stage, dependency)}")
+            submitted.append(stage.id)
+            continue
+        job_id = _submit_stage(study, stage, dependency, paths, submitit, submitted, job_of)
+        submitted.append(stage.id)
+        say(f"submitted {stage.id}: job {job_id}" + (f" ({dependency})" if dependency else ""))
+    return submitted
+
+
+@dataclass
+class _Resubmission:
+    """Which stages are done, which keep their queued or running job (``live``), and which
+    get a new job (``again``)."""
+
+    done: set[str]
+    live: set[str]
+    again: set[str]
+
+
+def _resubmission(stages: list[Stage], snap: Snapshot) -> _Resubmission:
+    """Split the snapshot's stages into done, live and to be submitted again."""
     done = {s.stage.id for s in snap.stages if s.state == "done"}
     live = {s.stage.id for s in snap.stages if s.live}
     # A job waits on job ids: every queued or running stage downstream of one that is
@@ -283,6 +321,14 @@ def submit(
                 live.discard(d)
                 again.add(d)
                 frontier.append(d)
+    return _Resubmission(done, live, again)
+
+
+def _cancel_stuck(
+    snap: Snapshot, again: set[str], dry_run: bool, say: Callable[[str], None]
+) -> None:
+    """``scancel`` the jobs of the stages submitted again that have one (not with
+    ``dry_run``)."""
     cancel = [
         s.job.job_id
         for s in snap.stages
@@ -291,53 +337,55 @@ def submit(
     if cancel and not dry_run:
         subprocess.run(["scancel", *cancel], check=False, capture_output=True)
         say(f"cancelled job(s) {', '.join(cancel)}: they wait on stages resubmitted now")
-    job_of: dict[str, str] = {
-        s.stage.id: s.job.job_id
-        for s in snap.stages
-        if s.stage.id in live and s.job is not None and s.job.job_id
-    }
-    submitted: list[str] = []
-    for stage in stages:
-        if stage.id in done or stage.id in live:
-            continue
-        missing = [d for d in stage.deps if d not in done and d not in job_of]
-        if missing:  # an upstream stage could not be submitted: nothing to wait on
-            say(f"not submitting {stage.id}: {missing[0]} has no job")
-            continue
-        waits = [job_of[d] for d in stage.deps if d not in done]
-        kind = "afterany" if stage.kind == "report" else "afterok"
-        dependency = f"{kind}:{':'.join(waits)}" if waits else ""
-        if dry_run:
-            job_of[stage.id] = f"<{stage.id}>"
-            echo(f"### {stage.id}\n{sbatch_script(study, stage, dependency)}")
-            submitted.append(stage.id)
-            continue
-        paths.slurm.mkdir(parents=True, exist_ok=True)
-        job = StageJob(
-            str(study.source.resolve()), str(study.root.resolve()), stage.id, tuple(stage.argv)
-        )
-        # A shell closed between sbatch and the record would leave a job nobody knows of (and
-        # the next `study run` would submit it again): the signals wait until it is written.
-        with _signals_deferred():
-            try:
-                submission = executor(study, stage, dependency).submit(job)
-            except submitit.core.utils.FailedJobError as exc:
-                done_now = (
-                    f"; {len(submitted)} job(s) were submitted before it" if submitted else ""
-                )
-                raise ConfigError(
-                    f"sbatch refused {stage.id}: {str(exc).strip().splitlines()[-1]} (check "
-                    f"'resources' in {study.source}){done_now}; rerun `jepactl study run` once "
-                    "fixed"
-                ) from None
-            job_id = str(submission.job_id)
-            job_of[stage.id] = job_id
-            record = JobRecord.read(paths.job(stage.id))
-            if record is None or record.job_id != job_id:  # the job may have started already
-                record = JobRecord(stage.id, "slurm", job_id=job_id, submitted=now())
-            else:
-                record.submitted = record.submitted or now()
-            record.write(paths.job(stage.id))
-        submitted.append(stage.id)
-        say(f"submitted {stage.id}: job {job_id}" + (f" ({dependency})" if dependency else ""))
-    return submitted
+
+
+def _dependency(
+    stage: Stage, done: set[str], job_of: dict[str, str], say: Callable[[str], None]
+) -> str | None:
+    """``stage``'s SLURM dependency on the jobs of its unfinished stages (``""`` for none), or
+    ``None`` (said) when one of them has no job to wait on."""
+    missing = [d for d in stage.deps if d not in done and d not in job_of]
+    if missing:  # an upstream stage could not be submitted: nothing to wait on
+        say(f"not submitting {stage.id}: {missing[0]} has no job")
+        return None
+    waits = [job_of[d] for d in stage.deps if d not in done]
+    kind = "afterany" if stage.kind == "report" else "afterok"
+    return f"{kind}:{':'.join(waits)}" if waits else ""
+
+
+def _submit_stage(
+    study: Study,
+    stage: Stage,
+    dependency: str,
+    paths: Paths,
+    submitit: Any,
+    submitted: list[str],
+    job_of: dict[str, str],
+) -> str:
+    """sbatch ``stage`` (after ``dependency``), enter its job in ``job_of`` and write its
+    record; returns the job id. ``submitted``: the stages submitted before it."""
+    paths.slurm.mkdir(parents=True, exist_ok=True)
+    job = StageJob(
+        str(study.source.resolve()), str(study.root.resolve()), stage.id, tuple(stage.argv)
+    )
+    # A shell closed between sbatch and the record would leave a job nobody knows of (and
+    # the next `study run` would submit it again): the signals wait until it is written.
+    with _signals_deferred():
+        try:
+            submission = executor(study, stage, dependency).submit(job)
+        except submitit.core.utils.FailedJobError as exc:
+            done_now = f"; {len(submitted)} job(s) were submitted before it" if submitted else ""
+            raise ConfigError(
+                f"sbatch refused {stage.id}: {str(exc).strip().splitlines()[-1]} (check "
+                f"'resources' in {study.source}){done_now}; rerun `jepactl study run` once "
+                "fixed"
+            ) from None
+        job_id = str(submission.job_id)
+        job_of[stage.id] = job_id
+        record = JobRecord.read(paths.job(stage.id))
+        if record is None or record.job_id != job_id:  # the job may have started already
+            record = JobRecord(stage.id, "slurm", job_id=job_id, submitted=now())
+        else:
+            record.submitted = record.submitted or now()
+        record.write(paths.job(stage.id))
+    return job_id
