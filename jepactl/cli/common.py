@@ -203,7 +203,7 @@ class ExportFormat(str, Enum):
 
 
 class Sort(str, Enum):
-    """:data:`jepactl.report.compare.SORTS`."""
+    """:data:`jepactl.report.build.SORTS`."""
 
     delta = "delta"
     name = "name"

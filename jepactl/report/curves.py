@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from jepactl.errors import ConfigError
-from jepactl.report.compare import method_key
+from jepactl.report.grouping import method_key
 from jepactl.rundir import RunDir
 from jepactl.stats import summarize
 from jepactl.utils import atomic_write_bytes, read_jsonl

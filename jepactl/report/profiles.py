@@ -11,12 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
 
 from jepactl.profiles import check_profile
-
-#: a :class:`jepactl.report.compare.RunRecord` (not imported: compare imports this module)
-RunRecord = Any
+from jepactl.report.runs import RunRecord
 
 
 def run_profile(run: RunRecord) -> str:

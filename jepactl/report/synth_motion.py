@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from jepactl.features.synth_motion import Protocol, get_protocol
-from jepactl.report.compare import WEIGHTS_NAMES
+from jepactl.report.notes import WEIGHTS_NAMES
 from jepactl.rundir import RunDir
 
 
