@@ -36,6 +36,11 @@ forks.
 
 Errors. Any failure to open or decode a file raises :class:`DecodeError`, with the path in the
 message, so a dataset can catch exactly that, log the path and substitute another sample.
+
+Layout. Opening a file and reading its container (:class:`DecodeError`, :class:`VideoMeta`,
+:func:`probe`) live in :mod:`jepactl.data.container`, the seek in :mod:`jepactl.data.seeking`
+and the samplers in :mod:`jepactl.data.sampling`; this module reads clips and re-exports the
+public names of the other three.
 """
 
 from __future__ import annotations
@@ -44,8 +49,6 @@ import math
 import operator
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
 from fractions import Fraction
 from itertools import chain
 from pathlib import Path
@@ -54,6 +57,31 @@ import av
 import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
+
+from jepactl.data.container import (
+    DecodeError,
+    PathLike,
+    VideoMeta,
+    _frame_rate,
+    _num_frames,
+    _open,
+    _rotation,
+    _video_stream,
+    probe,
+)
+from jepactl.data.sampling import (
+    _check_positive,
+    first_indices,
+    pretrain_indices,
+    uniform_indices,
+)
+from jepactl.data.seeking import (
+    _first_pts,
+    _NoTimestamps,
+    _seek_frames,
+    _SeekFailed,
+    _worth_seeking,
+)
 
 __all__ = [
     "DecodeError",
@@ -68,178 +96,8 @@ __all__ = [
     "uniform_indices",
 ]
 
-PathLike = str | Path
-
-
-class DecodeError(RuntimeError):
-    """A file could not be opened or decoded (missing, corrupt, not a video, no video stream)."""
-
-
-@dataclass(frozen=True)
-class VideoMeta:
-    """What :func:`probe` learns about a video's first video stream.
-
-    ``width`` and ``height`` are the coded (stored) size; ``rotation`` is how many degrees
-    clockwise the displayed picture is turned relative to it (0, 90, 180 or 270), so for 90 and
-    270 the frames :func:`read_frames` returns are ``width`` tall and ``height`` wide.
-    ``num_frames`` counts frames at ``fps`` (see the module docstring for the numbering).
-    """
-
-    num_frames: int
-    fps: float
-    width: int
-    height: int
-    rotation: int
-
-    @property
-    def display_size(self) -> tuple[int, int]:
-        """``(width, height)`` of the frames as displayed, after the rotation."""
-        if self.rotation in (90, 270):
-            return self.height, self.width
-        return self.width, self.height
-
-
-# --------------------------------------------------------------------------- opening
-
-
-@contextmanager
-def _decoding(path: PathLike) -> Iterator[None]:
-    """Turn PyAV errors raised inside the block into :class:`DecodeError` naming ``path``."""
-    try:
-        yield
-    except DecodeError:
-        raise
-    except (av.FFmpegError, OSError, EOFError) as err:
-        raise DecodeError(f"cannot decode {path}: {err}") from err
-
-
-@contextmanager
-def _open(path: PathLike) -> Iterator[av.container.InputContainer]:
-    """Open ``path`` for reading and always close it, even when decoding stops half-way."""
-    with _decoding(path):
-        container = av.open(str(path), mode="r", metadata_errors="ignore")
-    try:
-        with _decoding(path):
-            yield container
-    finally:
-        container.close()
-
-
-def _video_stream(
-    container: av.container.InputContainer, path: PathLike, threads: int = 1
-) -> av.video.stream.VideoStream:
-    """The first real video stream (not cover art), set up to decode with ``threads`` threads.
-
-    The other streams are discarded so that the demuxer can skip their packets.
-    """
-    streams = [
-        s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic
-    ]
-    if not streams:
-        raise DecodeError(f"no video stream in {path}")
-    stream = streams[0]
-    for other in container.streams:
-        if other.index != stream.index:
-            other.discard = av.stream.Discard.all
-    context = stream.codec_context
-    if threads == 1:
-        context.thread_type = "NONE"
-        context.thread_count = 1
-    else:
-        context.thread_type = "AUTO"
-        context.thread_count = threads
-    return stream
-
-
-def _frame_rate(stream: av.video.stream.VideoStream, path: PathLike) -> Fraction:
-    """The stream's average frame rate, falling back to FFmpeg's guesses when it is unset."""
-    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
-        if rate is not None and rate > 0:
-            return Fraction(rate)
-    raise DecodeError(f"no frame rate in {path}")
-
-
-def _rotation(frame: av.VideoFrame) -> int:
-    """Clockwise display rotation of a decoded frame, rounded to a multiple of 90 degrees.
-
-    PyAV reports the display matrix as a counter-clockwise angle in [-180, 180].
-    """
-    return (-round(frame.rotation / 90) * 90) % 360
-
-
-def _parse_hms(text: str) -> float | None:
-    """Seconds in a Matroska ``DURATION`` tag such as ``00:00:04.040000000``."""
-    try:
-        hours, minutes, seconds = text.strip().split(":")
-        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
-    except ValueError:
-        return None
-
-
-def _count_frames(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream
-) -> int:
-    """Frame count for files that state neither a count nor a duration: demux, do not decode."""
-    count = sum(1 for packet in container.demux(stream) if packet.size)
-    container.seek(0)
-    return count
-
-
-def _num_frames(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream, fps: Fraction
-) -> int:
-    """The stated frame count, else duration x average rate, else a packet count."""
-    if stream.frames > 0:
-        return stream.frames
-    seconds: float | None = None
-    if stream.duration and stream.time_base:
-        seconds = float(stream.duration * stream.time_base)
-    if not seconds and "DURATION" in stream.metadata:
-        seconds = _parse_hms(stream.metadata["DURATION"])
-    if not seconds and container.duration:
-        seconds = container.duration / av.time_base
-    if seconds and seconds > 0:
-        return max(1, round(seconds * fps))
-    return _count_frames(container, stream)
-
-
-def probe(path: PathLike) -> VideoMeta:
-    """Frame count, average rate, coded size and display rotation of the first video stream.
-
-    The count is the container's when it states one (AVI, MP4), else the duration times the
-    average rate (WebM/Matroska state only a duration). The rotation needs one keyframe decoded
-    (PyAV 18 exposes the display matrix on frames only), which also proves the file decodes.
-    Raises :class:`DecodeError` for anything that is not a decodable video.
-    """
-    with _open(path) as container:
-        stream = _video_stream(container, path)
-        fps = _frame_rate(stream, path)
-        width, height = stream.codec_context.width, stream.codec_context.height
-        if width <= 0 or height <= 0:
-            raise DecodeError(f"video stream of {path} has no frame size")
-        num_frames = _num_frames(container, stream, fps)
-        stream.codec_context.skip_frame = "NONKEY"
-        first = next(container.decode(stream), None)
-        if first is None:
-            raise DecodeError(f"no decodable frame in {path}")
-        return VideoMeta(
-            num_frames=num_frames,
-            fps=float(fps),
-            width=width,
-            height=height,
-            rotation=_rotation(first),
-        )
-
 
 # --------------------------------------------------------------------------- reading clips
-
-
-class _NoTimestamps(Exception):
-    """A decoded frame had no timestamp: number frames by counting from the start instead."""
-
-
-class _SeekFailed(Exception):
-    """Seeking did not land at or before the first needed frame: decode from the start."""
 
 
 def _validate_indices(indices: Sequence[int]) -> list[int]:
@@ -294,91 +152,6 @@ class _Converter:
         if rotation:
             array = np.rot90(array, k=-rotation // 90)
         return array
-
-
-def _first_pts(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int:
-    """Timestamp of the first frame, from a keyframe-only decode (the cheapest way to get it)."""
-    context = stream.codec_context
-    context.skip_frame = "NONKEY"
-    try:
-        first = next(container.decode(stream), None)
-    finally:
-        context.skip_frame = "DEFAULT"
-    if first is None:
-        raise DecodeError(f"no decodable frame in {container.name}")
-    if first.pts is None:
-        raise _NoTimestamps
-    return first.pts
-
-
-def _demux_decode(
-    container: av.container.InputContainer,
-    stream: av.video.stream.VideoStream,
-    landed: list[int],
-) -> Iterator[av.VideoFrame]:
-    """``container.decode(stream)``, noting in ``landed`` the timestamp of the first packet.
-
-    After a seek, that packet is the keyframe the demuxer picked, in the index's own time
-    (decode time for AVI and MP4), which tells a retry where to go to land before it.
-    """
-    for packet in container.demux(stream):
-        if not landed:
-            stamp = packet.dts if packet.dts is not None else packet.pts
-            if stamp is not None:
-                landed.append(stamp)
-        yield from packet.decode()
-
-
-def _seek_frames(
-    container: av.container.InputContainer,
-    stream: av.video.stream.VideoStream,
-    first_pts: int,
-    target: int,
-    period: int,
-) -> Iterator[av.VideoFrame]:
-    """Frames from a keyframe at or before timestamp ``target`` on, in presentation order.
-
-    A backward seek picks the keyframe by the index's timestamps, which for some files (AVI
-    with packed B-frames, MP4 indexed by decode time) are not presentation times, so the first
-    frame out can come after ``target``, and frames in between may be missing. Then we seek
-    again to just before the keyframe we landed on, and at least 1, 2, 4, ... frame periods
-    further back each time; if even the start of the video overshoots, we give up on seeking.
-    """
-    offset = target
-    back = period
-    while True:
-        container.seek(offset, stream=stream, backward=True)
-        landed: list[int] = []
-        frames = _demux_decode(container, stream, landed)
-        head = next(frames, None)
-        if head is not None:
-            if head.pts is None:
-                raise _NoTimestamps
-            if head.pts <= target or head.pts == first_pts:
-                return chain([head], frames)
-        # Nothing decoded (seeking near the end can do that) or we landed too late.
-        if offset <= first_pts:
-            raise _SeekFailed
-        offset = max(first_pts, min(offset - back, landed[0] - 1 if landed else offset))
-        back *= 2
-
-
-def _worth_seeking(stream: av.video.stream.VideoStream, target: int) -> bool:
-    """Whether a keyframe after the first one precedes timestamp ``target``, per the index.
-
-    Only then can a seek skip anything; otherwise decoding from the start saves the seek and
-    the keyframe decode that finds the first timestamp (about 5% of a read when a short video
-    has a single keyframe, as x264's default 250-frame interval gives). ``target`` may be off
-    by a few frames (it assumes ``start_time`` is the first frame's timestamp): this only
-    decides how to read, not what is read. Without an index we seek; so we do for Matroska/WebM,
-    whose demuxer loads its keyframe index (cues) only on the first seek.
-    """
-    entries = stream.index_entries
-    if len(entries) <= 1:
-        return True
-    landing = entries.search_timestamp(target, backward=True)
-    first_key = entries.search_timestamp(entries[0].timestamp, backward=False)
-    return landing > first_key >= 0
 
 
 def _decode(
@@ -598,55 +371,6 @@ def read_image(path: PathLike, short_side: int | None = None) -> torch.Tensor:
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
         raise DecodeError(f"cannot read image {path}: {err}") from err
     return torch.from_numpy(array).unsqueeze(0)
-
-
-# --------------------------------------------------------------------------- samplers
-
-
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if operator.index(value) < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-
-
-def pretrain_indices(
-    num_frames: int, clip_len: int, stride: int, rng: np.random.Generator
-) -> list[int]:
-    """Pretraining clip: ``clip_len`` frames ``stride`` apart from a uniformly random start.
-
-    The start is drawn from every position where the whole clip fits, as in the reference's
-    random clip start. A video shorter than the clip's span starts at 0 and repeats its last
-    frame (indices past the end are clamped), again as the reference does; no number is drawn
-    from ``rng`` then.
-    """
-    _check_positive(num_frames=num_frames, clip_len=clip_len, stride=stride)
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    span = (clip_len - 1) * stride + 1
-    if num_frames < span:
-        return [min(k * stride, num_frames - 1) for k in range(clip_len)]
-    start = int(rng.integers(0, num_frames - span + 1))
-    return [start + k * stride for k in range(clip_len)]
-
-
-def uniform_indices(num_frames: int, clip_len: int) -> list[int]:
-    """Evaluation clip: ``clip_len`` frames spread uniformly over the whole video.
-
-    Exactly the reference's evaluation loader: ``linspace(0, L - 1, clip_len)`` truncated to
-    integers, so the first and last frames are always included. A video with fewer frames than
-    ``clip_len`` gives ``0 .. L - 1`` followed by repeats of the last frame.
-    """
-    _check_positive(num_frames=num_frames, clip_len=clip_len)
-    if num_frames < clip_len:
-        return list(range(num_frames)) + [num_frames - 1] * (clip_len - num_frames)
-    return [int(x) for x in np.linspace(0, num_frames - 1, clip_len).astype(np.int64)]
-
-
-def first_indices(num_frames: int, clip_len: int) -> list[int]:
-    """The first ``clip_len`` frames, ``0 .. clip_len - 1`` (the reference's synthetic-motion
-    scorer); a shorter video repeats its last frame."""
-    _check_positive(num_frames=num_frames, clip_len=clip_len)
-    return [min(i, num_frames - 1) for i in range(clip_len)]
 
 
 # --------------------------------------------------------------------------- benchmark

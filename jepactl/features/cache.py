@@ -36,6 +36,12 @@ leaves only rows not yet marked done, and a resumed extraction writes exactly th
 Writers: :func:`create_cache`, :class:`CacheWriter`, :func:`merge_shards`. Readers:
 :func:`read_cache_attrs`, :func:`cache_status` (may an existing file be reused or continued?),
 :func:`read_header` and :class:`TokenCache` (the probe's view of a complete cache).
+
+What a cache holds without opening one (constants, attributes, identity keys,
+:class:`CacheHeader`, :class:`CacheError`) is in :mod:`jepactl.features.cache_schema`, and the
+batching of a split's tokens (:class:`~jepactl.features.token_batches.TokenBatches`, the base of
+:class:`TokenCache`) in :mod:`jepactl.features.token_batches`: neither touches HDF5. This module
+re-exports their names.
 """
 
 from __future__ import annotations
@@ -44,7 +50,6 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -52,95 +57,51 @@ from typing import TYPE_CHECKING, Any, Literal
 import h5py
 import numpy as np
 
-from jepactl.errors import ConfigError, disk_full, space_errors
+from jepactl.errors import disk_full, space_errors
+from jepactl.features.cache_schema import (
+    ENCODER_OUTPUT,
+    FILE_OVERHEAD_BYTES,
+    FORMAT_VERSION,
+    IDENTITY_KEYS,
+    ROW_OVERHEAD_BYTES,
+    CacheError,
+    CacheHeader,
+    CacheStatus,
+    Pool,
+    cache_attrs,
+    check_same_source,
+    projected_bytes,
+)
+from jepactl.features.token_batches import SKLEARN_FEATURES, TokenBatches, default_memory_gb
 from jepactl.utils import reserve_space
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: reading attributes needs none
     import torch
 
-    from jepactl.grid import TokenGrid
-
-FORMAT_VERSION = 1
-
-
-ENCODER_OUTPUT = "last block, final LayerNorm"
-
-
-#: Beyond the tokens, a cache file holds per row a label, an id, a done flag and a chunk-index
-#: entry, and a fixed header: budgeted generously when checking free space.
-ROW_OVERHEAD_BYTES = 128
-
-
-FILE_OVERHEAD_BYTES = 64 << 10
-
-
-Pool = Literal["none", "time", "space2x2", "mean"]
-CacheStatus = Literal["missing", "stale", "complete", "partial"]
-
-
-#: Attributes that must match for a cache to be reused or continued.
-IDENTITY_KEYS: tuple[str, ...] = (
-    "format_version",
-    "checkpoint_sha256",
-    "weights",
-    "benchmark",
-    "split",
-    "protocol",
-    "pooling",
-    "grid",
-    "encoder_output",
-    "num_classes",
-    "num_clips",
-    "index_sha256",
-    "shard_rank",
-    "shard_world",
-)
-
-
-class CacheError(ConfigError):
-    """A feature cache that cannot be used, continued or merged as asked (the message says
-    why): incomplete, malformed, or built from another checkpoint or with other settings."""
-
-
-def cache_attrs(
-    *,
-    checkpoint: str,
-    checkpoint_step: int,
-    checkpoint_sha256: str,
-    weights: str,
-    benchmark: str,
-    split: str,
-    protocol: str,
-    pooling: str,
-    grid: TokenGrid,
-    num_classes: int,
-    classes: Sequence[str],
-    num_clips: int,
-    index_sha256: str,
-) -> dict[str, Any]:
-    """The attributes of a new cache (``complete`` is added when it is created)."""
-    return {
-        "format_version": FORMAT_VERSION,
-        "checkpoint": checkpoint,
-        "checkpoint_step": checkpoint_step,
-        "checkpoint_sha256": checkpoint_sha256,
-        "weights": weights,
-        "benchmark": benchmark,
-        "split": split,
-        "protocol": protocol,
-        "pooling": pooling,
-        "grid": json.dumps([grid.t, grid.h, grid.w]),
-        "encoder_output": ENCODER_OUTPUT,
-        "num_classes": num_classes,
-        "classes": json.dumps(list(classes)),
-        "num_clips": num_clips,
-        "index_sha256": index_sha256,
-    }
-
-
-def projected_bytes(clips: int, views: int, tokens: int, dim: int) -> int:
-    """Bytes of a float16 token cache: clips x views x tokens x dim x 2."""
-    return clips * views * tokens * dim * 2
+__all__ = [
+    "ENCODER_OUTPUT",
+    "FILE_OVERHEAD_BYTES",
+    "FORMAT_VERSION",
+    "IDENTITY_KEYS",
+    "ROW_OVERHEAD_BYTES",
+    "SKLEARN_FEATURES",
+    "CacheError",
+    "CacheHeader",
+    "CacheStatus",
+    "CacheWriter",
+    "Pool",
+    "TokenCache",
+    "cache_attrs",
+    "cache_status",
+    "check_same_source",
+    "create_cache",
+    "default_memory_gb",
+    "merge_shards",
+    "projected_bytes",
+    "read_cache_attrs",
+    "read_header",
+    "reserve",
+]
 
 
 def _plain(value: Any) -> Any:
@@ -386,9 +347,6 @@ class CacheWriter:
 # Reading a complete cache (the probe's side)
 # --------------------------------------------------------------------------------------
 
-SKLEARN_FEATURES: tuple[str, ...] = ("mean", "flat")
-"""Inputs of the scikit-learn probe: token means, or all (pooled) tokens concatenated."""
-
 
 def _attr_str(value: Any) -> str:
     if isinstance(value, bytes):
@@ -403,35 +361,6 @@ def _attr_bool(value: Any) -> bool:
     if isinstance(value, bytes | str):
         return _attr_str(value).strip().lower() in ("true", "1", "yes")
     return bool(value)
-
-
-@dataclass(frozen=True)
-class CacheHeader:
-    """A validated cache's shape and attributes (no token data read)."""
-
-    path: Path
-    n: int
-    views: int
-    tokens: int
-    dim: int
-    num_classes: int
-    benchmark: str
-    checkpoint: str
-    checkpoint_step: int
-    checkpoint_sha256: str
-    weights: str
-    pooling: str
-    protocol: Any
-
-    @property
-    def clip_bytes(self) -> int:
-        """Bytes of one clip's tokens (all views) in float16."""
-        return self.views * self.tokens * self.dim * 2
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the whole ``tokens`` dataset in float16."""
-        return self.n * self.clip_bytes
 
 
 def read_header(path: Path) -> CacheHeader:
@@ -495,37 +424,7 @@ def read_header(path: Path) -> CacheHeader:
         )
 
 
-def check_same_source(train: CacheHeader, val: CacheHeader) -> None:
-    """Refuse a train/val pair that is not from one checkpoint, weights, benchmark and pooling
-    (and so the same number of tokens per clip: a clip length or crop that differs between the
-    splits would give a different token count)."""
-    fields = (
-        "checkpoint_sha256",
-        "weights",
-        "benchmark",
-        "pooling",
-        "tokens",
-        "dim",
-        "num_classes",
-    )
-    for what in fields:
-        a, b = getattr(train, what), getattr(val, what)
-        if a != b:
-            raise CacheError(
-                f"train and val caches differ in {what}: {a!r} ({train.path}) vs "
-                f"{b!r} ({val.path}); re-extract one of them (extract-features --force)"
-            )
-
-
-def default_memory_gb() -> float:
-    """Half of this machine's physical memory, in GiB (8 GiB where it cannot be read)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**31
-    except (ValueError, OSError, AttributeError):
-        return 8.0
-
-
-class TokenCache:
+class TokenCache(TokenBatches):
     """One split's tokens, in memory when they fit ``max_memory_gb``, else streamed from disk.
 
     Labels are always in memory. Rows are addressed by their index in the file.
@@ -552,11 +451,6 @@ class TokenCache:
         self.in_memory = self.header.nbytes <= self.budget_bytes
         self._tokens: torch.Tensor | None = self._load_all() if self.in_memory else None
 
-    @property
-    def mode(self) -> str:
-        """``"memory"`` or ``"stream"``."""
-        return "memory" if self.in_memory else "stream"
-
     def _load_all(self) -> torch.Tensor:
         import torch
 
@@ -569,17 +463,6 @@ class TokenCache:
                 e = min(s + self.chunk_rows, h.n)
                 ds.read_direct(dest, source_sel=np.s_[s:e], dest_sel=np.s_[s:e])
         return out
-
-    def release(self) -> None:
-        """Drop the in-memory tokens."""
-        self._tokens = None
-
-    def _chunk_bounds(self, rows: torch.Tensor) -> list[tuple[int, int]]:
-        """The ``chunk_rows`` slabs that hold at least one of ``rows``."""
-        import torch
-
-        used = torch.unique(rows // self.chunk_rows).tolist()
-        return [(c * self.chunk_rows, min((c + 1) * self.chunk_rows, self.header.n)) for c in used]
 
     def _read_slabs(
         self, bounds: Sequence[tuple[int, int]]
@@ -595,91 +478,3 @@ class TokenCache:
             ds = f["tokens"]
             for s, e in bounds:
                 yield s, e, torch.from_numpy(ds[s:e])
-
-    def _window_slabs(self) -> int:
-        """Slabs held at once when streaming (at least one)."""
-        slab_bytes = self.chunk_rows * self.header.clip_bytes
-        return max(1, self.budget_bytes // max(1, slab_bytes))
-
-    def train_batches(
-        self, rows: torch.Tensor, batch_size: int, generator: torch.Generator
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One shuffled epoch over every (clip, view) of ``rows``: ``([B, L, D] fp16, [B])``.
-
-        All batches are full except possibly the last. In memory the shuffle is global; when
-        streaming it is over windows of randomly ordered slabs, carrying leftovers forward.
-        """
-        import torch
-
-        views = self.header.views
-        if self._tokens is not None:
-            ex_row = rows.repeat_interleave(views)
-            ex_view = torch.arange(views).repeat(len(rows))
-            perm = torch.randperm(len(ex_row), generator=generator)
-            for i in range(0, len(perm), batch_size):
-                idx = perm[i : i + batch_size]
-                r, v = ex_row[idx], ex_view[idx]
-                yield self._tokens[r, v], self.labels[r]
-            return
-        member = torch.zeros(self.header.n, dtype=torch.bool)
-        member[rows] = True
-        bounds = self._chunk_bounds(rows)
-        order = torch.randperm(len(bounds), generator=generator).tolist()
-        window = self._window_slabs()
-        carry_x: torch.Tensor | None = None
-        carry_y: torch.Tensor | None = None
-        for w in range(0, len(order), window):
-            xs, ys = [], []
-            for s, _e, block in self._read_slabs([bounds[j] for j in order[w : w + window]]):
-                local = torch.nonzero(member[s : s + len(block)]).squeeze(1)
-                xs.append(block[local].flatten(0, 1))
-                ys.append(self.labels[s + local].repeat_interleave(views))
-            if carry_x is not None and carry_y is not None:
-                xs.insert(0, carry_x)
-                ys.insert(0, carry_y)
-            x, y = torch.cat(xs), torch.cat(ys)
-            perm = torch.randperm(len(x), generator=generator)
-            full = len(perm) - len(perm) % batch_size
-            for i in range(0, full, batch_size):
-                idx = perm[i : i + batch_size]
-                yield x[idx], y[idx]
-            carry_x, carry_y = x[perm[full:]], y[perm[full:]]
-        if carry_x is not None and carry_y is not None and len(carry_x):
-            yield carry_x, carry_y
-
-    def eval_batches(
-        self, rows: torch.Tensor, batch_size: int
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """``rows`` in ascending file order, all views: ``([B, V, L, D] fp16, [B])``."""
-        import torch
-
-        rows = torch.sort(rows).values
-        if self._tokens is not None:
-            for i in range(0, len(rows), batch_size):
-                r = rows[i : i + batch_size]
-                yield self._tokens[r], self.labels[r]
-            return
-        member = torch.zeros(self.header.n, dtype=torch.bool)
-        member[rows] = True
-        for s, _e, block in self._read_slabs(self._chunk_bounds(rows)):
-            local = torch.nonzero(member[s : s + len(block)]).squeeze(1)
-            for i in range(0, len(local), batch_size):
-                idx = local[i : i + batch_size]
-                yield block[idx], self.labels[s + idx]
-
-    def clip_features(self, rows: torch.Tensor, how: str = "mean") -> torch.Tensor:
-        """Per-view features ``[len(rows), V, F]`` float32, in ascending row order: the token
-        mean (``how="mean"``, ``F = D``) or all tokens concatenated in cache order
-        (``how="flat"``, ``F = L·D``: keeps where and when each token is)."""
-        import torch
-
-        if how not in SKLEARN_FEATURES:
-            raise ValueError(f"features must be one of {SKLEARN_FEATURES}, got {how!r}")
-        reduce = (lambda x: x.float().mean(dim=2)) if how == "mean" else (
-            lambda x: x.float().flatten(2)
-        )  # fmt: skip
-        feats = [reduce(x) for x, _ in self.eval_batches(rows, self.chunk_rows)]
-        if not feats:
-            width = self.header.dim if how == "mean" else self.header.tokens * self.header.dim
-            return torch.empty(0, self.header.views, width)
-        return torch.cat(feats)
