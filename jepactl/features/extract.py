@@ -468,11 +468,9 @@ def _announce_sizes(
 ) -> None:
     """Say how large each cache to write will be, and suggest ``--pool`` for a large one."""
     length, dim, grid = plan.length, plan.dim, plan.grid
-    total = 0
     for split in plan.todo:
         n = len(sources[split])
         size = projected_bytes(n, bench.views, length, dim)
-        total += size
         _say(
             info,
             f"{bench.name}/{split}: {n:,} clips x {bench.views} view(s) x {length:,} tokens x "

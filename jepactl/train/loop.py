@@ -233,13 +233,11 @@ def _train(
     elif bad.path.exists():
         bad.path.unlink()
     sinks.opening.resume_step = step if resume else None
-    loop = _Loop(
-        recipe, run_dir, info, set_up, ddp_model, bad, _metrics_log(run, recipe, info, sinks),
-        _progress_bar(step, end, progress), step, end,
-    )  # fmt: skip
-    stop = StopFlag()
-    loop.monitor = Monitor(recipe, info.device) if recipe.monitor.every and info.is_main else None
+    log, bar = _metrics_log(run, recipe, info, sinks), _progress_bar(step, end, progress)
+    monitor = Monitor(recipe, info.device) if recipe.monitor.every and info.is_main else None
+    loop = _Loop(recipe, run_dir, info, set_up, ddp_model, bad, log, bar, monitor, step, end)
     loop.start(resume)
+    stop = StopFlag()
     batches = iter(loader)
     try:
         with stop.installed():
@@ -303,9 +301,9 @@ class _Loop:
     bad: BadSamples
     log: MetricsLog
     bar: Any  # tqdm
+    monitor: Monitor | None
     step: int
     end: int
-    monitor: Monitor | None = None
     stopped: bool = False
     last: dict[str, Any] = field(default_factory=dict)
 
