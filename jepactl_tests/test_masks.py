@@ -170,6 +170,10 @@ def test_kept_context_is_a_subset_of_the_dense_context() -> None:
         ({"max_temporal_keep": 0.0}, "max_temporal_keep"),
         ({"equalize": "tail"}, "equalize"),
         ({"max_tries": -1}, "max_tries"),
+        ({"lengths": "fixd"}, "lengths"),
+        ({"fixed_quantile": 0.0}, "fixed_quantile"),
+        ({"fixed_quantile": 0.5}, "fixed_quantile"),
+        ({"fixed_quantile": "0.1"}, "fixed_quantile"),
     ],
 )
 def test_invalid_arguments_are_rejected(kwargs: dict[str, Any], message: str) -> None:
@@ -214,3 +218,53 @@ def test_full_complement_targets_everything_that_is_not_context(equalize: str) -
     for ctx, tgt in zip(masks.context, masks.target, strict=True):
         assert torch.equal(torch.cat([ctx, tgt]).sort().values, torch.arange(grid.num_tokens))
     assert int(grid.coords(masks.context)[..., 0].max()) < 4
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"num_blocks": 2, "spatial_scale": 0.7},
+        {"num_blocks": 4, "spatial_scale": 0.2, "max_temporal_keep": 0.5, "full_complement": True},
+    ],
+)
+def test_fixed_lengths_give_every_batch_the_same_valid_sizes(kwargs: dict[str, Any]) -> None:
+    """``lengths: fixed``: one (context, target) size for every batch (one compiled shape),
+    the calibrated one, never more than a batch's own minima allow; the same on every
+    instance (every rank and worker calibrates alike)."""
+    grid = TokenGrid(4, 8, 8)
+    strategy = MultiBlock3D(lengths="fixed", **kwargs)
+    sizes = strategy.fixed_lengths(8, grid)
+    assert sizes == MultiBlock3D(lengths="fixed", **kwargs).fixed_lengths(8, grid)
+    batch_min = MultiBlock3D(**kwargs)
+    gen, ref = _gen(5), _gen(5)
+    shorter = 0
+    for _ in range(20):
+        masks = strategy(8, grid, gen)
+        assert (masks.context.shape[1], masks.target.shape[1]) == sizes
+        dense = torch.zeros(8, grid.num_tokens, dtype=torch.bool).scatter_(1, masks.context, True)
+        assert not bool(dense.gather(1, masks.target).any()), "context and target overlap"
+        assert bool((masks.context[:, 1:] > masks.context[:, :-1]).all())
+        if kwargs.get("full_complement"):
+            assert sizes[0] + sizes[1] == grid.num_tokens
+        shorter += batch_min(8, grid, ref).context.shape[1] < sizes[0]
+    assert shorter <= 10  # the 10 % quantile: a batch's own minimum is rarely below it
+
+
+def test_fixed_lengths_redraw_a_batch_that_falls_short() -> None:
+    grid = TokenGrid(4, 8, 8)
+    strategy = MultiBlock3D(num_blocks=2, spatial_scale=0.7, lengths="fixed", fixed_quantile=0.4)
+    k, m = strategy.fixed_lengths(8, grid)
+    calls = []
+    sample = strategy.sample_context
+
+    def counted(*args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append(1)
+        return sample(*args, **kwargs)
+
+    strategy.sample_context = counted  # type: ignore[method-assign]
+    gen = _gen(0)
+    for _ in range(30):
+        masks = strategy(8, grid, gen)
+        assert masks.context.shape[1] == k and masks.target.shape[1] == m
+    assert len(calls) > 30  # at the 40 % quantiles many batches need a redraw

@@ -177,6 +177,10 @@ class TrainConfig:
     # recompute the student's and predictor's block activations in the backward pass: the
     # same losses and gradients, less activation memory, about one more forward per step
     activation_checkpointing: bool = False
+    # torch.compile the step's forward and backward (student, predictor, teacher, terms):
+    # true, false, or auto = on for CUDA when every mask group has `lengths: fixed` (one
+    # shape, one compile); the same losses either way (docs/performance.md)
+    compile: bool | Literal["auto"] = "auto"
 
 
 @dataclass
@@ -251,6 +255,7 @@ RUNTIME_KEYS = frozenset(
         "train.checkpoint_every",
         "train.snapshot_every",
         "train.activation_checkpointing",
+        "train.compile",
         # watching a run never changes what it trains
         *(f"monitor.{f.name}" for f in dataclasses.fields(MonitorConfig)),
         # nor does where its metrics are copied to

@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 
 from jepactl.grid import TokenGrid
-from jepactl.masks.multiblock import EqualizeMode, MultiBlock3D, _check_int
+from jepactl.masks.multiblock import EqualizeMode, LengthMode, MultiBlock3D, _check_int
 
 MotionSampling = Literal["exp", "power"]
 MotionScore = Literal["center", "block_mean"]
@@ -178,6 +178,8 @@ class MotionGuided3D(MultiBlock3D):
         equalize: EqualizeMode = "random",
         max_tries: int = 20,
         full_complement: bool = False,
+        lengths: LengthMode = "batch-min",
+        fixed_quantile: float = 0.1,
         *,
         strength: float = 2.0,
         fallback_rate: float = 0.1,
@@ -195,6 +197,8 @@ class MotionGuided3D(MultiBlock3D):
             equalize=equalize,
             max_tries=max_tries,
             full_complement=full_complement,
+            lengths=lengths,
+            fixed_quantile=fixed_quantile,
         )
         self.strength = _check_number("strength", strength, 0.0, math.inf)
         self.fallback_rate = _check_number("fallback_rate", fallback_rate, 0.0, 1.0)

@@ -33,6 +33,12 @@ from jepactl.grid import Masks, TokenGrid
 
 EqualizeMode = Literal["random", "truncate"]
 _EQUALIZE_MODES: tuple[str, ...] = ("random", "truncate")
+LengthMode = Literal["batch-min", "fixed"]
+_LENGTH_MODES: tuple[str, ...] = ("batch-min", "fixed")
+#: ``lengths: fixed``: batches drawn (from a generator of seed 0) to choose the fixed lengths,
+#: and how many redraws a batch may take before the sizes are called unreachable.
+CALIBRATION_BATCHES = 256
+MAX_REDRAWS = 100
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -87,6 +93,17 @@ class MultiBlock3D:
             equal-length cut, so nothing is left out (future-predictive masking: with
             ``max_temporal_keep=0.5`` the target is the masked first half plus the whole second
             half). Otherwise the target is the union of the blocks, cut to equal length.
+        lengths: ``"batch-min"`` (default) cuts every sample to the batch's minimum context
+            and target counts, which change from batch to batch. ``"fixed"`` cuts to the same
+            two counts in every batch, so a compiled step (``train.compile``) sees one shape
+            and compiles once: the counts are the ``fixed_quantile`` quantiles of the batch
+            minima over :data:`CALIBRATION_BATCHES` batches drawn from seed 0 for this batch
+            size and grid (uniform placement, identical on every rank), and a batch whose
+            minima fall short is redrawn. ``docs/performance.md`` measures what this does to
+            the mask statistics.
+        fixed_quantile: see ``lengths``, in ``(0, 0.5)``; lower keeps fewer tokens and redraws
+            less often (each count falls short in a ``fixed_quantile`` share of batches, so at
+            most twice that share is redrawn).
 
     All randomness comes from the ``generator`` given to :meth:`__call__` (a CPU
     ``torch.Generator``), so the same generator state yields the same masks.
@@ -102,6 +119,8 @@ class MultiBlock3D:
         equalize: EqualizeMode = "random",
         max_tries: int = 20,
         full_complement: bool = False,
+        lengths: LengthMode = "batch-min",
+        fixed_quantile: float = 0.1,
     ) -> None:
         self.num_blocks = _check_int("num_blocks", num_blocks, 1)
         self.spatial_scale = _check_fraction("spatial_scale", spatial_scale)
@@ -115,6 +134,13 @@ class MultiBlock3D:
         if not isinstance(full_complement, bool):
             raise ValueError(f"full_complement must be true or false, got {full_complement!r}")
         self.full_complement = full_complement
+        if lengths not in _LENGTH_MODES:
+            raise ValueError(f"lengths must be one of {_LENGTH_MODES}, got {lengths!r}")
+        self.lengths: LengthMode = lengths
+        self.fixed_quantile = _check_fraction("fixed_quantile", fixed_quantile)
+        if self.fixed_quantile >= 0.5:  # context and target minima move in opposite directions
+            raise ValueError(f"fixed_quantile must be below 0.5, got {fixed_quantile}")
+        self._fixed: dict[tuple[int, TokenGrid], tuple[int, int]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -122,7 +148,8 @@ class MultiBlock3D:
             f"spatial_scale={self.spatial_scale}, temporal_scale={self.temporal_scale}, "
             f"aspect_ratio={self.aspect_ratio}, max_temporal_keep={self.max_temporal_keep}, "
             f"equalize={self.equalize!r}, max_tries={self.max_tries}, "
-            f"full_complement={self.full_complement})"
+            f"full_complement={self.full_complement}, lengths={self.lengths!r}, "
+            f"fixed_quantile={self.fixed_quantile})"
         )
 
     def block_size(self, grid: TokenGrid, generator: torch.Generator) -> tuple[int, int, int]:
@@ -146,18 +173,20 @@ class MultiBlock3D:
         grid: TokenGrid,
         generator: torch.Generator,
         clips: torch.Tensor | None = None,
+        uniform: bool = False,
     ) -> torch.Tensor:
         """Dense context mask before length equalisation: bool ``[B, T', H', W']``.
 
         The target is its complement. :meth:`__call__` starts with exactly this draw, so the
         same generator state gives the mask from which :meth:`__call__` subsamples. ``clips``
         is handed to :meth:`_draw_starts` (the redraw of empty-context samples passes the
-        clips of just those samples).
+        clips of just those samples). ``uniform`` places the blocks as this class does, even in
+        a subclass that places them otherwise (the calibration of ``lengths: fixed``).
         """
         _check_int("batch_size", batch_size, 1)
         size = self.block_size(grid, generator)
         window = torch.arange(grid.t) < self.context_window(grid)
-        context = self._draw_context(batch_size, grid, size, window, generator, clips)
+        context = self._draw_context(batch_size, grid, size, window, generator, clips, uniform)
         empty = ~context.flatten(1).any(dim=1)
         tries = 0
         while bool(empty.any()):
@@ -170,7 +199,7 @@ class MultiBlock3D:
                 )
             redrawn = None if clips is None else clips[empty]
             context[empty] = self._draw_context(
-                int(empty.sum()), grid, size, window, generator, redrawn
+                int(empty.sum()), grid, size, window, generator, redrawn, uniform
             )
             empty = ~context.flatten(1).any(dim=1)
             tries += 1
@@ -185,10 +214,8 @@ class MultiBlock3D:
     ) -> Masks:
         """Sample one mask group; ``clips`` goes to :meth:`_draw_starts` (ignored here: uniform
         placement does not depend on pixels)."""
-        context = self.sample_context(batch_size, grid, generator, clips).flatten(1)
+        context, num_context, num_target = self._draw_lengths(batch_size, grid, generator, clips)
         target = ~context
-        num_context = int(context.sum(dim=1).min())
-        num_target = int(target.sum(dim=1).min())
         if self.equalize == "random":
             # One score per token; context and target are disjoint, so both subsets are
             # independent uniform draws.
@@ -202,6 +229,48 @@ class MultiBlock3D:
             return Masks(kept, _complement(kept, grid.num_tokens))
         return Masks(kept, _lowest(target, num_target))
 
+    def _draw_lengths(
+        self,
+        batch_size: int,
+        grid: TokenGrid,
+        generator: torch.Generator,
+        clips: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, int, int]:
+        """A dense context mask ``[B, N]`` and the context and target counts to cut it to:
+        the batch minima, or (``lengths: fixed``) the fixed counts, redrawing until they fit."""
+        fixed = self.fixed_lengths(batch_size, grid) if self.lengths == "fixed" else None
+        for _ in range(MAX_REDRAWS):
+            context = self.sample_context(batch_size, grid, generator, clips).flatten(1)
+            num_context = int(context.sum(dim=1).min())
+            num_target = int((~context).sum(dim=1).min())
+            if fixed is None:
+                return context, num_context, num_target
+            if num_context >= fixed[0] and (self.full_complement or num_target >= fixed[1]):
+                return context, fixed[0], fixed[1]
+        raise RuntimeError(
+            f"{self!r}: no batch of {MAX_REDRAWS} reached the fixed lengths {fixed} on grid "
+            f"{grid}; lower fixed_quantile or use lengths: batch-min"
+        )
+
+    def fixed_lengths(self, batch_size: int, grid: TokenGrid) -> tuple[int, int]:
+        """The context and target counts of ``lengths: fixed`` for this batch size and grid:
+        the ``fixed_quantile`` quantiles of the batch minima of :data:`CALIBRATION_BATCHES`
+        uniform draws from a generator of seed 0 (the same on every rank and in every worker).
+        With ``full_complement`` the target count follows from the context count."""
+        key = (batch_size, grid)
+        if key not in self._fixed:
+            gen = torch.Generator().manual_seed(0)
+            minima = []
+            for _ in range(CALIBRATION_BATCHES):
+                context = self.sample_context(batch_size, grid, gen, uniform=True).flatten(1)
+                minima.append((context.sum(dim=1).min(), (~context).sum(dim=1).min()))
+            counts = torch.tensor(minima, dtype=torch.float64)
+            low = torch.quantile(counts, self.fixed_quantile, dim=0, interpolation="lower")
+            num_context = max(1, int(low[0]))
+            num_target = grid.num_tokens - num_context if self.full_complement else int(low[1])
+            self._fixed[key] = (num_context, max(1, num_target))
+        return self._fixed[key]
+
     def _draw_context(
         self,
         batch_size: int,
@@ -210,10 +279,23 @@ class MultiBlock3D:
         window: torch.Tensor,
         generator: torch.Generator,
         clips: torch.Tensor | None = None,
+        uniform: bool = False,
     ) -> torch.Tensor:
         """Place ``num_blocks`` blocks per sample; bool context ``[B, T', H', W']``."""
+        draw = MultiBlock3D._draw_starts if uniform else type(self)._draw_starts
+        starts = draw(self, batch_size, grid, size, generator, clips)
+        return self._place(grid, size, window, starts)
+
+    @staticmethod
+    def _place(
+        grid: TokenGrid,
+        size: tuple[int, int, int],
+        window: torch.Tensor,
+        starts: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
+        """Blocks of ``size`` at ``starts`` (each ``[B, num_blocks]``); the context is what no
+        block covers inside the time ``window``: bool ``[B, T', H', W']``."""
         inside = []
-        starts = self._draw_starts(batch_size, grid, size, generator, clips)
         for start, length, extent in zip(starts, size, (grid.t, grid.h, grid.w), strict=True):
             pos = torch.arange(extent)
             inside.append((pos >= start[..., None]) & (pos < start[..., None] + length))

@@ -24,8 +24,16 @@ from timm.models.eva import EvaAttention
 def rotate_pairs(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
     """Rotate each channel pair ``(x[..., 2j], x[..., 2j+1])`` of ``x`` ``[..., N, head_dim]``
     by the unit complex ``rotations[..., N, j]`` (broadcast over the leading dimensions);
-    computed in float32, returned in ``x``'s dtype."""
+    computed in float32, returned in ``x``'s dtype.
+
+    ``rotations`` may also be real, ``[..., N, head_dim / 2, 2]`` holding ``(cos, sin)``, the
+    form a compiled step uses: ``(a, b) -> (a·cos − b·sin, a·sin + b·cos)``, the same numbers.
+    """
     pairs = x.float().reshape(*x.shape[:-1], -1, 2)
+    if not rotations.is_complex():
+        a, b = pairs.unbind(-1)
+        cos, sin = rotations.unbind(-1)
+        return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2).to(x.dtype)
     turned = torch.view_as_complex(pairs) * rotations
     return torch.view_as_real(turned).flatten(-2).to(x.dtype)
 

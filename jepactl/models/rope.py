@@ -56,11 +56,19 @@ class RotaryEmbedding3D(nn.Module):
         Rotating a pair ``(x0, x1)`` by its angle is multiplying ``x0 + i·x1`` by this number,
         which is what :class:`jepactl.models.attention.RopeAttention` does for q and k at once:
         one complex product per block instead of timm's slice, negate, stack and two products.
+        Under ``torch.compile`` they come as real ``(cos, sin)`` pairs instead (see below);
+        :func:`jepactl.models.attention.rotate_pairs` takes either.
         """
         angles = (coords.to(self.inv_freq.dtype).unsqueeze(-1) * self.inv_freq).flatten(-2)
         rest = self.head_dim // 2 - angles.shape[-1]
         if rest:
             angles = torch.cat((angles, angles.new_zeros((*angles.shape[:-1], rest))), dim=-1)
+        if torch.compiler.is_compiling():
+            # The same rotations as real (cos, sin) pairs ``[B, 1, N, head_dim / 2, 2]``:
+            # inductor cannot lower complex arithmetic, and fuses this form into the
+            # attention's other element-wise work. Eager keeps the complex product, 2-3x
+            # faster than any real form on the CPU (docs/performance.md).
+            return torch.stack((angles.cos(), angles.sin()), dim=-1).unsqueeze(1)
         return torch.polar(torch.ones_like(angles), angles).unsqueeze(1)
 
     def vjepa2_tables(self, coords: torch.Tensor) -> torch.Tensor:

@@ -12,10 +12,9 @@ its dotted path or an entry point instead (:mod:`jepactl.plugins`, docs/extendin
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, overload
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +24,48 @@ from jepactl.grid import Masks, TokenGrid
 
 if TYPE_CHECKING:  # the model code (timm) is not needed to validate a recipe
     from jepactl.models import Predictor, VideoViT
+
+
+T = TypeVar("T")
+A = TypeVar("A")
+B = TypeVar("B")
+
+
+class shared(Generic[T]):
+    """A :class:`StepContext` attribute computed on first read and kept for the step.
+
+    ``functools.cached_property`` does the same, but on Python 3.11 it takes a lock on every
+    first read, which ``torch.compile`` cannot trace (a graph break for every shared value).
+    This one stores the value in the instance ``__dict__`` (which then shadows the descriptor),
+    with no lock: a step context belongs to one thread.
+    """
+
+    def __init__(self, fn: Callable[[Any], T]) -> None:
+        self.fn = fn
+        self.name = fn.__name__
+        self.__doc__ = fn.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> shared[T]: ...
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> T: ...
+    def __get__(self, obj: object | None, owner: type | None = None) -> T | shared[T]:
+        if obj is None:
+            return self
+        value = self.fn(obj)
+        obj.__dict__[self.name] = value
+        return value
+
+
+def paired(a: Sequence[A], b: Sequence[B]) -> list[tuple[A, B]]:
+    """``list(zip(a, b, strict=True))`` in a form ``torch.compile`` traces (Dynamo has no model
+    of the strict ``zip``): the per-group lists of a step always have one entry per mask group."""
+    if len(a) != len(b):
+        raise ValueError(f"{len(a)} entries against {len(b)} mask groups")
+    return [(a[i], b[i]) for i in range(len(a))]
 
 
 def gather_tokens(tokens: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -123,31 +164,44 @@ class StepContext:
     seed: int = 0
     #: Detached diagnostics for metrics.jsonl (not summed into the loss).
     logs: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: Per term name: its coefficient λ this step as a 0-d tensor, and what :meth:`Term.draw`
+    #: drew for it. :class:`jepactl.train.model.JEPA` computes both before the (compiled)
+    #: forward, so the step's Python numbers never reach the traced code, where a changing
+    #: constant would recompile it every step. Where they are absent (a term called on its
+    #: own) :meth:`coefficient` computes λ from ``step``, and the term draws for itself.
+    coefficients: dict[str, torch.Tensor] = field(default_factory=dict)
+    draws: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    @cached_property
+    def coefficient(self, term: Term) -> torch.Tensor | float:
+        """λ of ``term`` this step."""
+        if term.name in self.coefficients:
+            return self.coefficients[term.name]
+        return term.coefficient(self.step, self.epoch, self.num_epochs)
+
+    @shared
     def grid(self) -> TokenGrid:
         return self.student.grid(self.clips.shape)
 
-    @cached_property
+    @shared
     def context_tokens(self) -> list[torch.Tensor]:
         """Student encoding of each group's context tokens, ``[B, K, D]`` per group."""
         return self.student.forward_groups(self.clips, [m.context for m in self.masks])
 
-    @cached_property
+    @shared
     def predictions(self) -> list[Prediction]:
         """Predictor outputs per mask group (context predictions if the predictor has them)."""
         return [
             Prediction(*self.predictor(z, m.context, m.target, self.grid, mask_index=i))
-            for i, (z, m) in enumerate(zip(self.context_tokens, self.masks, strict=True))
+            for i, (z, m) in enumerate(paired(self.context_tokens, self.masks))
         ]
 
-    @cached_property
+    @shared
     def student_full(self) -> torch.Tensor:
         """The student on the whole clip, with gradient: ``[B, N, D]`` (a second encoder pass;
         computed only if a term or the EMA-free target asks for it)."""
         return self.student(self.clips)
 
-    @cached_property
+    @shared
     def targets(self) -> torch.Tensor:
         """Level-normalised targets on the full clip, ``[B, N, D]`` float32."""
         if self.teacher is not None:
@@ -160,20 +214,20 @@ class StepContext:
             h = self.student_full.detach() if self.stopgrad_targets else self.student_full
         return normalize_targets(h, self.student.embed_dim)
 
-    @cached_property
+    @shared
     def target_grid(self) -> torch.Tensor:
         """:attr:`targets` on the grid, ``[B, T, H, W, D]``, always without gradient."""
         g = self.grid
         return self.targets.detach().view(-1, g.t, g.h, g.w, self.targets.shape[-1])
 
-    @cached_property
+    @shared
     def target_delta(self) -> torch.Tensor:
         """Temporal differences of the targets, ``h[t + 1] - h[t]``: ``[B, T - 1, H, W, D]``
         (shared by Delta, LD and VelGate)."""
         h = self.target_grid.detach()
         return h[:, 1:] - h[:, :-1]
 
-    @cached_property
+    @shared
     def full_view(self) -> GridView:
         """The student's full-clip output on the grid, ``z = f_θ(x)`` (paper Algorithm 2
         line 5), with gradient."""
@@ -181,12 +235,12 @@ class StepContext:
         z = self.student_full.view(-1, g.t, g.h, g.w, self.student_full.shape[-1])
         return GridView(z, torch.ones(z.shape[:-1], dtype=torch.bool, device=z.device))
 
-    @cached_property
+    @shared
     def context_views(self) -> list[GridView]:
         """Each mask group's student context tokens scattered onto the grid."""
         return [
             scatter_to_grid(z, m.context, self.grid)
-            for z, m in zip(self.context_tokens, self.masks, strict=True)
+            for z, m in paired(self.context_tokens, self.masks)
         ]
 
     def views(self, tokens: TemporalTokens) -> list[GridView]:
@@ -247,6 +301,12 @@ class Term(nn.Module):
         """The unweighted loss value (a scalar)."""
         raise NotImplementedError
 
+    def draw(self, step: int, seed: int, device: torch.device) -> torch.Tensor | None:
+        """Random numbers the term needs at ``step``, drawn before the step's forward (so a
+        compiled step sees them as an input, not as a generator it cannot trace); ``loss``
+        reads them back from ``ctx.draws[self.name]``. None: the term draws nothing."""
+        return None
+
     def uses_full_clip(self) -> bool:
         """Whether the term reads the full-clip student pass (``tokens: full``)."""
         return getattr(self, "tokens", None) == "full"
@@ -268,4 +328,4 @@ class Term(nn.Module):
         raw = self.loss(ctx) + self._zero_touch()
         if self.weight != 1.0 or self.warmup_end or self.anneal != "none":
             ctx.logs[f"{self.name}_unweighted"] = raw.detach()
-        return {self.name: self.coefficient(ctx.step, ctx.epoch, ctx.num_epochs) * raw}
+        return {self.name: ctx.coefficient(self) * raw}

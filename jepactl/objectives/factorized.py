@@ -18,6 +18,7 @@ from jepactl.objectives.base import (
     TemporalTokens,
     Term,
     gather_tokens,
+    paired,
 )
 from jepactl.objectives.temporal import hard_weights, masked_mean, mean_over_views, time_diff
 
@@ -217,7 +218,7 @@ class HardWeightedPrediction(Term):
     def loss(self, ctx: StepContext) -> torch.Tensor:
         terms = []
         w_max = []
-        for p, m in zip(ctx.predictions, ctx.masks, strict=True):
+        for p, m in paired(ctx.predictions, ctx.masks):
             err = (p.target.float() - gather_tokens(ctx.targets, m.target).float()).abs()
             e = err.mean(dim=-1) if self.error == "mean" else err.sum(dim=-1)
             mask = torch.ones_like(e, dtype=torch.bool)

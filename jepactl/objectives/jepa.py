@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from jepactl.grid import TokenGrid
-from jepactl.objectives.base import StepContext, Term, gather_tokens
+from jepactl.objectives.base import StepContext, Term, gather_tokens, paired
 
 
 def regression_error(pred: torch.Tensor, target: torch.Tensor, loss_exp: float) -> torch.Tensor:
@@ -34,7 +34,7 @@ class PredictionLoss(Term):
     def loss(self, ctx: StepContext) -> torch.Tensor:
         terms = [
             regression_error(p.target, gather_tokens(ctx.targets, m.target), self.loss_exp).mean()
-            for p, m in zip(ctx.predictions, ctx.masks, strict=True)
+            for p, m in paired(ctx.predictions, ctx.masks)
         ]
         return torch.stack(terms).mean()
 
@@ -72,7 +72,7 @@ class ContextLoss(Term):
 
     def loss(self, ctx: StepContext) -> torch.Tensor:
         terms = []
-        for p, m in zip(ctx.predictions, ctx.masks, strict=True):
+        for p, m in paired(ctx.predictions, ctx.masks):
             if p.context is None:
                 raise RuntimeError("ContextLoss needs a predictor built with predict_context")
             err = regression_error(p.context, gather_tokens(ctx.targets, m.context), self.loss_exp)

@@ -12,6 +12,7 @@ from jepactl.objectives.factorized import zero_loss
 from jepactl.objectives.temporal import masked_mean, mean_over_views, time_diff
 
 
+@torch.compiler.disable(reason="a double backward (autograd.grad, create_graph) in the step")
 def symplectic_euler_step(
     energy: nn.Module, q: torch.Tensor, p: torch.Tensor, dt: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -19,7 +20,9 @@ def symplectic_euler_step(
     ``q' = q + dt ∂H/∂p(q, p)``, ``p' = p − dt ∂H/∂q(q', p)``.
 
     Gradients are taken with ``create_graph=True`` so that the loss on ``(q', p')`` trains the
-    energy net and the inputs through second-order terms. ``q``/``p`` ``[..., D/2]``.
+    energy net and the inputs through second-order terms. ``q``/``p`` ``[..., D/2]``. Under
+    ``train.compile`` this step runs eagerly between two compiled graphs: Dynamo does not
+    trace a double backward.
     """
     with torch.enable_grad():
         if not q.requires_grad:

@@ -36,6 +36,7 @@ from jepactl.optim import ema_update, learning_rate, total_steps
 from jepactl.recipe import load_recipe
 from jepactl.rundir import RunDir
 from jepactl.train.checkpointing import find_resume_point, save_checkpoint
+from jepactl.train.compiled import CompiledStep, compile_decision
 from jepactl.train.guard import NonFiniteGuard
 from jepactl.train.init import check_init, init_overrides, read_init
 from jepactl.train.metrics import MetricsLog
@@ -217,6 +218,7 @@ def _train(
     run, step = RunDir(run_dir), set_up.step
     prepare_run_dir(run, recipe, info, resume, step)
     say_start(run, set_up.model, recipe, info, resume, step)
+    compiled = _compiled(recipe, set_up.model, info)
     ddp_model = wrap_ddp(set_up.model, info)
     total = total_steps(recipe.optim)
     end = min(total, max_steps) if max_steps is not None else total
@@ -236,6 +238,7 @@ def _train(
     log, bar = _metrics_log(run, recipe, info, sinks), _progress_bar(step, end, progress)
     monitor = Monitor(recipe, info.device) if recipe.monitor.every and info.is_main else None
     loop = _Loop(recipe, run_dir, info, set_up, ddp_model, bad, log, bar, monitor, step, end)
+    loop.compiled = compiled
     loop.start(resume)
     stop = StopFlag()
     batches = iter(loader)
@@ -257,6 +260,14 @@ def _train(
         del batches
     _finish(run, info, resumed_from, loop.step, total, loop.stopped)
     return RunResult(run_dir, loop.step, total, loop.stopped, loop.last)
+
+
+def _compiled(recipe: Recipe, model: JEPA, info: DistInfo) -> CompiledStep | None:
+    """The step compiled in place (``train.compile``), or None; the decision is logged."""
+    on, why = compile_decision(recipe, info.device)
+    if info.is_main:
+        LOGGER.info(why if on else f"{why}: the step runs eagerly")
+    return CompiledStep(model, recipe.masks) if on else None
 
 
 def _metrics_log(run: RunDir, recipe: Recipe, info: DistInfo, sinks: Fanout) -> MetricsLog:
@@ -306,6 +317,7 @@ class _Loop:
     end: int
     stopped: bool = False
     last: dict[str, Any] = field(default_factory=dict)
+    compiled: CompiledStep | None = None
 
     @property
     def watched(self) -> VideoViT:
@@ -333,10 +345,14 @@ class _Loop:
         if batch.step != step:
             raise RuntimeError(f"data loader is at step {batch.step}, training at {step}")
         lr = learning_rate(step, self.recipe.optim)
+        if self.compiled is not None:
+            self.compiled.before_step()
         losses, logs, skipped = train_step(
             self.ddp_model, s.model, s.optimizer, batch, step, lr, self.recipe, self.info.device,
             s.guard, self.info,
         )  # fmt: skip
+        if self.compiled is not None and self.info.is_main:
+            self.compiled.after_step(step + 1)
         self.bad.record(batch)
         self.step = step = step + 1
         if skipped:

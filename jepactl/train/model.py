@@ -85,7 +85,26 @@ class JEPA(nn.Module):
         self, clips: torch.Tensor, masks: list[Masks], step: int
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Returns the weighted loss terms (to be summed) and detached diagnostics."""
-        ctx = StepContext(
+        ctx = self.context(clips, masks, step)
+        return self.losses(ctx), ctx.logs
+
+    def context(self, clips: torch.Tensor, masks: list[Masks], step: int) -> StepContext:
+        """The step's :class:`StepContext`. The step's Python numbers become tensors here
+        (each term's λ, its random draws), so :meth:`losses`, the part ``train.compile``
+        compiles, never reads a number that changes from step to step."""
+        epoch = step // self.iters_per_epoch
+        terms = [cast(Term, t) for t in self.terms.values()]
+        values = [t.coefficient(step, epoch, self.num_epochs) for t in terms]
+        coefs = torch.tensor(values, dtype=torch.float32)
+        if clips.device.type == "cuda":  # a pinned copy does not wait for the device
+            coefs = coefs.pin_memory()
+        coefs = coefs.to(clips.device, non_blocking=True)
+        draws: dict[str, torch.Tensor] = {}
+        for term in terms:
+            drawn = term.draw(step, self.seed, clips.device)
+            if drawn is not None:
+                draws[term.name] = drawn
+        return StepContext(
             clips=clips,
             masks=masks,
             step=step,
@@ -94,14 +113,21 @@ class JEPA(nn.Module):
             teacher=self.teacher,
             stopgrad_targets=self.stopgrad_targets,
             full_clip_grad=self.full_clip_grad,
-            epoch=step // self.iters_per_epoch,
+            epoch=epoch,
             num_epochs=self.num_epochs,
             seed=self.seed,
+            coefficients={t.name: coefs[i] for i, t in enumerate(terms)},
+            draws=draws,
         )
+
+    def losses(self, ctx: StepContext) -> dict[str, torch.Tensor]:
+        """Student, predictor, teacher and every term on one step's context: the region
+        ``train.compile`` compiles. It reads only tensors of ``ctx`` (a term that reads
+        ``ctx.step`` itself makes the compiled step recompile when the step changes)."""
         losses: dict[str, torch.Tensor] = {}
         for term in self.terms.values():
             losses.update(term(ctx))
-        return losses, ctx.logs
+        return losses
 
     def trainable(self) -> list[nn.Module]:
         return [self.student, self.predictor, self.terms]
