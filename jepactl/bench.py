@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
@@ -89,10 +89,16 @@ def _sync(device: torch.device) -> None:
 class PreparedStep:
     """One recipe's model, optimizer and a pre-rendered batch, stepping as the loop does."""
 
-    def __init__(self, name: str, recipe: Recipe, device: torch.device) -> None:
+    def __init__(
+        self, name: str, recipe: Recipe, device: torch.device, compiled: bool = False
+    ) -> None:
         self.name, self.recipe, self.device = name, recipe, device
+        self.label = f"{name} (compiled)" if compiled else name
         torch.manual_seed(recipe.train.seed)
         self.model = JEPA(recipe).to(device).train()
+        self.eager_losses = self.model.losses
+        if compiled:  # as train.compile does (jepactl.train.compiled)
+            self.model.losses = torch.compile(self.eager_losses, dynamic=False)  # type: ignore[method-assign]
         self.optimizer = build_optimizer(self.model.trainable(), recipe.optim)
         source = build_source(recipe.data, recipe.train.seed)
         strategies = [build_mask_strategy(spec) for spec in recipe.masks]
@@ -110,6 +116,15 @@ class PreparedStep:
         train_step(self.model, self.model, self.optimizer, self.batch, self.step, lr,
                    self.recipe, self.device, self.guard, self.info)  # fmt: skip
         self.step += 1
+
+    def flops(self) -> int:
+        """FLOPs of one step, counted on the eager step (a compiled one does the same math,
+        which the counter cannot see inside a compiled graph)."""
+        compiled, self.model.losses = self.model.losses, self.eager_losses  # type: ignore[method-assign]
+        try:
+            return count_flops(self)
+        finally:
+            self.model.losses = compiled  # type: ignore[method-assign]
 
     def timed(self, steps: int, check_syncs: bool = False) -> list[float]:
         """Wall time of each of ``steps`` steps, the device drained before and after each.
@@ -188,16 +203,19 @@ def pretrain_markdown(result: dict[str, Any]) -> str:
         f"{result['rounds']} interleaved rounds × {result['steps']} steps after "
         f"{result['warmup']} warm-up steps each, one pre-rendered batch.",
         "",
-        "| recipe | ms / step | × first | GFLOP / step | TFLOP/s | MFU | clips/s |"
-        + (" peak GiB |" if result["device"] == "cuda" else ""),
-        "|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if result["device"] == "cuda" else ""),
+        "| recipe | step | ms / step | × first | GFLOP / step | TFLOP/s | MFU | clips/s "
+        "| first step s |" + (" peak GiB |" if result["device"] == "cuda" else ""),
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+        + ("---:|" if result["device"] == "cuda" else ""),
     ]
     for r in result["recipes"]:
         mem = f" {r['max_mem_gib']:.1f} |" if r["max_mem_gib"] is not None else ""
         lines.append(
-            f"| `{r['recipe']}` | {r['ms_per_step']:.0f} ({r['ms_min']:.0f}–{r['ms_max']:.0f}) "
+            f"| `{r['recipe']}` | {'compiled' if r.get('compiled') else 'eager'} "
+            f"| {r['ms_per_step']:.0f} ({r['ms_min']:.0f}–{r['ms_max']:.0f}) "
             f"| {r['ratio']:.2f} | {r['gflop_per_step']:.1f} | {r['tflops']:.3f} "
-            f"| {100 * r['mfu']:.1f} % | {r['clips_per_s']:.1f} |{mem}"
+            f"| {100 * r['mfu']:.1f} % | {r['clips_per_s']:.1f} "
+            f"| {r.get('first_step_s', float('nan')):.1f} |{mem}"
         )
     loader = result.get("loader")
     if loader:
@@ -380,13 +398,16 @@ def pretrain_bench(
     warmup: int = 2,
     loader_steps: int = 20,
     progress: Any = None,
+    compiled: Sequence[bool] = (False,),
 ) -> dict[str, Any]:
     """Measure, in one process: the dense matrix-product ceiling at the training dtype; then,
     for every recipe, the median step time over ``rounds`` interleaved rounds of ``steps``
     steps (every recipe warmed up before any is timed), the FLOPs of one step, the achieved
     FLOP/s and MFU against the ceiling, clips/s and peak GPU memory; and the data-wait fraction
     of a real ``pretrain`` run of the first recipe on synthetic clips written as video files
-    (``loader_steps`` steps; 0 skips it)."""
+    (``loader_steps`` steps; 0 skips it). ``compiled`` lists the variants of each recipe:
+    eager (False) and/or compiled as ``train.compile`` does (True); each row records its first
+    step's time, compilation included."""
     from jepactl.config import autocast_bf16
 
     say = progress or (lambda text: None)
@@ -396,14 +417,14 @@ def pretrain_bench(
     dtype = torch.bfloat16 if autocast_bf16(first.train.precision, dev.type) else torch.float32
     say(f"ceiling: dense {dtype} matrix products")
     ceiling = matmul_ceiling(dev, dtype)
-    prepared, memory = _warmed_up(recipes, dev, warmup, say)
-    flops = {p.name: count_flops(p) for p in prepared}
-    times: dict[str, list[float]] = {p.name: [] for p in prepared}
+    prepared, memory, first_step = _warmed_up(recipes, dev, warmup, say, compiled)
+    flops = {p.label: p.flops() for p in prepared}
+    times: dict[str, list[float]] = {p.label: [] for p in prepared}
     for r in range(rounds):
         for p in prepared:
-            say(f"round {r + 1}/{rounds}: {p.name}")
-            times[p.name] += p.timed(steps)
-    rows = _recipe_rows(prepared, times, flops, memory, ceiling)
+            say(f"round {r + 1}/{rounds}: {p.label}")
+            times[p.label] += p.timed(steps)
+    rows = _recipe_rows(prepared, times, flops, memory, ceiling, first_step)
     loader = None
     if loader_steps > 0:
         say(f"loader: {names[0]} from video files, {loader_steps} steps")
@@ -412,26 +433,36 @@ def pretrain_bench(
 
 
 def _warmed_up(
-    recipes: dict[str, Recipe], dev: torch.device, warmup: int, say: Callable[[str], Any]
-) -> tuple[list[PreparedStep], dict[str, float | None]]:
-    """Each recipe prepared and stepped ``warmup`` times, in order, with the peak GPU memory
-    (GiB above what was allocated before it; ``None`` on a CPU) it took."""
+    recipes: dict[str, Recipe],
+    dev: torch.device,
+    warmup: int,
+    say: Callable[[str], Any],
+    compiled: Sequence[bool] = (False,),
+) -> tuple[list[PreparedStep], dict[str, float | None], dict[str, float]]:
+    """Each recipe (in each ``compiled`` variant) prepared and stepped ``warmup`` times (at
+    least once), in order, with the peak GPU memory (GiB above what was allocated before it;
+    ``None`` on a CPU) it took and the time of its first step (compilation included)."""
     prepared: list[PreparedStep] = []
     memory: dict[str, float | None] = {}
+    first: dict[str, float] = {}
     for name, recipe in recipes.items():
-        say(f"warm-up: {name}")
-        before = torch.cuda.memory_allocated(dev) if dev.type == "cuda" else 0
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
-        p = PreparedStep(name, recipe, dev)
-        for _ in range(warmup):
-            p()
-        _sync(dev)
-        memory[name] = (
-            (torch.cuda.max_memory_allocated(dev) - before) / 2**30 if dev.type == "cuda" else None
-        )
-        prepared.append(p)
-    return prepared, memory
+        for variant in compiled:
+            p = PreparedStep(name, recipe, dev, variant)
+            say(f"warm-up: {p.label}")
+            before = torch.cuda.memory_allocated(dev) if dev.type == "cuda" else 0
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+            first[p.label] = p.timed(1)[0]
+            for _ in range(warmup - 1):
+                p()
+            _sync(dev)
+            memory[p.label] = (
+                (torch.cuda.max_memory_allocated(dev) - before) / 2**30
+                if dev.type == "cuda"
+                else None
+            )
+            prepared.append(p)
+    return prepared, memory, first
 
 
 def _recipe_rows(
@@ -440,26 +471,30 @@ def _recipe_rows(
     flops: dict[str, int],
     memory: dict[str, float | None],
     ceiling: dict[str, Any],
+    first: dict[str, float],
 ) -> list[dict[str, Any]]:
-    """One result row per recipe: its median step time (and ratio to the first recipe's),
-    FLOPs, achieved FLOP/s, MFU, clips/s and peak memory."""
-    base = statistics.median(times[prepared[0].name])
+    """One result row per recipe and variant: its median step time (and ratio to the first
+    row's), FLOPs, achieved FLOP/s, MFU, clips/s, peak memory and first-step time."""
+    base = statistics.median(times[prepared[0].label])
     rows: list[dict[str, Any]] = []
     for p in prepared:
-        sec = statistics.median(times[p.name])
-        achieved = flops[p.name] / sec / 1e12
+        key = p.label
+        sec = statistics.median(times[key])
+        achieved = flops[key] / sec / 1e12
         rows.append({
             "recipe": p.name,
+            "compiled": key != p.name,
+            "first_step_s": first[key],
             "ms_per_step": 1000 * sec,
-            "ms_min": 1000 * min(times[p.name]),
-            "ms_max": 1000 * max(times[p.name]),
+            "ms_min": 1000 * min(times[key]),
+            "ms_max": 1000 * max(times[key]),
             "ratio": sec / base,
-            "gflop_per_step": flops[p.name] / 1e9,
+            "gflop_per_step": flops[key] / 1e9,
             "tflops": achieved,
             "mfu": achieved / ceiling["tflops"],
             "clips_per_s": p.recipe.data.batch_size / sec,
-            "max_mem_gib": memory[p.name],
-            "timed_steps": len(times[p.name]),
+            "max_mem_gib": memory[key],
+            "timed_steps": len(times[key]),
         })  # fmt: skip
     return rows
 

@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 import torch._dynamo
+from conftest import TINY
 
 from jepactl.bench import size_overrides
-from jepactl.data.loader import Collator, StepDataset, to_model_input
+from jepactl.data.loader import Collator, StepDataset
 from jepactl.data.sources import build_source
 from jepactl.masks import build_mask_strategy
 from jepactl.objectives import StepContext
 from jepactl.recipe import load_recipe
 from jepactl.train.compiled import compile_decision
 from jepactl.train.model import JEPA
-from jepactl_tests.conftest import TINY
 
 #: One recipe per objective family (and the EMA-free and future-predictive set-ups).
 FAMILIES = {
@@ -54,8 +54,7 @@ def tiny_step(name: str) -> tuple[JEPA, StepContext]:
     collate = Collator(strategies, recipe.model.patch_size, recipe.model.tubelet, 0, rank=0)
     data = StepDataset(build_source(recipe.data, 0), 0)
     batch = collate([data[(0, i, i)] for i in range(recipe.data.batch_size)])
-    clips = to_model_input(batch.clips)
-    return model, model.context(clips, batch.masks, 7)
+    return model, model.context(batch.clips, batch.masks, 7)  # uint8, normalised in the step
 
 
 def fresh(ctx: StepContext) -> StepContext:

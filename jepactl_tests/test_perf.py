@@ -188,3 +188,19 @@ def test_bench_pretrain_writes_every_figure(tmp_path: Path) -> None:
 def test_bench_pretrain_refuses_an_unknown_recipe() -> None:
     res = runner.invoke(app, ["bench", "pretrain", "--recipe", "synth/basline"])
     assert res.exit_code == 2 and "Did you mean 'synth/baseline'?" in res.output
+
+
+@pytest.mark.slow
+def test_bench_times_a_compiled_variant_beside_the_eager_one() -> None:
+    """``bench pretrain --compile both``: each recipe twice, the compiled row with its first
+    step's time (compilation included) and the eager step's FLOP count."""
+    from jepactl.bench import _warmed_up
+
+    recipe = load_recipe("synth/baseline", TINY)
+    prepared, memory, first = _warmed_up({"tiny": recipe}, torch.device("cpu"), 2, print,
+                                         (False, True))  # fmt: skip
+    assert [p.label for p in prepared] == ["tiny", "tiny (compiled)"]
+    assert set(first) == set(memory) == {"tiny", "tiny (compiled)"}
+    assert first["tiny (compiled)"] > first["tiny"] > 0  # compiling is in the first step
+    eager, compiled = prepared
+    assert compiled.flops() == eager.flops() > 0

@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from jepactl.cli.common import DEVICE_HELP, TASK_HELP, BenchDevice, Size, fail, torch_threads
+from jepactl.cli.common import (
+    DEVICE_HELP,
+    TASK_HELP,
+    BenchDevice,
+    CompileVariants,
+    Size,
+    fail,
+    torch_threads,
+)
 from jepactl.log import LOGGER
 
 app = typer.Typer(help="Benchmarks (timings are measured, never asserted in tests).")
@@ -80,6 +88,14 @@ def bench_pretrain(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write every figure to this JSON file.")
     ] = None,
+    compile_steps: Annotated[
+        CompileVariants,
+        typer.Option(
+            "--compile",
+            help="Time the eager step, the compiled one (as train.compile; its first step, "
+            "compilation included, is reported), or both.",
+        ),
+    ] = CompileVariants.off,
 ) -> None:
     """Step time, FLOPs and MFU of each recipe, against this machine's measured ceiling.
     One process measures the dense matrix-product rate at the training dtype (the ceiling),
@@ -99,8 +115,9 @@ def bench_pretrain(
         fail("--steps and --rounds must be >= 1, --warmup and --loader-steps >= 0")
 
     result = pretrain_bench(
-        names, size.value, device.value, steps, rounds, warmup, loader_steps, LOGGER.info
-    )
+        names, size.value, device.value, steps, rounds, warmup, loader_steps, LOGGER.info,
+        compile_steps.variants(),
+    )  # fmt: skip
     typer.echo(pretrain_markdown(result), nl=False)
     if json_out is not None:
         data = (json.dumps(result, indent=2) + "\n").encode()

@@ -174,6 +174,17 @@ class Size(str, Enum):
     paper = "paper"
 
 
+class CompileVariants(str, Enum):
+    """Which steps ``bench pretrain`` times: eager, compiled (as ``train.compile``), or both."""
+
+    off = "off"
+    on = "on"
+    both = "both"
+
+    def variants(self) -> tuple[bool, ...]:
+        return {"off": (False,), "on": (True,), "both": (False, True)}[self.value]
+
+
 class BenchDevice(str, Enum):
     """Where a benchmark times (it measures one kind of device, never both)."""
 

@@ -319,12 +319,18 @@ def build_loader(
     )
 
 
-@lru_cache(maxsize=8)
-def _normalization(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """ImageNet mean and std as ``[1, 3, 1, 1, 1]``, made once per device (no per-step copy)."""
+def _normalization_stats(
+    device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet mean and std as ``[1, 3, 1, 1, 1]``."""
     mean = torch.tensor(IMAGENET_MEAN, dtype=dtype).view(1, 3, 1, 1, 1).to(device)
     std = torch.tensor(IMAGENET_STD, dtype=dtype).view(1, 3, 1, 1, 1).to(device)
     return mean, std
+
+
+#: Made once per device in eager code (no per-step copy); a compiled step makes them as
+#: constants of its graph instead (Dynamo does not trace through a cache).
+_normalization = lru_cache(maxsize=8)(_normalization_stats)
 
 
 def to_model_input(clips: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -333,6 +339,7 @@ def to_model_input(clips: torch.Tensor, dtype: torch.dtype = torch.float32) -> t
     Kept as uint8 through the workers and the host-to-device copy (4x fewer bytes); converted
     once, on the batch, where it is cheapest.
     """
-    mean, std = _normalization(clips.device, dtype)
+    stats = _normalization_stats if torch.compiler.is_compiling() else _normalization
+    mean, std = stats(clips.device, dtype)
     x = rearrange(clips, "b t h w c -> b c t h w").to(dtype).div_(255.0)
     return x.sub_(mean).div_(std)

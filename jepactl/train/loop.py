@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from jepactl.config import ConfigError, Recipe, autocast_bf16
-from jepactl.data.loader import Batch, DataQualityError, to_model_input
+from jepactl.data.loader import Batch, DataQualityError
 from jepactl.data.sources import Source, build_source
 from jepactl.dist import DistInfo, agree, init_distributed, shutdown
 from jepactl.errors import JepactlError
@@ -92,7 +92,7 @@ def train_step(
     """
     for group in optimizer.param_groups:
         group["lr"] = lr
-    clips = to_model_input(batch.clips.to(device, non_blocking=True))
+    clips = batch.clips.to(device, non_blocking=True)  # uint8: the model normalises it
     masks = [m.to(device, non_blocking=True) for m in batch.masks]
     bf16 = autocast_bf16(recipe.train.precision, device.type)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):

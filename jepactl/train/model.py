@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from jepactl.config import Recipe
+from jepactl.data.loader import to_model_input
 from jepactl.grid import Masks
 from jepactl.models import build_encoder, build_predictor
 from jepactl.models.vit import VideoViT
@@ -84,7 +85,11 @@ class JEPA(nn.Module):
     def forward(
         self, clips: torch.Tensor, masks: list[Masks], step: int
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Returns the weighted loss terms (to be summed) and detached diagnostics."""
+        """Returns the weighted loss terms (to be summed) and detached diagnostics.
+
+        ``clips``: uint8 ``[B, T, H, W, C]`` as loaded (normalised at the start of
+        :meth:`losses`, so a compiled step fuses the conversion into one pass), or already
+        normalised float ``[B, C, T, H, W]``."""
         ctx = self.context(clips, masks, step)
         return self.losses(ctx), ctx.logs
 
@@ -124,6 +129,8 @@ class JEPA(nn.Module):
         """Student, predictor, teacher and every term on one step's context: the region
         ``train.compile`` compiles. It reads only tensors of ``ctx`` (a term that reads
         ``ctx.step`` itself makes the compiled step recompile when the step changes)."""
+        if ctx.clips.dtype == torch.uint8:
+            ctx.clips = to_model_input(ctx.clips)
         losses: dict[str, torch.Tensor] = {}
         for term in self.terms.values():
             losses.update(term(ctx))
