@@ -196,7 +196,8 @@ def test_bench_times_a_compiled_variant_beside_the_eager_one() -> None:
     step's time (compilation included) and the eager step's FLOP count."""
     from jepactl.bench import _warmed_up
 
-    recipe = load_recipe("synth/baseline", TINY)
+    fixed = ["masks.0.lengths=fixed", "masks.1.lengths=fixed"]  # test_compile's run's shapes
+    recipe = load_recipe("synth/baseline", [*TINY, *fixed])
     prepared, memory, first = _warmed_up({"tiny": recipe}, torch.device("cpu"), 2, print,
                                          (False, True))  # fmt: skip
     assert [p.label for p in prepared] == ["tiny", "tiny (compiled)"]
