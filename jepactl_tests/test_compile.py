@@ -145,18 +145,33 @@ def test_auto_compiles_on_cuda_with_fixed_mask_lengths_only() -> None:
     assert not compile_decision(load_recipe("synth/baseline", ["train.compile=false"]), cuda)[0]
 
 
-def test_a_compiled_run_reports_its_graphs_in_the_log(tmp_path: Path) -> None:
-    """The must-show of issue 25 at micro size: the run's log says how the step compiled."""
-    from jepactl.train.loop import pretrain
+@pytest.mark.slow
+def test_a_compiled_ddp_run_logs_one_graph_and_trains_as_the_eager_one(tmp_path: Path) -> None:
+    """The must-show of issue 25 at micro size, under torchrun (two gloo ranks): the run's log
+    says the step compiled into one graph with no break and never recompiled, and its losses
+    are the eager run's to fp32 rounding."""
+    import subprocess
 
-    run = tmp_path / "run"
-    fixed = ["masks.0.lengths=fixed", "masks.1.lengths=fixed", "train.compile=true"]
-    result = pretrain("synth/baseline", [*TINY, *fixed], run, max_steps=3, progress=False)
-    assert result.step == 3
-    log = (run / "log.txt").read_text()
+    from runfixtures import REPO, TORCHRUN
+
+    from jepactl.train.metrics import read_metrics
+
+    fixed = ["masks.0.lengths=fixed", "masks.1.lengths=fixed"]
+    losses = {}
+    for mode in ("false", "true"):
+        run = tmp_path / mode
+        sets = [a for o in [*TINY, *fixed, f"train.compile={mode}"] for a in ("--set", o)]
+        args = ["jepactl", "pretrain", "--recipe", "synth/baseline", "--run-dir", str(run),
+                "--max-steps", "3", *sets]  # fmt: skip
+        done = subprocess.run([*TORCHRUN, *args], cwd=REPO, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        losses[mode] = [r["loss"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
+        log = (run / "log.txt").read_text()
     assert "train.compile: true" in log
     assert "1 graph, 0 graph breaks" in log
-    assert "recompiled" not in log
+    assert "recompiled" not in log and "graph break (" not in log
+    assert len(losses["true"]) == 3
+    assert losses["true"] == pytest.approx(losses["false"], rel=1e-5)
 
 
 def test_the_real_rotation_of_a_compiled_step_is_the_complex_one() -> None:
