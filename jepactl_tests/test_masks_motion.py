@@ -328,3 +328,15 @@ def test_paper_default_strength_biases_placement_but_mildly() -> None:
     amg = _swept_fraction(_guided(**blocks, strength=5.0, fallback_rate=0.0), clips)
     # Measured: uniform 0.052, paper default 0.164, AMG 0.437.
     assert 2 * uniform < paper < amg
+
+
+def test_guided_masks_take_fixed_lengths_calibrated_on_uniform_placement() -> None:
+    """``lengths: fixed`` works with motion-guided placement: the counts are calibrated
+    without pixels (uniform placement), and every guided batch is cut to them."""
+    strategy = _guided(lengths="fixed")
+    sizes = strategy.fixed_lengths(8, GRID)
+    assert sizes == MultiBlock3D(lengths="fixed").fixed_lengths(8, GRID)
+    clips = _moving_square()
+    for seed in range(5):
+        masks = strategy(8, GRID, _gen(seed), clips)
+        assert (masks.context.shape[1], masks.target.shape[1]) == sizes
