@@ -188,3 +188,34 @@ def test_the_real_rotation_of_a_compiled_step_is_the_complex_one() -> None:
     torch.testing.assert_close(rotate_pairs(x, real), rotate_pairs(x, rotations))
     compiled = torch.compile(rope.rotations, backend="eager", fullgraph=True)(coords)
     torch.testing.assert_close(compiled, real)
+
+
+def test_the_log_reports_the_first_compile_breaks_and_every_recompile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What ``CompiledStep`` says after each step, from Dynamo's counters (faked here)."""
+    import logging
+
+    from jepactl.train import compiled
+
+    counts = iter([(0, 0, {}), (1, 1, {"a reason\nmore": 1}), (1, 1, {}), (2, 1, {}), (8, 3, {})])
+    monkeypatch.setattr(compiled, "_dynamo_counts", lambda: next(counts))
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("jepactl").addHandler(handler)
+    try:
+        model = JEPA(load_recipe("synth/baseline", TINY))
+        fixed = [{"lengths": "fixed"}, {"lengths": "fixed"}]
+        step = compiled.CompiledStep(model, fixed)  # the base counts: (0, 0)
+        for i in range(1, 5):
+            step.before_step()
+            step.after_step(i)
+    finally:
+        logging.getLogger("jepactl").removeHandler(handler)
+    assert lines[0].startswith("compiled the step in ") and "1 graph, 1 graph break" in lines[0]
+    assert lines[1] == "graph break (1x): a reason"
+    assert lines[2] == "step 3: recompiled the step for new mask sizes (2 graphs of at most 8)"
+    assert lines[3].endswith("(8 graphs of at most 8; from now on new sizes run eagerly)")
+    assert lines[4] == "step 4: 2 more graph break(s)"
+    assert len(lines) == 5

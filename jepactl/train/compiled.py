@@ -121,8 +121,12 @@ class CompiledStep:
             for reason, count in reasons.items():
                 LOGGER.warning(f"graph break ({count}x): {reason.splitlines()[0]}")
         elif graphs > self.graphs:
+            full = graphs >= RECOMPILE_LIMIT
             LOGGER.info(
                 f"step {step}: recompiled the step for new mask sizes ({graphs} graphs of at "
-                f"most {RECOMPILE_LIMIT})"
+                f"most {RECOMPILE_LIMIT}"
+                + ("; from now on new sizes run eagerly)" if full else ")")
             )
+            if breaks > self.breaks:
+                LOGGER.warning(f"step {step}: {breaks - self.breaks} more graph break(s)")
         self.graphs, self.breaks, self.reasons = graphs, breaks, reasons
