@@ -40,8 +40,8 @@ def param_groups(
 def build_optimizer(modules: Iterable[nn.Module], cfg: OptimConfig) -> torch.optim.AdamW:
     betas = (cfg.betas[0], cfg.betas[1])
     groups = param_groups(modules, cfg.weight_decay)
-    # fused: one kernel per step for all parameters (CPU and CUDA; measured 2 % of the CPU
-    # synth step, docs/performance.md), the same update as the per-parameter loop
+    # fused: one kernel per step for all parameters (CPU and CUDA; 1-2 % of the CPU synth
+    # step, docs/performance.md), the same update as the per-parameter loop
     fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
     return torch.optim.AdamW(groups, lr=cfg.start_lr, betas=betas, eps=cfg.eps, fused=fused)
 

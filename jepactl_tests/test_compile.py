@@ -206,8 +206,7 @@ def test_the_log_reports_the_first_compile_breaks_and_every_recompile(
     logging.getLogger("jepactl").addHandler(handler)
     try:
         model = JEPA(load_recipe("synth/baseline", TINY))
-        fixed = [{"lengths": "fixed"}, {"lengths": "fixed"}]
-        step = compiled.CompiledStep(model, fixed)  # the base counts: (0, 0)
+        step = compiled.CompiledStep(model)  # the base counts: (0, 0)
         for i in range(1, 5):
             step.before_step()
             step.after_step(i)

@@ -118,5 +118,6 @@ class SIGReg(Term):
         return self.draw_for(self.dim, seed, step, device)
 
     def draw_for(self, dim: int, seed: int, step: int, device: torch.device) -> torch.Tensor:
+        """:meth:`directions` without gradient, for tokens ``dim`` wide."""
         with torch.no_grad():
             return self.directions(dim, seed, step, device)

@@ -26,7 +26,7 @@ compilation on only on CUDA and only when every mask group has fixed lengths.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +81,6 @@ class CompiledStep:
     recompile for a new mask size."""
 
     model: JEPA
-    masks: Sequence[Mapping[str, Any]]
     graphs: int = 0
     breaks: int = 0
     _base: tuple[int, int] = (0, 0)
@@ -97,12 +96,6 @@ class CompiledStep:
         self._base = (graphs, breaks)
         losses = self.model.losses
         self.model.losses = torch.compile(losses, dynamic=False)  # type: ignore[method-assign]
-        if not all(fixed_lengths(spec) for spec in self.masks):
-            LOGGER.warning(
-                "train.compile with masks cut to the batch minimum: each new mask size "
-                f"recompiles the step (at most {RECOMPILE_LIMIT}, then that size runs eagerly); "
-                "set masks.N.lengths=fixed for one shape"
-            )
 
     def before_step(self) -> None:
         self._started = time.perf_counter()

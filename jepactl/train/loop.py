@@ -36,7 +36,7 @@ from jepactl.optim import ema_update, learning_rate, total_steps
 from jepactl.recipe import load_recipe
 from jepactl.rundir import RunDir
 from jepactl.train.checkpointing import find_resume_point, save_checkpoint
-from jepactl.train.compiled import CompiledStep, compile_decision
+from jepactl.train.compiled import RECOMPILE_LIMIT, CompiledStep, compile_decision, fixed_lengths
 from jepactl.train.guard import NonFiniteGuard
 from jepactl.train.init import check_init, init_overrides, read_init
 from jepactl.train.metrics import MetricsLog
@@ -237,8 +237,9 @@ def _train(
     sinks.opening.resume_step = step if resume else None
     log, bar = _metrics_log(run, recipe, info, sinks), _progress_bar(step, end, progress)
     monitor = Monitor(recipe, info.device) if recipe.monitor.every and info.is_main else None
-    loop = _Loop(recipe, run_dir, info, set_up, ddp_model, bad, log, bar, monitor, step, end)
-    loop.compiled = compiled
+    loop = _Loop(
+        recipe, run_dir, info, set_up, ddp_model, bad, log, bar, monitor, step, end, compiled
+    )
     loop.start(resume)
     stop = StopFlag()
     batches = iter(loader)
@@ -267,7 +268,13 @@ def _compiled(recipe: Recipe, model: JEPA, info: DistInfo) -> CompiledStep | Non
     on, why = compile_decision(recipe, info.device)
     if info.is_main:
         LOGGER.info(why if on else f"{why}: the step runs eagerly")
-    return CompiledStep(model, recipe.masks) if on else None
+        if on and not all(fixed_lengths(spec) for spec in recipe.masks):
+            LOGGER.warning(
+                "train.compile with masks cut to the batch minimum: each new mask size "
+                f"recompiles the step (at most {RECOMPILE_LIMIT}, then that size runs eagerly); "
+                "set masks.N.lengths=fixed for one shape"
+            )
+    return CompiledStep(model) if on else None
 
 
 def _metrics_log(run: RunDir, recipe: Recipe, info: DistInfo, sinks: Fanout) -> MetricsLog:
@@ -315,9 +322,9 @@ class _Loop:
     monitor: Monitor | None
     step: int
     end: int
+    compiled: CompiledStep | None = None
     stopped: bool = False
     last: dict[str, Any] = field(default_factory=dict)
-    compiled: CompiledStep | None = None
 
     @property
     def watched(self) -> VideoViT:
