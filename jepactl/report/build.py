@@ -28,8 +28,8 @@ from jepactl.report.table import (
     Row,
     decimal_delta,
     round2,
-    welch_interval,
 )
+from jepactl.stats import welch_interval
 from jepactl.utils import close_match, suggestion
 
 SORTS = ("delta", "name", "input")

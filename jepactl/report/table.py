@@ -9,17 +9,14 @@ Cut here so that the renderers (:mod:`jepactl.report.render`) and the figure
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from jepactl.profiles import base_task
 from jepactl.report.runs import Unreadable
+from jepactl.stats import welch_interval  # noqa: F401 - its old home; it lives in stats.py
 
 #: Column order of the known benchmarks; any other benchmark follows, alphabetically.
 BENCH_ORDER: tuple[str, ...] = (
@@ -152,19 +149,3 @@ def round2(value: float | Decimal) -> Decimal:
 def signed(value: float | Decimal) -> str:
     """``+5.92``, ``-0.30``, ``+0.00`` (ASCII signs)."""
     return f"{round2(value):+.2f}"
-
-
-def welch_interval(a: Sequence[float], b: Sequence[float]) -> tuple[float, float] | None:
-    """95 % Welch t interval of mean(a) − mean(b); both need two or more values. ``None`` when
-    neither side varies: a zero-width interval would claim a certainty the seeds cannot give
-    (e.g. two probes that both hit the same 2.5-point step of a 40-clip test set)."""
-    from scipy import stats
-
-    delta = float(np.mean(a)) - float(np.mean(b))
-    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
-    se2 = float(va + vb)
-    if se2 == 0:
-        return None
-    df = se2**2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    half = float(stats.t.ppf(0.975, df)) * math.sqrt(se2)
-    return delta - half, delta + half
