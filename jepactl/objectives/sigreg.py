@@ -107,17 +107,13 @@ class SIGReg(Term):
         x = torch.cat([z.reshape(-1, z.shape[-1]) for z in ctx.context_tokens]).float()
         a = ctx.draws.get(self.name)
         if a is None:  # called on its own, not through the model: draw them here
-            a = self.draw_for(x.shape[-1], ctx.seed, ctx.step, x.device)
+            a = self.directions(x.shape[-1], ctx.seed, ctx.step, x.device)
         return self.statistic(x, a).mean()
 
     def setup(self, dims: ModelDims) -> None:
         self.dim = dims.out_dim
 
     def draw(self, step: int, seed: int, device: torch.device) -> torch.Tensor:
-        """This step's slice directions for the encoder's width."""
-        return self.draw_for(self.dim, seed, step, device)
-
-    def draw_for(self, dim: int, seed: int, step: int, device: torch.device) -> torch.Tensor:
-        """:meth:`directions` without gradient, for tokens ``dim`` wide."""
-        with torch.no_grad():
-            return self.directions(dim, seed, step, device)
+        """This step's slice directions for the encoder's width (drawn from a generator, they
+        carry no gradient)."""
+        return self.directions(self.dim, seed, step, device)

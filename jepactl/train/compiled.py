@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -66,6 +66,12 @@ def fixed_lengths(spec: Mapping[str, Any]) -> bool:
     return spec.get("lengths", "batch-min") == "fixed"
 
 
+def compile_losses(model: JEPA) -> None:
+    """Replace ``model.losses`` by its compiled form, as ``train.compile`` runs it (one graph
+    per mask size: ``dynamic=False``, see the module docstring)."""
+    model.losses = torch.compile(model.losses, dynamic=False)  # type: ignore[method-assign]
+
+
 def _dynamo_counts() -> tuple[int, int, dict[str, int]]:
     """Graphs compiled and graph breaks so far in this process (Dynamo's own counters)."""
     from torch._dynamo.utils import counters
@@ -86,7 +92,6 @@ class CompiledStep:
     _base: tuple[int, int] = (0, 0)
     _started: float = 0.0
     _reported: bool = False
-    reasons: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         import torch._dynamo
@@ -94,8 +99,7 @@ class CompiledStep:
         torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
         graphs, breaks, _ = _dynamo_counts()
         self._base = (graphs, breaks)
-        losses = self.model.losses
-        self.model.losses = torch.compile(losses, dynamic=False)  # type: ignore[method-assign]
+        compile_losses(self.model)
 
     def before_step(self) -> None:
         self._started = time.perf_counter()
@@ -122,4 +126,4 @@ class CompiledStep:
             )
             if breaks > self.breaks:
                 LOGGER.warning(f"step {step}: {breaks - self.breaks} more graph break(s)")
-        self.graphs, self.breaks, self.reasons = graphs, breaks, reasons
+        self.graphs, self.breaks = graphs, breaks
