@@ -17,7 +17,7 @@ import random
 import re
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,12 +25,13 @@ import numpy as np
 import torch
 
 from jepactl.errors import CheckpointError, ConfigError, one_line
+from jepactl.formats import Format, FormatError
 from jepactl.rundir import LATEST
 from jepactl.utils import atomic_copy, atomic_write_bytes, atomic_write_text, suggestion
 
-__all__ = ["CHECKPOINT_VERSION", "Found", "atomic_copy", "atomic_save", "atomic_write_bytes",
-           "atomic_write_text", "candidates", "find_resumable", "load", "rng_state",
-           "set_rng_state", "state_nbytes"]  # fmt: skip
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "Found", "RunCheckpoint", "atomic_copy",
+           "atomic_save", "atomic_write_bytes", "atomic_write_text", "candidates",
+           "find_resumable", "load", "rng_state", "set_rng_state", "state_nbytes"]  # fmt: skip
 
 CHECKPOINT_VERSION = 1
 SNAPSHOT = re.compile(r"step_(\d+)\.pt")
@@ -130,27 +131,116 @@ def why_unreadable(path: Path, exc: BaseException) -> str:
     return one_line(exc)[:160]
 
 
+#: The checkpoint's format (the ``version`` key; v1 is every checkpoint written so far).
+CHECKPOINT_FORMAT = Format("checkpoint", CHECKPOINT_VERSION, key="version")
+
+#: What every file of this format holds, and what resuming from one needs besides.
+_ENCODER_KEYS = ("config", "student", "step")
+_RESUME_KEYS = ("version", "step", "student", "optimizer", "config")
+
+
+@dataclass
+class RunCheckpoint:
+    """One training checkpoint (``checkpoints/latest.pt`` or a ``step_N.pt`` snapshot).
+
+    This module alone spells the file's keys: training writes ``to_state()``, and resuming,
+    feature extraction and the checkpoint loader read :meth:`from_state` and get attributes.
+    ``trained`` says which encoders trained (``None`` in files written before it was kept,
+    see :meth:`trained_encoders`); ``next_step`` is where the data stream resumes.
+    """
+
+    step: int
+    config: str  # the resolved recipe as YAML (authoritative; config.yaml is for people)
+    student: Mapping[str, Any]
+    teacher: Mapping[str, Any] | None = None
+    trained: list[str] | None = None
+    predictor: Mapping[str, Any] = field(default_factory=dict)
+    terms: Mapping[str, Any] = field(default_factory=dict)
+    optimizer: Mapping[str, Any] = field(default_factory=dict)
+    rng: list[dict[str, Any]] = field(default_factory=list)
+    next_step: int | None = None
+    nonfinite_skipped: int = 0
+
+    def to_state(self) -> dict[str, Any]:
+        """The dict ``torch.save`` writes (loadable with ``weights_only=True``)."""
+        return {
+            "version": CHECKPOINT_FORMAT.version,
+            "step": self.step,
+            "student": self.student,
+            "teacher": self.teacher,
+            "trained_encoders": self.trained,
+            "predictor": self.predictor,
+            "terms": self.terms,
+            "optimizer": self.optimizer,
+            "rng": self.rng,
+            "data": {"next_step": self.step if self.next_step is None else self.next_step},
+            "nonfinite_skipped": self.nonfinite_skipped,
+            "config": self.config,
+        }
+
+    @classmethod
+    def from_state(cls, state: Any, path: Path | str) -> RunCheckpoint:
+        """The record of a loaded file; ``ValueError`` for a file that is not a jepactl
+        checkpoint, a one-line :class:`~jepactl.formats.NewerFormatError` for one written by
+        a newer jepactl."""
+        if not isinstance(state, dict):
+            raise ValueError(f"holds a {type(state).__name__}, not a checkpoint")
+        missing = [k for k in _ENCODER_KEYS if k not in state]
+        if missing:
+            raise ValueError(f"not a jepactl training checkpoint (no {', '.join(missing)})")
+        s = CHECKPOINT_FORMAT.upgrade(state, path) if "version" in state else state
+        data = s.get("data")
+        trained = s.get("trained_encoders")
+        return cls(
+            step=int(s["step"]),
+            config=str(s["config"]),
+            student=s["student"],
+            teacher=s.get("teacher"),
+            trained=[str(t) for t in trained] if trained else None,
+            predictor=s.get("predictor") or {},
+            terms=s.get("terms") or {},
+            optimizer=s.get("optimizer") or {},
+            rng=list(s.get("rng") or []),
+            next_step=int(data["next_step"]) if isinstance(data, dict) else None,
+            nonfinite_skipped=int(s.get("nonfinite_skipped", 0)),
+        )
+
+    @classmethod
+    def is_one(cls, state: Mapping[str, Any]) -> bool:
+        """Whether a loaded file has this format's layout (not an upstream checkpoint's)."""
+        return all(k in state for k in ("config", "student"))
+
+    def weights(self, name: str) -> Mapping[str, Any] | None:
+        """The state dict of encoder ``name`` (``student`` or ``teacher``), if it holds one."""
+        sd = {"student": self.student, "teacher": self.teacher}.get(name)
+        return sd if isinstance(sd, Mapping) else None
+
+    def trained_encoders(self, ema_teacher: bool) -> list[str]:
+        """Which encoders trained: the checkpoint says so; older ones are judged by whether
+        the recipe trains an EMA teacher (``objective.teacher == "ema"``)."""
+        if self.trained:
+            return list(self.trained)
+        return ["student", "teacher"] if self.teacher is not None and ema_teacher else ["student"]
+
+
 @dataclass
 class Found:
     """The checkpoint a resume starts from."""
 
     path: Path
-    state: dict[str, Any]
+    checkpoint: RunCheckpoint
 
 
-def check_state(state: Any, path: Path) -> None:
-    """Raise ``ValueError`` unless ``state`` looks like a jepactl training checkpoint, and a
-    :class:`~jepactl.errors.CheckpointError` for one from an unsupported format version."""
+def check_state(state: Any, path: Path) -> RunCheckpoint:
+    """The record of a loaded file, which must be a resumable jepactl training checkpoint:
+    ``ValueError`` when it is not one, a one-line :class:`~jepactl.formats.NewerFormatError`
+    for one from a newer format version."""
     if not isinstance(state, dict):
         raise ValueError(f"holds a {type(state).__name__}, not a checkpoint")
-    missing = [k for k in ("version", "step", "student", "optimizer", "config") if k not in state]
+    missing = [k for k in _RESUME_KEYS if k not in state]
     if missing:
         raise ValueError(f"not a jepactl training checkpoint (no {', '.join(missing)})")
-    if state["version"] != CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint format {state['version']} is not supported by this jepactl "
-            f"(format {CHECKPOINT_VERSION})"
-        )
+    return RunCheckpoint.from_state(state, path)
 
 
 def find_resumable(folder: Path, warn: Callable[[str], object]) -> Found | None:
@@ -164,11 +254,10 @@ def find_resumable(folder: Path, warn: Callable[[str], object]) -> Found | None:
     problems = []
     for path in candidates(folder):
         try:
-            state = load(path)
-            check_state(state, path)
+            found = Found(path, check_state(load(path), path))
         except PermissionError as exc:
             raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
-        except CheckpointError:
+        except (CheckpointError, FormatError):
             raise
         except Exception as exc:  # torn, empty, foreign or unsafe: try the next one
             reason = why_unreadable(path, exc) if not isinstance(exc, ValueError) else str(exc)
@@ -178,8 +267,8 @@ def find_resumable(folder: Path, warn: Callable[[str], object]) -> Found | None:
             warn(f"{path} cannot be loaded ({reason}); moved it to {aside.name}")
             continue
         if problems or path.name != LATEST:
-            warn(f"resuming from {path} (step {state['step']})")
-        return Found(path, state)
+            warn(f"resuming from {path} (step {found.checkpoint.step})")
+        return found
     if not problems:
         problems = [f"{p.name} set aside earlier" for p in sorted(folder.glob("*.pt.corrupt"))]
     if problems:  # never restart over a run whose checkpoints were all unreadable
@@ -195,16 +284,6 @@ def find_resumable(folder: Path, warn: Callable[[str], object]) -> Found | None:
 #: ``reference``: what the reference scored (its ``target_encoder``): the EMA teacher, or the
 #: initialisation of a run without one (never updated there); ``--profile reference``'s choice.
 WEIGHTS: tuple[str, ...] = ("auto", "student", "teacher", "init", "reference")
-
-
-def trained_encoders(state: Mapping[str, Any], ema_teacher: bool) -> list[str]:
-    """Which encoders of a run checkpoint trained: the checkpoint says so; older ones are
-    judged by whether the recipe trains an EMA teacher (``objective.teacher == "ema"``)."""
-    trained = state.get("trained_encoders")
-    if trained:
-        return [str(t) for t in trained]
-    has_teacher = state.get("teacher") is not None and ema_teacher
-    return ["student", "teacher"] if has_teacher else ["student"]
 
 
 def select_weights(requested: str, trained: Sequence[str], where: str = "the run") -> str:

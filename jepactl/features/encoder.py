@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from jepactl import checkpoint as ckpt
-from jepactl.checkpoint import WEIGHTS, select_weights, trained_encoders
+from jepactl.checkpoint import WEIGHTS, RunCheckpoint, select_weights
 from jepactl.config import Recipe, autocast_bf16, parse_recipe
 from jepactl.data.loader import IMAGENET_MEAN, IMAGENET_STD, to_model_input
 from jepactl.errors import CheckpointError, ConfigError
@@ -92,17 +92,18 @@ def load_frozen_encoder(
             break
     else:
         raise ConfigError(f"{path} kept changing while it was read; try again")
-    for key in ("config", "student", "step"):
-        if key not in state:
-            raise ConfigError(f"{path} is not a jepactl checkpoint (no '{key}')")
-    recipe = parse_recipe(yaml.safe_load(state["config"]))
-    trained = trained_encoders(state, recipe.objective.teacher == "ema")
+    try:
+        record = RunCheckpoint.from_state(state, path)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    recipe = parse_recipe(yaml.safe_load(record.config))
+    trained = record.trained_encoders(recipe.objective.teacher == "ema")
     chosen = select_weights(weights, trained, where=str(run_dir))
     if chosen == "init":  # the student as pretrain built it: the same seed, built first
         torch.manual_seed(recipe.train.seed)
         encoder = build_encoder(recipe.model)
     else:
-        weights_state = state.get(chosen)
+        weights_state = record.weights(chosen)
         if weights_state is None:
             raise ConfigError(f"{path} holds no {chosen} weights")
         encoder = build_encoder(recipe.model)
@@ -112,7 +113,7 @@ def load_frozen_encoder(
         encoder=encoder,
         weights=chosen,
         checkpoint=path.resolve(),
-        step=int(state["step"]),
+        step=record.step,
         sha256=sha,
         recipe=recipe,
         trained_encoders=trained,
@@ -139,7 +140,7 @@ def _load_file(path: Path, weights: str, device: torch.device | str) -> FrozenEn
     state = loaded.state
     if loaded.recipe is not None:  # a jepactl run's checkpoint
         return FrozenEncoder(
-            encoder, loaded.weights, path.resolve(), int(state["step"]), sha, loaded.recipe,
+            encoder, loaded.weights, path.resolve(), loaded.step, sha, loaded.recipe,
             list(loaded.trained),
         )  # fmt: skip
     # upstream files do not say which encoders trained: both are listed as they are present

@@ -42,8 +42,8 @@ from typing import Any
 import torch
 import yaml
 
+from jepactl.checkpoint import RunCheckpoint, select_weights, why_unreadable
 from jepactl.checkpoint import load as load_checkpoint
-from jepactl.checkpoint import select_weights, trained_encoders, why_unreadable
 from jepactl.config import Recipe, parse_recipe
 from jepactl.errors import CheckpointError, ConfigError
 from jepactl.models.vit import Positions, VideoViT
@@ -140,6 +140,7 @@ class LoadedEncoder:
     ignored: tuple[str, ...] = field(default_factory=tuple)
     recipe: Recipe | None = None  # a jepactl run's recipe (parsed from the file)
     trained: tuple[str, ...] = ()  # a jepactl run's encoders that trained
+    step: int = -1  # a jepactl run's training step (-1: an upstream file, which does not say)
 
     def describe(self) -> str:
         arch = f"; {self.spec.describe()}" if self.spec else ""
@@ -180,7 +181,7 @@ def load_encoder(
     if weights not in WEIGHTS:
         raise ConfigError(f"unknown weights '{weights}'{suggestion(weights, WEIGHTS)}")
     state = read_file(path)
-    if "config" in state and "student" in state:
+    if RunCheckpoint.is_one(state):
         return _load_jepactl(path, state, weights)
     entry, sd = _pick_encoder(path, state, weights)
     sd = strip_prefixes(sd)
@@ -399,10 +400,14 @@ def _load_jepactl(path: Path, state: Mapping[str, Any], weights: str) -> LoadedE
     where it trained (``trained_encoders``), else the student."""
     from jepactl.models import build_encoder
 
-    recipe = parse_recipe(yaml.safe_load(state["config"]))
-    trained = trained_encoders(state, recipe.objective.teacher == "ema")
+    try:
+        record = RunCheckpoint.from_state(state, path)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    recipe = parse_recipe(yaml.safe_load(record.config))
+    trained = record.trained_encoders(recipe.objective.teacher == "ema")
     name = select_weights(_JEPACTL_NAME.get(weights, weights), trained, where=str(path))
-    sd = state.get(name)
+    sd = record.weights(name)
     if not isinstance(sd, Mapping):
         raise CheckpointError(f"{path} holds no {name} weights")
     encoder = build_encoder(recipe.model)
@@ -410,4 +415,4 @@ def _load_jepactl(path: Path, state: Mapping[str, Any], weights: str) -> LoadedE
     encoder.load_state_dict(sd)
     encoder.eval()
     return LoadedEncoder(encoder, "jepactl", name, None, state, recipe=recipe,
-                         trained=tuple(trained))  # fmt: skip
+                         trained=tuple(trained), step=record.step)  # fmt: skip

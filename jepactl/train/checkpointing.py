@@ -17,7 +17,7 @@ import torch.distributed as dist
 import yaml
 
 from jepactl import checkpoint as ckpt
-from jepactl.checkpoint import CHECKPOINT_VERSION
+from jepactl.checkpoint import RunCheckpoint
 from jepactl.config import (
     RUNTIME_KEYS,
     ConfigError,
@@ -58,10 +58,10 @@ def find_resume_point(
     if path is None:
         return None
     if found is None:
-        found = ckpt.Found(path, ckpt.load(path))
+        found = ckpt.Found(path, ckpt.RunCheckpoint.from_state(ckpt.load(path), path))
     # The checkpoint's own copy of the recipe is authoritative (config.yaml is for people).
     # (dataset aliases of older runs, e.g. imagenet100, read as today's names)
-    saved = canonical_data_names(yaml.safe_load(found.state["config"]))
+    saved = canonical_data_names(yaml.safe_load(found.checkpoint.config))
     diff = config_diff(saved, to_dict(recipe))
     diff = [key for key in diff if key not in RUNTIME_KEYS]
     if diff and not force:
@@ -133,23 +133,22 @@ def _write_checkpoint(
             "update overflowed); not saved, the last checkpoint is the last good state: lower "
             "optim.lr or set optim.clip_grad, then rerun to resume"
         )
-    state = {
-        "version": CHECKPOINT_VERSION,
-        "step": step,
-        "student": model.student.state_dict(),
-        "teacher": model.teacher.state_dict() if model.teacher is not None else None,
+    record = RunCheckpoint(
+        step=step,
+        config=dump_yaml(recipe),
+        student=model.student.state_dict(),
+        teacher=model.teacher.state_dict() if model.teacher is not None else None,
         # Which encoders trained: feature extraction must never pick an untrained one.
-        "trained_encoders": ["student"] + (["teacher"] if model.teacher is not None else []),
-        "predictor": model.predictor.state_dict(),
-        "terms": model.terms.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "rng": rng,
-        "data": {"next_step": step},
-        "nonfinite_skipped": guard.skipped,
-        "config": dump_yaml(recipe),
-    }
+        trained=["student"] + (["teacher"] if model.teacher is not None else []),
+        predictor=model.predictor.state_dict(),
+        terms=model.terms.state_dict(),
+        optimizer=optimizer.state_dict(),
+        rng=rng,
+        next_step=step,
+        nonfinite_skipped=guard.skipped,
+    )
     run = RunDir(run_dir)
-    ckpt.atomic_save(state, run.latest)
+    ckpt.atomic_save(record.to_state(), run.latest)
     # the file's step and sha256 beside it, for readers without torch (jepactl study)
     run.write_checkpoint_record(step, total_steps(recipe.optim), file_sha256(run.latest))
     if snapshot:  # an independent file: a torn latest.pt must not take the snapshot with it
@@ -157,15 +156,15 @@ def _write_checkpoint(
 
 
 def restore(
-    state: dict[str, Any], model: JEPA, optimizer: torch.optim.Optimizer, info: DistInfo
+    record: RunCheckpoint, model: JEPA, optimizer: torch.optim.Optimizer, info: DistInfo
 ) -> int:
-    """Load a checkpoint's state into the model and optimizer; returns the step to go on at."""
-    model.student.load_state_dict(state["student"])
+    """Load a checkpoint into the model and optimizer; returns the step to go on at."""
+    model.student.load_state_dict(record.student)
     if model.teacher is not None:
-        model.teacher.load_state_dict(state["teacher"])
-    model.predictor.load_state_dict(state["predictor"])
-    model.terms.load_state_dict(state["terms"])
-    optimizer.load_state_dict(state["optimizer"])
-    rng = state["rng"]
+        model.teacher.load_state_dict(record.teacher or {})
+    model.predictor.load_state_dict(record.predictor)
+    model.terms.load_state_dict(record.terms)
+    optimizer.load_state_dict(dict(record.optimizer))
+    rng = record.rng
     ckpt.set_rng_state(rng[info.rank] if info.rank < len(rng) else rng[0])
-    return int(state["data"]["next_step"])
+    return record.step if record.next_step is None else record.next_step

@@ -62,9 +62,9 @@ def set_up_model(
             LOGGER.info(f"encoder initialised from {recipe.model.init_from} ({init.describe()})")
     model = model.to(device)
     optimizer = build_optimizer(model.trainable(), recipe.optim)
-    step = restore(found.state, model, optimizer, info) if found is not None else 0
+    step = restore(found.checkpoint, model, optimizer, info) if found is not None else 0
     guard = NonFiniteGuard(
-        skip_nonfinite, device, int(found.state.get("nonfinite_skipped", 0)) if found else 0
+        skip_nonfinite, device, found.checkpoint.nonfinite_skipped if found else 0
     )
     if found is None:
         torch.manual_seed(derive_seed(seed, "rank", info.rank))
