@@ -110,8 +110,24 @@ def recipes(
             "packages register (docs/extending.md)."
         ),
     ] = False,
+    schema: Annotated[
+        bool,
+        typer.Option(
+            "--schema",
+            help="Print a JSON Schema (draft 2020-12) of a resolved recipe instead: every key "
+            "with its type, default, allowed values and description, the terms and mask "
+            "strategies installed included. Save it, e.g. `jepactl recipes --schema > "
+            "jepactl-recipe.schema.json`, and point your editor's YAML support at it for "
+            "completion and checks as you type (docs/recipes.md, Editor support).",
+        ),
+    ] = False,
 ) -> None:
     """List the shipped recipes with a one-line description each."""
+    if schema:
+        import json
+
+        typer.echo(json.dumps(recipe_json_schema(), indent=2))
+        return
     if components:
         from jepactl.data.readers import READER_REGISTRY
         from jepactl.features.registry import TASK_REGISTRY
@@ -146,6 +162,42 @@ def recipes(
     width = max((len(r[0]) for r in rows), default=0)
     for name, _, description, _ in rows:
         typer.echo(f"{name:<{width}}  {description}")
+
+
+def recipe_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a resolved recipe, with this installation's terms, mask strategies,
+    presets, monitor tasks and dataset readers (a plugin that fails to import is left out)."""
+    from jepactl.config import DATASET_ALIASES, ConfigError
+    from jepactl.config.json_schema import Choices, recipe_schema
+    from jepactl.data.readers import READER_REGISTRY
+    from jepactl.data.tasks import TASKS
+    from jepactl.masks import MASK_REGISTRY
+    from jepactl.objectives import TERM_REGISTRY
+    from jepactl.presets import ENCODER_PRESETS
+    from jepactl.recipe import DATA_SOURCES
+    from jepactl.version import __version__
+
+    def loaded(registry: Any) -> dict[str, type]:
+        out = {}
+        for name in registry.names():
+            try:
+                out[name] = registry.get(name)
+            except ConfigError:
+                continue
+        return out
+
+    readers = (*READER_REGISTRY.names(), *DATASET_ALIASES)
+    choices = {
+        "model.preset": Choices(tuple(ENCODER_PRESETS)),
+        "monitor.task": Choices(tuple(TASKS)),
+        "data.source": Choices((*DATA_SOURCES, *READER_REGISTRY.plugins(), *DATASET_ALIASES), True),
+        "data.mix": Choices(readers, True),
+        "data.roots": Choices(readers, True),
+    }
+    return recipe_schema(
+        loaded(TERM_REGISTRY), loaded(MASK_REGISTRY), choices,
+        schema_id=f"urn:jepactl:recipe-schema:{__version__}",
+    )  # fmt: skip
 
 
 @app.command("show-recipe")
