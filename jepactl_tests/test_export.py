@@ -131,7 +131,7 @@ def test_export_keeps_the_position_scheme_of_public_checkpoints(
     with torch.no_grad():  # a trained key bias (timm's EVA would keep it at zero)
         for blk in encoder.blocks:
             blk.attn.k_bias.normal_()
-    save_exported(encoder, encoder_kwargs(cfg), tmp_path, {})
+    save_exported(encoder, encoder_kwargs(cfg), tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["vit"]["positions"] == overrides["positions"]
     clip = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(1))

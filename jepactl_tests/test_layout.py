@@ -23,13 +23,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "jepactl"
 
 CORE = {
     "config", "errors", "grid", "rundir", "checkpoint", "dist", "optim", "lock", "stats", "utils",
-    "version", "log", "plugins", "profiles",
+    "version", "log", "plugins", "profiles", "formats",
 }  # fmt: skip
 COMPONENTS = {"models", "presets", "masks", "objectives", "data", "recipe"}
 ROOMS = {"train", "features", "probe", "report"}
 TOP = {"cli", "bench", "study", "__main__", "__init__"}
-#: Room -> rooms it may import: a probe reads the feature cache, a report names the tasks.
-ROOM_EDGES = {"probe": {"features"}, "report": {"features"}}
+#: Room -> rooms it may import: a probe reads the feature cache, a report names the tasks and
+#: reads metrics lines through their owner (``train.metrics``, which imports torch lazily).
+ROOM_EDGES = {"probe": {"features"}, "report": {"features", "train"}}
 
 
 def module_name(path: Path) -> str:

@@ -31,7 +31,7 @@ from jepactl.errors import CheckpointError, ConfigError
 from jepactl.features.pixels import PixelEncoder
 from jepactl.grid import TokenGrid, pool_tokens
 from jepactl.models import build_encoder, encoder_kwargs
-from jepactl.models.export import check_format, save_exported
+from jepactl.models.export import ExportInput, ExportSource, check_format, save_exported
 from jepactl.models.upstream import load_encoder
 from jepactl.models.vit import VideoViT
 from jepactl.rundir import RunDir
@@ -211,21 +211,21 @@ def export_encoder(
     recipe = frozen.recipe
     if recipe is None:  # load_frozen_encoder reads a run directory, which has its recipe
         raise CheckpointError(f"{run_dir} has no recipe beside its checkpoint; cannot export")
-    info = {
-        "jepactl_version": __version__,
-        "recipe": recipe.display_name,
-        "run": Path(run_dir).resolve().name,
-        "step": frozen.step,
-        "weights": frozen.weights,
-        "checkpoint_sha256": frozen.sha256,
-        "input": {  # what encode_clips feeds the encoder
-            "layout": "float [B, 3, T, H, W], RGB in [0, 1], then (x - mean) / std",
-            "mean": list(IMAGENET_MEAN),
-            "std": list(IMAGENET_STD),
-            "frames": recipe.data.num_frames,
-            "frame_stride": recipe.data.frame_stride,
-            "crop": recipe.data.crop,
-        },
-    }
-    save_exported(frozen.encoder, encoder_kwargs(recipe.model), out, info)
+    source = ExportSource(
+        jepactl_version=__version__,
+        recipe=recipe.display_name,
+        run=Path(run_dir).resolve().name,
+        step=frozen.step,
+        weights=frozen.weights,
+        checkpoint_sha256=frozen.sha256,
+        input=ExportInput(  # what encode_clips feeds the encoder
+            layout="float [B, 3, T, H, W], RGB in [0, 1], then (x - mean) / std",
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            frames=recipe.data.num_frames,
+            frame_stride=recipe.data.frame_stride,
+            crop=recipe.data.crop,
+        ),
+    )
+    save_exported(frozen.encoder, encoder_kwargs(recipe.model), out, source)
     return out

@@ -22,18 +22,32 @@ from jepactl.errors import ConfigError
 from jepactl.report.grouping import method_key
 from jepactl.rundir import RunDir
 from jepactl.stats import summarize
-from jepactl.utils import atomic_write_bytes, read_jsonl
+from jepactl.train.metrics import (
+    LOSS,
+    PROBE_CHANCE,
+    PROBE_KNN,
+    PROBE_LINEAR,
+    RANKME,
+    STEP,
+    is_control,
+    is_probe,
+    pixel_control,
+    read_metrics,
+)
+from jepactl.utils import atomic_write_bytes
 
-#: Panels: (metrics key, y label), in order.
+#: Panels: (metrics line name, y label), in order.
 PANELS: dict[str, str] = {
-    "loss": "training loss",
-    "rankme": "RankMe (pooled features)",
-    "probe_linear": "online probe: logistic regression, top-1 (%)",
-    "probe_knn": "online probe: k-NN, top-1 (%)",
+    LOSS: "training loss",
+    RANKME: "RankMe (pooled features)",
+    PROBE_LINEAR: "online probe: logistic regression, top-1 (%)",
+    PROBE_KNN: "online probe: k-NN, top-1 (%)",
 }
-DEFAULT_PANELS = ("loss", "rankme", "probe_linear")
-#: The step-0 record's accuracy of guessing on the monitor task (%).
-CHANCE = "probe_chance"
+DEFAULT_PANELS = (LOSS, RANKME, PROBE_LINEAR)
+#: The step-0 line's accuracy of guessing on the monitor task (%).
+CHANCE = PROBE_CHANCE
+#: The panels that need the monitor (monitor.every > 0).
+MONITORED = (RANKME, PROBE_LINEAR, PROBE_KNN)
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2")
 
 
@@ -61,7 +75,8 @@ class Curves:
 
 
 def read_curves(run_dir: Path) -> Curves:
-    """A run's curves; a :class:`ConfigError` when it has no readable ``metrics.jsonl``."""
+    """A run's curves; a :class:`ConfigError` when it has no readable ``metrics.jsonl``, a
+    :class:`~jepactl.formats.NewerFormatError` when a newer jepactl wrote one of its lines."""
     run = RunDir(run_dir)
     if not run.metrics.is_file():
         raise ConfigError(f"{run_dir} has no {run.metrics.name}; is it a run directory?")
@@ -81,16 +96,12 @@ def read_curves(run_dir: Path) -> Curves:
                 group = str(cfg["display_name"])
                 label = f"{group} (seed {seed}, {run.root.name})"
     curves = Curves(label, group, run.root.name, _config_key(cfg, run.root), seed, monitor)
-    for record in read_jsonl(run.metrics):
-        step = record.get("step")
-        if not isinstance(step, int):
-            continue
-        for key, value in record.items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                if key.endswith("_pixels") or key == CHANCE:
-                    curves.controls[key] = float(value)
-                elif math.isfinite(value):
-                    curves.series.setdefault(key, []).append((step, float(value)))
+    for line in read_metrics(run.metrics):
+        for name, value in line.numbers().items():
+            if is_control(name):
+                curves.controls[name] = float(value)
+            elif math.isfinite(value):
+                curves.series.setdefault(name, []).append((line.step, float(value)))
     return curves
 
 
@@ -103,7 +114,7 @@ def _config_key(cfg: Any, root: Path) -> str:
 def plot_curves(
     curves: Sequence[Curves], path: Path, panels: Sequence[str] = DEFAULT_PANELS
 ) -> Path:
-    """Draw ``panels`` (keys of ``metrics.jsonl``) against step for every run's curves
+    """Draw ``panels`` (names of ``metrics.jsonl``'s lines) against step for every run's curves
     (:func:`read_curves`); PNG, atomic."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -112,12 +123,12 @@ def plot_curves(
         raise ConfigError("no runs to plot")
     for key in panels:
         if not any(c.series.get(key) for c in curves):
-            known = sorted({k for c in curves for k in c.series if k != "step"})
+            known = sorted({k for c in curves for k in c.series if k != STEP})
             raise ConfigError(
                 f"no run logged '{key}'"
                 + (
                     "; online-probe and RankMe curves need monitor.every > 0 in the recipe"
-                    if key in ("rankme", "probe_linear", "probe_knn")
+                    if key in MONITORED
                     else ""
                 )
                 + f" (logged: {', '.join(known[:12])})"
@@ -137,7 +148,7 @@ def plot_curves(
             steps, values = zip(*points, strict=True)
             label = f"seed {c.seed} ({c.folder})" if one_method else c.label
             ax.plot(steps, values, color=colour, label=label if ax is axes[0] else None, lw=1.4)
-            if key.startswith("probe_"):
+            if is_probe(key):
                 _controls(ax, c, key, points, colour)
         ax.set_xlabel("step")
         ax.set_title(PANELS.get(key, key), fontsize=9)
@@ -145,7 +156,7 @@ def plot_curves(
     if one_method:
         fig.suptitle(next(iter(groups)), fontsize=10)
     fig.legend(loc="lower center", ncol=min(len(curves), 3), fontsize=7, frameon=False)
-    if any(k.startswith("probe_") for k in panels):
+    if any(is_probe(k) for k in panels):
         fig.text(
             0.995, 0.005, "probe panels: dotted = step 0 (untrained), dashed = raw pixels, "
             "grey = chance", ha="right", va="bottom", fontsize=6,
@@ -163,7 +174,7 @@ def _controls(
     at_zero = [v for s, v in points if s == 0]
     if at_zero:
         ax.axhline(at_zero[0], color=colour, ls=":", lw=1)
-    pixels = curves.controls.get(f"{key}_pixels")
+    pixels = curves.controls.get(pixel_control(key))
     if pixels is not None:
         ax.axhline(pixels, color=colour, ls="--", lw=1, alpha=0.7)
     chance = curves.controls.get(CHANCE)
@@ -171,7 +182,7 @@ def _controls(
         ax.axhline(chance, color="0.6", ls="-", lw=0.8)
 
 
-def learning_summary(curves: Sequence[Curves], key: str = "probe_linear") -> str:
+def learning_summary(curves: Sequence[Curves], key: str = PROBE_LINEAR) -> str:
     """What pretraining taught the online probe: per method (runs grouped by display name,
     seeds as repeats), the accuracy at the last logged step, at step 0 (the same encoder
     untrained) and on raw pixels, and the paired differences, as mean ± 95 % t interval."""
@@ -210,7 +221,7 @@ def learning_summary(curves: Sequence[Curves], key: str = "probe_linear") -> str
             trained.append(value)
             steps.add(step)
             untrained.append((value, c.at(key, 0)))
-            pixels.append((value, c.controls.get(f"{key}_pixels")))
+            pixels.append((value, c.controls.get(pixel_control(key))))
         vs_init = [(t, z) for t, z in untrained if z is not None]
         vs_pixels = [(t, p) for t, p in pixels if p is not None]
         rows.append([

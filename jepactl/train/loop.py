@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from jepactl.train.checkpointing import find_resume_point, save_checkpoint
 from jepactl.train.compiled import RECOMPILE_LIMIT, CompiledStep, compile_decision, fixed_lengths
 from jepactl.train.guard import NonFiniteGuard
 from jepactl.train.init import check_init, init_overrides, read_init
-from jepactl.train.metrics import MetricsLog
+from jepactl.train.metrics import MetricsLine, MetricsLog
 from jepactl.train.model import JEPA
 from jepactl.train.monitor import Monitor
 from jepactl.train.setup import (
@@ -61,7 +61,7 @@ class RunResult:
     step: int
     total_steps: int
     stopped_by_signal: bool
-    last_metrics: dict[str, Any] = field(default_factory=dict)
+    last_metrics: MetricsLine | None = None
 
     @property
     def finished(self) -> bool:
@@ -324,7 +324,7 @@ class _Loop:
     end: int
     compiled: CompiledStep | None = None
     stopped: bool = False
-    last: dict[str, Any] = field(default_factory=dict)
+    last: MetricsLine | None = None
 
     @property
     def watched(self) -> VideoViT:
@@ -341,7 +341,7 @@ class _Loop:
             controls = self.log.untimed(
                 lambda: {**monitor.check(self.watched, warn), **monitor.pixel_controls()}
             )
-            self.log.write({"step": 0, **controls})
+            self.log.write_controls(0, controls)
         if self.step == self.end == 0:
             self._save(snapshot=False)
 
@@ -398,9 +398,7 @@ class _Loop:
             step=step, epoch=epoch, lr=lr, bad_samples=self.bad.total,
             nonfinite_skipped=self.set_up.guard.skipped, **seen,
         )  # fmt: skip
-        self.bar.set_postfix(
-            loss=f"{self.last['loss']:.4f}", clips_s=f"{self.last['clips_per_s']:.1f}"
-        )
+        self.bar.set_postfix(loss=f"{self.last.loss:.4f}", clips_s=f"{self.last.clips_per_s:.1f}")
 
     def _save(self, snapshot: bool) -> None:
         """The checkpoint boundary: ``latest.pt`` (and a snapshot) at this step."""

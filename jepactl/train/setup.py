@@ -24,9 +24,10 @@ from jepactl.masks import build_mask_strategy
 from jepactl.models.upstream import LoadedEncoder
 from jepactl.optim import build_optimizer
 from jepactl.rundir import RunDir
-from jepactl.train.checkpointing import keep_records, restore
+from jepactl.train.checkpointing import restore
 from jepactl.train.guard import NonFiniteGuard
 from jepactl.train.init import initialise
+from jepactl.train.metrics import keep_up_to
 from jepactl.train.model import JEPA
 from jepactl.utils import derive_seed
 
@@ -81,7 +82,7 @@ def prepare_run_dir(run: RunDir, recipe: Recipe, info: DistInfo, resume: bool, s
     if info.is_main:
         run.write_config(dump_yaml(recipe))
         if resume:
-            keep_records(run.metrics, lambda r: r.get("step", step + 1) <= step)
+            keep_up_to(run.metrics, step)
         else:
             run.metrics.unlink(missing_ok=True)
     barrier(info)  # the run directory exists before any rank writes into it
