@@ -261,6 +261,7 @@ def probe_cache_vs_reencode(
     from jepactl.dist import resolve_device
     from jepactl.features.extract import extract_features
     from jepactl.features.registry import get_benchmark
+    from jepactl.probe.records import probe_settings
     from jepactl.probe.train import train_probe
     from jepactl.rundir import RunDir
 
@@ -270,18 +271,19 @@ def probe_cache_vs_reencode(
     t0 = time.perf_counter()
     paths = extract_features(run_dir, b, ("train", "val"), limit=limit,
                              num_workers=num_workers, progress=False, device=str(dev))  # fmt: skip
-    cached = train_probe(paths["train"], paths["val"], probe=b.probe, epochs=epochs, lr=b.lr,
-                         wd=b.wd, batch_size=b.batch_size, seed=seed, progress=False,
-                         device=str(dev), bf16=False)  # fmt: skip
+    # the task's torch head (never scikit-learn: the re-encoding side trains that head too)
+    settings = probe_settings(b, b.probe, False, epochs=epochs, seed=seed, schedule="cosine",
+                              progress=False)  # fmt: skip
+    cached = train_probe(paths["train"], paths["val"], settings, device=str(dev), bf16=False)
     t_cache = time.perf_counter() - t0
     again = _reencode_probe(run_dir, b, epochs, limit, seed, num_workers, dev)
     return {
         "cache_s": t_cache,
         "reencode_s": again.seconds,
         "speedup": again.seconds / t_cache,
-        "cache_top1": cached["top1"],
+        "cache_top1": cached.top1,
         "reencode_top1": 100.0 * again.correct / again.n_val,
-        "majority": cached["majority"],
+        "majority": float("nan") if cached.majority is None else cached.majority,
         "n_train": float(again.n_train),
         "n_val": float(again.n_val),
     }

@@ -11,7 +11,7 @@
                                    reads a run's progress without torch (see CheckpointRecord)
       features/<task>/<split>.h5   frozen-encoder token caches (extract-features)
       probes/<task>-<kind>.json    probe results of `probe`, one per task and probe kind
-                                   (see :func:`probe_kind`); runs written before the kind
+                                   (``ProbeResult.kind``); runs written before the kind
                                    was in the name hold probes/<task>.json
       probes/synth-motion-<task>[-<protocol>].json   results of `synth-motion`
       log.txt                      pretrain's status messages, timestamped
@@ -157,15 +157,6 @@ class RunDir:
     def write_config(self, text: str) -> None:
         atomic_write_text(self.config, text)
 
-    def write_result(self, name: str, result: dict[str, Any]) -> Path:
-        """Atomically write ``probes/<name>.json``; returns its path."""
-        path = self.result(name)
-        atomic_write_text(path, json.dumps(result, indent=2) + "\n")
-        return path
-
-    def read_result(self, name: str) -> Any:
-        return json.loads(self.result(name).read_text())
-
     def write_checkpoint_record(self, step: int, total_steps: int, sha256: str) -> None:
         """Record what ``checkpoints/latest.pt`` (just written) holds, beside it."""
         st = self.latest.stat()
@@ -204,8 +195,8 @@ class CheckpointRecord:
         return self.step >= self.total_steps
 
 
-#: The probe kinds a result can have (:func:`probe_kind`): each head, the scikit-learn linear
-#: probe, and each torch head selected by the lr x wd sweep.
+#: The probe kinds a result can have (:attr:`jepactl.probe.records.ProbeResult.kind`): each
+#: head, the scikit-learn linear probe, and each torch head selected by the lr x wd sweep.
 PROBE_KINDS: tuple[str, ...] = (
     "attentive",
     "attentive-reference",
@@ -215,21 +206,6 @@ PROBE_KINDS: tuple[str, ...] = (
     "attentive-reference-sweep",
     "linear-sweep",
 )
-
-
-def probe_kind(result: dict[str, Any]) -> str:
-    """What kind of probe produced ``result``: its head (``probe``), ``-sklearn`` for the
-    scikit-learn linear probe, ``-sweep`` when the lr x wd sweep chose the hyper-parameters;
-    e.g. ``attentive``, ``linear-sklearn``, ``attentive-sweep``. Read from the result itself,
-    so files written before the kind was in their name have one too."""
-    head = result.get("probe")
-    kind = head if isinstance(head, str) and head else "unknown"
-    hparams = result.get("hparams")
-    if isinstance(hparams, dict) and hparams.get("impl") == "sklearn":
-        kind += "-sklearn"
-    if result.get("sweep"):
-        kind += "-sweep"
-    return kind
 
 
 def result_stem(task: str, kind: str) -> str:

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from jepactl.cli import app
 from jepactl.config import list_recipes
+from jepactl.probe.records import result_from_json
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
@@ -154,10 +155,10 @@ def test_probe_below_the_majority_floor_warns(
     monkeypatch.setattr(extract, "extract_features", lambda *a, **k: fake)
 
     def scored(top1: float) -> Any:
-        return lambda *a, **k: {
+        return lambda *a, **k: result_from_json({
             "top1": top1, "top5": 90.0, "majority": 40.0, "probe": "attentive", "seed": 0,
             "hparams": {"impl": "torch", "epochs": 2},
-        }  # fmt: skip
+        }, "fake")  # fmt: skip
 
     monkeypatch.setattr(probe_train, "train_probe", scored(25.0))
     res = runner.invoke(app, ["probe", "synth-shapes", "--run", str(run)])
@@ -189,10 +190,10 @@ def test_probe_without_run_names_the_run_it_picked_first(
     monkeypatch.setattr(
         probe_train,
         "train_probe",
-        lambda *a, **k: {
+        lambda *a, **k: result_from_json({
             "top1": 50.0, "top5": 90.0, "majority": 40.0, "probe": "attentive", "seed": 0,
             "hparams": {"impl": "torch", "epochs": 2},
-        },
+        }, "fake"),
     )  # fmt: skip
     res = runner.invoke(app, ["probe", "synth-shapes"])
     assert res.exit_code == 0, res.output

@@ -19,6 +19,7 @@ import yaml
 from scipy import stats
 
 from jepactl.config import ConfigError
+from jepactl.probe.records import result_from_json
 from jepactl.report.compare import (
     DAGGER_NOTE,
     STAR_NOTE,
@@ -435,15 +436,18 @@ def test_mixed_protocols_are_flagged_and_weights_footnoted(tmp_path: Path) -> No
 
 
 def test_protocol_labels() -> None:
-    assert protocol_label(result("ssv2", 1.0)) == "attentive probe, 50 epochs"
+    def label(data: dict[str, Any]) -> str:
+        return protocol_label(result_from_json(data, "test"))
+
+    assert label(result("ssv2", 1.0)) == "attentive probe, 50 epochs"
     sk = result("in100", 1.0, hparams={"impl": "sklearn", "C": 1.0})
-    assert protocol_label(sk) == "scikit-learn logistic regression"
+    assert label(sk) == "scikit-learn logistic regression"
     pooled = result("ssv2", 1.0, pooling="space2x2", protocol_name="reference", n_seeds=5)
-    assert protocol_label(pooled) == (
+    assert label(pooled) == (
         "attentive probe, 50 epochs, pooled space2x2, reference protocol, "
         "mean of 5 data/probe seeds"
     )  # results averaged over another number of seeds are flagged as another protocol
-    assert protocol_label({"top1": 1.0}) == "unknown probe"
+    assert label({"top1": 1.0}) == "unknown probe"
 
 
 def test_synth_motion_uses_top1_and_orders_columns(tmp_path: Path) -> None:
@@ -704,4 +708,4 @@ def test_limit_is_in_the_protocol_footnote(tmp_path: Path) -> None:
         t.notes
     )
     full = result("ssv2", 9.0, protocol={"train": {"limit": None}, "val": {"limit": None}})
-    assert "--limit" not in protocol_label(full)
+    assert "--limit" not in protocol_label(result_from_json(full, "test"))

@@ -74,7 +74,7 @@ def test_synth_motion_takes_the_extract_probe_path(
     # The one-shot command on the same seed gives the same accuracy.
     shot = score_run(trained, "directions", TINY, seeds=1, cache_dir=tmp_path, num_workers=0,
                      progress=False)  # fmt: skip
-    assert shot["top1"] == result["top1"]
+    assert shot.top1 == result["top1"]
 
 
 def test_probe_takes_the_pooling_the_cache_was_written_with(

@@ -28,9 +28,10 @@ CORE = {
 COMPONENTS = {"models", "presets", "masks", "objectives", "data", "recipe"}
 ROOMS = {"train", "features", "probe", "report"}
 TOP = {"cli", "bench", "study", "__main__", "__init__"}
-#: Room -> rooms it may import: a probe reads the feature cache, a report names the tasks and
-#: reads metrics lines through their owner (``train.metrics``, which imports torch lazily).
-ROOM_EDGES = {"probe": {"features"}, "report": {"features", "train"}}
+#: Room -> rooms it may import: a probe reads the feature cache; a report names the tasks and
+#: reads metrics lines and probe results through their owners (``train.metrics``, which imports
+#: torch lazily, and ``probe.records``, which does not import it).
+ROOM_EDGES = {"probe": {"features"}, "report": {"features", "train", "probe"}}
 
 
 def module_name(path: Path) -> str:

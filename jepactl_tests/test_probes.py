@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterator
@@ -24,8 +25,35 @@ from jepactl.probe.heads import (
     ReferenceAttentiveProbe,
     build_probe,
 )
-from jepactl.probe.result import RESULT_KEYS, majority_accuracy, write_result
-from jepactl.probe.train import train_probe
+from jepactl.probe.records import ProbeSettings, result_from_json
+from jepactl.probe.result import majority_accuracy, write_result
+from jepactl.probe.train import train_probe as train_probe_with
+
+#: The top-level keys every result had before format 2 (format 2 adds its version, the
+#: settings and the profile around them).
+RESULT_KEYS: tuple[str, ...] = (
+    "bench", "top1", "probe", "top5", "majority", "chance", "n_train", "n_val",
+    "n_train_examples", "views", "num_classes", "hparams", "checkpoint", "weights", "pooling",
+    "protocol", "caches", "seed", "device", "precision", "cache_mode", "train_loss", "sweep",
+    "wall_time_s",
+)  # fmt: skip
+
+
+def train_probe(
+    train: Path,
+    val: Path,
+    *,
+    device: str = "cpu",
+    max_memory_gb: float | None = None,
+    chunk_rows: int = 256,
+    on_selected: Any = None,
+    **settings: Any,
+) -> Any:
+    """:func:`~jepactl.probe.train.train_probe` with its settings as keywords."""
+    return train_probe_with(train, val, ProbeSettings(**settings), device=device,
+                            max_memory_gb=max_memory_gb, chunk_rows=chunk_rows,
+                            on_selected=on_selected)  # fmt: skip
+
 
 DIM, TOKENS, CLASSES = 32, 8, 4
 FAST: dict[str, Any] = {"epochs": 12, "batch_size": 16, "progress": False, "device": "cpu"}
@@ -155,16 +183,16 @@ def test_linear_probe_is_mean_pool() -> None:
 )
 def test_probes_learn(caches: tuple[Path, Path], probe: str, extra: dict[str, Any]) -> None:
     res = train_probe(*caches, probe=probe, **{**FAST, **extra})
-    assert res["top1"] > 80.0, res
-    assert res["top5"] == 100.0  # 4 classes: top-5 covers them all
-    assert res["n_train"] == 96 and res["n_val"] == 48
-    assert res["probe"] == probe
-    assert res["checkpoint"] == {
+    assert res.top1 > 80.0, res
+    assert res.top5 == 100.0  # 4 classes: top-5 covers them all
+    assert res.n_train == 96 and res.n_val == 48
+    assert res.probe == probe
+    assert res.checkpoint is not None and dataclasses.asdict(res.checkpoint) == {
         "path": "/runs/toy/checkpoints/latest.pt",
         "step": 123,
         "sha256": "a" * 64,
     }
-    assert res["weights"] == "teacher"
+    assert res.weights == "teacher"
 
 
 def test_same_seed_same_result(caches: tuple[Path, Path]) -> None:
@@ -172,16 +200,15 @@ def test_same_seed_same_result(caches: tuple[Path, Path]) -> None:
     a = train_probe(*caches, seed=7, **kw)
     b = train_probe(*caches, seed=7, **kw)
     c = train_probe(*caches, seed=8, **kw)
-    for r in (a, b, c):
-        r.pop("wall_time_s")
+    a, b, c = (dataclasses.replace(r, wall_time_s=None) for r in (a, b, c))
     assert a == b
-    assert a["train_loss"] != c["train_loss"]
+    assert a.train_loss != c.train_loss
 
 
 def test_streaming_matches_schema_and_learns(caches: tuple[Path, Path]) -> None:
     res = train_probe(*caches, max_memory_gb=1e-5, chunk_rows=8, **FAST)
-    assert res["cache_mode"] == {"train": "stream", "val": "stream"}
-    assert res["top1"] > 80.0
+    assert res.cache_mode == {"train": "stream", "val": "stream"}
+    assert res.top1 > 80.0
 
 
 @pytest.mark.parametrize("budget", [None, 1e-7, 3.5e-7])
@@ -212,9 +239,9 @@ def test_multiview_training_and_softmax_average(tmp_path: Path) -> None:
     train = write_cache(tmp_path / "train.h5", xt, yt)
     val = write_cache(tmp_path / "val.h5", xv, yv)
     res = train_probe(train, val, probe="linear", lr=1e-2, **FAST)
-    assert res["n_train"] == 64 and res["n_train_examples"] == 128
-    assert res["views"] == {"train": 2, "val": 3}
-    assert res["top1"] > 80.0
+    assert res.n_train == 64 and res.n_train_examples == 128
+    assert res.views == {"train": 2, "val": 3}
+    assert res.top1 > 80.0
 
     cache = TokenCache(val)
     torch.manual_seed(0)
@@ -261,17 +288,17 @@ def test_sweep_selects_before_val_is_touched(
     first_val = events.index("open:val.h5:later")
     assert events.index("selected") < first_val
     assert all("later" not in e for e in events[:first_val])
-    sw = res["sweep"]
+    sw = res.sweep
     assert sw["selection_split"] == "train-holdout"
     assert len(sw["grid"]) == 4 and sw["n_holdout"] == 24
-    assert res["n_train"] == 96 - 24
+    assert res.n_train == 96 - 24
     assert sw["selected"]["lr"] == 3e-3  # lr 1e-5 barely moves in 12 epochs
     assert sw["selected"] in sw["grid"]
-    assert (res["hparams"]["lr"], res["hparams"]["wd"]) == (
+    assert (res.hparams["lr"], res.hparams["wd"]) == (
         sw["selected"]["lr"],
         sw["selected"]["wd"],
     )
-    assert res["top1"] > 80.0
+    assert res.top1 > 80.0
 
 
 def test_sweep_without_val_fails_only_after_training(caches: tuple[Path, Path]) -> None:
@@ -325,18 +352,19 @@ def test_majority_floor(tmp_path: Path, caches: tuple[Path, Path]) -> None:
     x, y = separable(20, seed=7, labels=labels)
     val = write_cache(tmp_path / "imbalanced.h5", x, y)
     res = train_probe(caches[0], val, **{**FAST, "epochs": 1})
-    assert res["majority"] == 50.0
-    assert res["chance"] == 25.0
+    assert res.majority == 50.0
+    assert res.chance == 25.0
     assert majority_accuracy(torch.tensor([1, 1, 0]), 5) == pytest.approx(200 / 3)
 
 
 def test_result_json(tmp_path: Path, caches: tuple[Path, Path]) -> None:
     res = train_probe(*caches, probe="attentive-reference", **{**FAST, "epochs": 2})
-    assert tuple(res) == RESULT_KEYS
+    assert tuple(res.to_json()) == ("format_version", *RESULT_KEYS, "settings", "profile")
     line = write_result(tmp_path / "run", "toy", res)
     # keyed by probe kind (issue 15, edge 2): another kind of probe never overwrites it
     saved = json.loads((tmp_path / "run" / "probes" / "toy-attentive-reference.json").read_text())
-    assert saved == res
+    assert saved == res.to_json()
+    assert result_from_json(saved, "saved") == res  # read back as the same record
     for key in ("top1", "top5", "majority", "n_train", "n_val", "seed", "wall_time_s"):
         assert key in saved
     assert {"epochs", "lr", "wd", "batch_size", "schedule"} <= set(saved["hparams"])
@@ -377,12 +405,20 @@ def test_probe_kinds_never_overwrite_each_other(tmp_path: Path) -> None:
     """An attentive, a linear and a swept probe of one task: three files (issue 15, edge 2)."""
     base = {"top1": 50.0, "top5": 90.0, "majority": 20.0, "seed": 0}
     torch_hp = {"impl": "torch", "epochs": 2}
-    write_result(tmp_path, "ssv2", {**base, "probe": "attentive", "hparams": torch_hp})
-    write_result(tmp_path, "ssv2", {**base, "probe": "linear", "hparams": torch_hp})
+    write_result(
+        tmp_path, "ssv2", result_from_json({**base, "probe": "attentive", "hparams": torch_hp}, "t")
+    )
+    write_result(
+        tmp_path, "ssv2", result_from_json({**base, "probe": "linear", "hparams": torch_hp}, "t")
+    )
     sweep = {"selected": {"lr": 1e-3, "wd": 0.0, "holdout_top1": 40.0}}
     swept = {**base, "probe": "attentive", "hparams": torch_hp, "sweep": sweep}
-    write_result(tmp_path, "ssv2", swept)
-    write_result(tmp_path, "in100", {**base, "probe": "linear", "hparams": {"impl": "sklearn"}})
+    write_result(tmp_path, "ssv2", result_from_json(swept, "t"))
+    write_result(
+        tmp_path,
+        "in100",
+        result_from_json({**base, "probe": "linear", "hparams": {"impl": "sklearn"}}, "t"),
+    )
     names = sorted(p.name for p in (tmp_path / "probes").iterdir())
     assert names == [
         "in100-linear-sklearn.json",

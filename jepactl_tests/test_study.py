@@ -47,13 +47,13 @@ def test_the_mirrors_equal_the_task_registry() -> None:
 
 @pytest.mark.parametrize("kind", ["attentive", "linear", "linear-sklearn", "attentive-sweep"])
 def test_probe_flags_train_the_kind_they_name(kind: str) -> None:
-    from jepactl.rundir import probe_kind
+    from jepactl.probe.records import result_from_json
 
     flags = probe_flags(kind)
     head = flags[flags.index("--probe") + 1]
     result = {"probe": head, "hparams": {"impl": "sklearn"} if "--sklearn" in flags else {},
               "sweep": {"selected": {}} if "--sweep" in flags else None}  # fmt: skip
-    assert probe_kind(result) == kind
+    assert result_from_json({**result, "top1": 0.0}, "test").kind == kind
 
 
 def test_builtin_studies_load_and_table4_is_45_runs() -> None:

@@ -27,6 +27,7 @@ from jepactl.features.synth_motion import (
     render_direction_clip,
     render_mixed_clip,
 )
+from jepactl.probe.records import result_from_json
 from jepactl.probe.synth_motion import score_run
 from jepactl.report.synth_motion import format_table
 from jepactl.stats import summarize
@@ -186,18 +187,19 @@ def test_score_run_writes_a_result_compare_reads(tiny_run: Path, tmp_path: Path)
     result = score_run(tiny_run, "mixed", TINY, seeds=2, cache_dir=tmp_path, num_workers=0,
                        progress=False)  # fmt: skip
     saved = json.loads((tiny_run / "probes" / "synth-motion-mixed-tiny.json").read_text())
-    assert saved == result
-    assert result["n_seeds"] == 2 and len(result["per_seed"]) == 2
-    values = [r["top1"] for r in result["per_seed"]]
-    assert result["top1"] == pytest.approx(np.mean(values), abs=1e-3)
-    assert result["top1_std"] == pytest.approx(np.std(values, ddof=1), abs=1e-3)
-    lo, hi = result["top1_ci95"]
-    assert lo <= result["top1"] <= hi
-    assert result["protocol_name"] == "tiny" and result["weights"] == "teacher"
-    assert result["n_val"] == 16 and result["hparams"]["features"] == "flat"
+    assert saved == result.to_json()
+    assert result_from_json(saved, "saved") == result  # read back as the same record
+    assert result.n_seeds == 2 and len(result.per_seed) == 2
+    values = [r.top1 for r in result.per_seed]
+    assert result.top1 == pytest.approx(np.mean(values), abs=1e-3)
+    assert result.top1_std == pytest.approx(np.std(values, ddof=1), abs=1e-3)
+    lo, hi = result.top1_ci95
+    assert lo <= result.top1 <= hi
+    assert result.protocol_name == "tiny" and result.weights == "teacher"
+    assert result.n_val == 16 and result.hparams["features"] == "flat"
     assert not (tiny_run / "features").exists() or not any((tiny_run / "features").iterdir())
     # Two seeds drew two datasets.
-    assert len({r["dataset"] for r in result["per_seed"]}) == 2
+    assert len({r.dataset for r in result.per_seed}) == 2
     table = format_table([("Baseline", result)], "mixed", TINY, markdown=True)
     assert "| Baseline |" in table and "(2)" in table and "95%" in table
 
@@ -206,7 +208,7 @@ def test_score_run_writes_a_result_compare_reads(tiny_run: Path, tmp_path: Path)
     runs, bad = collect_runs([str(tiny_run)])
     assert not bad
     md = render_markdown(build_table(runs, unreadable=bad))
-    assert f"{result['top1']:.2f}" in md
+    assert f"{result.top1:.2f}" in md
 
 
 def _run_shrunk_reference(

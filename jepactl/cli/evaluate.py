@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -31,6 +31,9 @@ from jepactl.cli.common import (
     task_name,
 )
 from jepactl.log import LOGGER
+
+if TYPE_CHECKING:
+    from jepactl.probe.records import SynthMotionResult
 
 app = typer.Typer()
 
@@ -147,6 +150,7 @@ def probe(
     to what the cache records (pooling, clip limit) or to the task's protocol; a missing cache
     is extracted first."""
     from jepactl.features.registry import get_benchmark
+    from jepactl.probe.records import probe_settings
     from jepactl.probe.result import floor_warning, write_result
     from jepactl.probe.train import train_probe
 
@@ -159,15 +163,15 @@ def probe(
             f"probing {run} (the newest run with a checkpoint under runs/; --run RUN to choose)"
         )
     run_dir = rundir.RunDir(run)
-    paths = _current_cache(run_dir, b, pool, weights, limit, root, device, checkpoint)
-    given = {"epochs": epochs, "lr": lr, "wd": wd, "batch_size": batch_size}
-    kind, settings = _probe_settings(b, probe_head, sklearn, given)
-    result = train_probe(
-        paths["train"], paths["val"], **{**settings, "probe": kind}, seed=seed, sweep=sweep,
+    kind = probe_head.value if probe_head else b.probe
+    settings = probe_settings(
+        b, kind, sklearn, epochs=epochs, lr=lr, wd=wd, batch_size=batch_size, seed=seed,
+        sweep=sweep,
         probe_kwargs={"depth": depth, "num_heads": heads} if kind == "attentive" else None,
-        device=device,
     )  # fmt: skip
-    result["profile"] = b.profile
+    paths = _current_cache(run_dir, b, pool, weights, limit, root, device, checkpoint)
+    result = train_probe(paths["train"], paths["val"], settings, device=device)
+    result = result.with_profile(b.profile)
     typer.echo(write_result(run_dir, b.name, result))
     warning = floor_warning(b.name, result)
     if warning is not None:
@@ -198,25 +202,6 @@ def _current_cache(
     return extract_features(run_dir.root, b, ("train", "val"), weights.value, pooling,
                             roots=dataset_roots(root, task_datasets(b)), limit=limit,
                             device=device, checkpoint=checkpoint)  # fmt: skip
-
-
-def _probe_settings(
-    b: Any, head: ProbeHead | None, sklearn: bool | None, given: dict[str, Any]
-) -> tuple[str, dict[str, Any]]:
-    """The probe kind and its settings: the task's protocol, overridden by what was given
-    (another head than the task's is a torch head unless ``--sklearn`` says otherwise)."""
-    from jepactl.probe.train import benchmark_settings
-
-    settings = benchmark_settings(b)
-    kind = head.value if head else b.probe
-    if kind != b.probe:
-        settings["sklearn"] = False  # another head than the task's: a torch head
-    if sklearn is not None:
-        settings["sklearn"] = sklearn
-    for key, value in given.items():
-        if value is not None:
-            settings[key] = value
-    return kind, settings
 
 
 def _recorded(run: rundir.RunDir, task: str) -> dict[str, Any] | None:
@@ -314,7 +299,7 @@ def synth_motion(
     typer.echo("\n\n".join(tables))
 
 
-def _announce(run: Path, task: str, protocol: str, result: dict[str, Any]) -> None:
+def _announce(run: Path, task: str, protocol: str, result: SynthMotionResult) -> None:
     """Say where a run's synth-motion result went, and warn when it is at chance."""
     from jepactl.probe.result import floor_warning
     from jepactl.probe.synth_motion import result_name
@@ -327,8 +312,8 @@ def _announce(run: Path, task: str, protocol: str, result: dict[str, Any]) -> No
 
 
 def _told_apart(
-    rows: list[tuple[str, dict[str, Any]]], runs: list[Path]
-) -> list[tuple[str, dict[str, Any]]]:
+    rows: list[tuple[str, SynthMotionResult]], runs: list[Path]
+) -> list[tuple[str, SynthMotionResult]]:
     """Several runs of one recipe (seeds) share a label: tell them apart by folder."""
     labels = [label for label, _ in rows]
     return [

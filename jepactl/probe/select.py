@@ -17,10 +17,6 @@ import torch
 from jepactl.probe.result import topk_accuracy
 from jepactl.utils import derive_seed
 
-DEFAULT_SWEEP_LRS: tuple[float, ...] = (1e-3, 3e-4, 1e-4)
-DEFAULT_SWEEP_WDS: tuple[float, ...] = (0.05, 0.01, 0.001)
-"""The reference's UCF-101 sweep grid (``eval_ucf101_sweep.py``)."""
-
 
 def mean_nll(probs: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean negative log-likelihood of ``labels`` under ``probs`` ``[n, C]``."""

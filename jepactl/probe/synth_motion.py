@@ -15,11 +15,11 @@ compare`` reads as one column each.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from jepactl.dist import resolve_device
 from jepactl.errors import CheckpointError, ConfigError
@@ -35,7 +35,14 @@ from jepactl.features.synth_motion import (
     get_protocol,
     motion_benchmark,
 )
-from jepactl.probe.train import train_probe_on
+from jepactl.probe.records import (
+    ProbeResult,
+    SeedScore,
+    SynthMotionResult,
+    probe_settings,
+    write_result_file,
+)
+from jepactl.probe.train import train_probe
 from jepactl.rundir import RunDir
 from jepactl.stats import summarize
 from jepactl.utils import suggestion
@@ -57,7 +64,7 @@ def score_run(
     progress: bool = True,
     say: ProgressCallback | None = None,
     checkpoint: Path | None = None,
-) -> dict[str, Any]:
+) -> SynthMotionResult:
     """Score ``run_dir``'s frozen encoder on ``task`` over ``seeds`` data draws and probes.
 
     Returns the result written to ``RUN/probes/<result_name(task, protocol)>.json``
@@ -76,16 +83,16 @@ def score_run(
     name = result_name(task, proto)  # the result's file stem and its ``bench``
     job = _Scoring(run_dir, task, proto, seeds, weights, device, cache_dir, batch_size,
                    num_workers, keep_features, progress, say, checkpoint)  # fmt: skip
-    per_seed: list[dict[str, Any]] = []
+    per_seed: list[SeedScore] = []
     kept: list[dict[str, str]] = []
-    first: dict[str, Any] | None = None
+    first: ProbeResult | None = None
     for seed in range(seeds):
         result, root = _score_seed(job, seed, kept)
         first = first or result
         per_seed.append(_seed_row(seed, result, root))
     assert first is not None
     out = _summary(job, name, first, per_seed, kept)
-    RunDir(run_dir).write_result(name, out)  # keyed by protocol: one probe kind each
+    write_result_file(RunDir(run_dir).result(name), out)  # keyed by protocol: one kind each
     return out
 
 
@@ -129,9 +136,7 @@ def _checked_run_dir(
     return run_dir
 
 
-def _score_seed(
-    job: _Scoring, seed: int, kept: list[dict[str, str]]
-) -> tuple[dict[str, Any], Path]:
+def _score_seed(job: _Scoring, seed: int, kept: list[dict[str, str]]) -> tuple[ProbeResult, Path]:
     """One data seed: generate (or reuse) the clips, extract the tokens, train and score the
     probe; the caches are deleted after, or appended to ``kept``. Returns the probe result
     and the dataset's root."""
@@ -148,10 +153,8 @@ def _score_seed(
         progress=job.progress, device=job.device, checkpoint=job.checkpoint,
     )  # fmt: skip
     try:
-        result = train_probe_on(
-            bench, caches["train"], caches["val"], seed=seed, device=job.device,
-            progress=job.progress,
-        )  # fmt: skip
+        settings = probe_settings(bench, seed=seed, progress=job.progress)
+        result = train_probe(caches["train"], caches["val"], settings, device=job.device)
     finally:
         if job.keep_features:
             kept.append({split: str(path) for split, path in caches.items()})
@@ -160,55 +163,49 @@ def _score_seed(
     return result, root
 
 
-def _seed_row(seed: int, result: dict[str, Any], root: Path) -> dict[str, Any]:
+def _seed_row(seed: int, result: ProbeResult, root: Path) -> SeedScore:
     """One seed's entry of the result's ``per_seed``."""
-    return {
-        "seed": seed,
-        "top1": result["top1"],
-        "top5": result["top5"],
-        "n_train": result["n_train"],
-        "n_val": result["n_val"],
-        "train_loss": result["train_loss"],
-        "dataset": str(root),
-        "wall_time_s": result["wall_time_s"],
-    }
+    return SeedScore(seed=seed, top1=result.top1, top5=result.top5, n_train=result.n_train,
+                     n_val=result.n_val, train_loss=result.train_loss, dataset=str(root),
+                     wall_time_s=result.wall_time_s)  # fmt: skip
 
 
 def _summary(
     job: _Scoring,
     name: str,
-    first: dict[str, Any],
-    per_seed: list[dict[str, Any]],
+    first: ProbeResult,
+    per_seed: list[SeedScore],
     kept: list[dict[str, str]],
-) -> dict[str, Any]:
+) -> SynthMotionResult:
     """The result: the first seed's probe result with the accuracies summarised over seeds."""
-    top1 = summarize([r["top1"] for r in per_seed])
-    top5 = summarize([r["top5"] for r in per_seed])
-    out = dict(first)
-    out.update(
-        {
+    top1 = summarize([r.top1 for r in per_seed])
+    top5 = summarize([r.top5 for r in per_seed if r.top5 is not None])
+    ci = top1["ci95"]
+    base = {f.name: getattr(first, f.name) for f in dataclasses.fields(ProbeResult)}
+    return SynthMotionResult(
+        **{
+            **base,
             "bench": name,
-            "task": job.task,
-            "classes": list(TASKS[job.task]),
-            "protocol_name": job.proto.name,
             "top1": round(top1["mean"], 4),
             "top5": round(top5["mean"], 4),
-            "top1_std": None if top1["std"] is None else round(top1["std"], 4),
-            "top1_ci95": None if top1["ci95"] is None else [round(v, 4) for v in top1["ci95"]],
-            "n_seeds": job.seeds,
             "seed": 0,
-            "seeds": list(range(job.seeds)),
-            "per_seed": per_seed,
             "caches": kept or None,
-            "generator_version": GENERATOR_VERSION,
-            "wall_time_s": round(sum(r["wall_time_s"] for r in per_seed), 3),
+            "wall_time_s": round(sum(r.wall_time_s or 0.0 for r in per_seed), 3),
             # the reference profile: its protocol and weights (jepactl synth-motion --profile)
             "profile": "reference"
             if job.proto.name == "reference" and job.weights == "reference"
             else "paper",
-        }
+        },
+        task=job.task,
+        classes=tuple(TASKS[job.task]),
+        protocol_name=job.proto.name,
+        top1_std=None if top1["std"] is None else round(top1["std"], 4),
+        top1_ci95=None if ci is None else (round(ci[0], 4), round(ci[1], 4)),
+        n_seeds=job.seeds,
+        seeds=tuple(range(job.seeds)),
+        per_seed=tuple(per_seed),
+        generator_version=GENERATOR_VERSION,
     )
-    return out
 
 
 def result_name(task: str, protocol: str | Protocol) -> str:

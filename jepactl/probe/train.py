@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jepactl.dist import resolve_device
-from jepactl.errors import ConfigError
-from jepactl.features.benchmarks import Benchmark
 from jepactl.features.cache import (
-    SKLEARN_FEATURES,
     CacheHeader,
     TokenCache,
     check_same_source,
@@ -35,12 +32,12 @@ from jepactl.features.cache import (
 )
 from jepactl.log import progress_bars
 from jepactl.optim import lr_factor, param_groups
-from jepactl.probe.heads import PROBES, build_probe
-from jepactl.probe.result import checkpoint_identity, majority_accuracy, topk_accuracy
-from jepactl.probe.select import DEFAULT_SWEEP_LRS, DEFAULT_SWEEP_WDS, select, split_holdout
+from jepactl.probe.heads import build_probe
+from jepactl.probe.records import CheckpointIdentity, ProbeResult, ProbeSettings
+from jepactl.probe.result import majority_accuracy, topk_accuracy
+from jepactl.probe.select import select, split_holdout
 from jepactl.utils import derive_seed
 
-NO_DECAY = "biases, norm weights and query/cls tokens"
 NO_DECAY_NAMES = ("query_tokens", "cls_token")
 
 SelectionCallback = Callable[[dict[str, Any]], None]
@@ -211,76 +208,6 @@ def fit_sklearn(
 
 
 @dataclass
-class ProbeSettings:
-    """Everything :func:`train_probe` is asked to do, checked once."""
-
-    probe: str = "attentive"
-    epochs: int = 50
-    lr: float = 1e-3
-    wd: float = 0.01
-    batch_size: int = 16
-    seed: int = 0
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.0
-    sweep: bool = False
-    sweep_lrs: Sequence[float] = DEFAULT_SWEEP_LRS
-    sweep_wds: Sequence[float] = DEFAULT_SWEEP_WDS
-    holdout: float = 0.1
-    progress: bool = True
-    sklearn: bool = False
-    probe_kwargs: dict[str, Any] = field(default_factory=dict)
-    sklearn_c: float = 1.0
-    sklearn_max_iter: int = 1000
-    sklearn_features: str = "mean"
-
-    def __post_init__(self) -> None:
-        if self.probe not in PROBES:
-            raise ConfigError(f"unknown probe {self.probe!r}; valid: {', '.join(sorted(PROBES))}")
-        if self.schedule not in ("cosine", "constant"):
-            raise ConfigError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
-        if self.sklearn and self.probe != "linear":
-            raise ConfigError("sklearn=True is the linear probe only (probe='linear')")
-        if self.sklearn_features not in SKLEARN_FEATURES:
-            raise ConfigError(f"sklearn_features must be one of {SKLEARN_FEATURES}")
-        if self.sklearn and self.sweep:
-            raise ConfigError("the sweep trains torch heads; it does not combine with sklearn=True")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ConfigError(
-                f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}"
-            )
-        if self.sweep and (not self.sweep_lrs or not self.sweep_wds):
-            raise ConfigError("the sweep needs at least one lr and one wd")
-
-    @property
-    def eval_batch_size(self) -> int:
-        return max(self.batch_size, 64)  # no gradients, so larger batches
-
-    def hparams(self, lr: float | None, wd: float | None) -> dict[str, Any]:
-        """The result's ``hparams``: what was trained, with the lr/wd actually used."""
-        if self.sklearn:
-            inputs = "token means" if self.sklearn_features == "mean" else "concatenated tokens"
-            return {
-                "impl": "sklearn",
-                "model": f"LogisticRegression(lbfgs) on standardised {inputs}",
-                "features": self.sklearn_features,
-                "C": self.sklearn_c,
-                "max_iter": self.sklearn_max_iter,
-            }
-        return {
-            "impl": "torch",
-            "epochs": self.epochs,
-            "lr": lr,
-            "wd": wd,
-            "batch_size": self.batch_size,
-            "schedule": self.schedule,
-            "warmup_epochs": self.warmup_epochs,
-            "optimizer": "AdamW",
-            "no_weight_decay": NO_DECAY,
-            "probe_kwargs": self.probe_kwargs,
-        }
-
-
-@dataclass
 class Fitted:
     """A trained probe, before val is opened."""
 
@@ -295,51 +222,22 @@ class Fitted:
 def train_probe(
     train_h5: Path,
     val_h5: Path,
-    probe: str = "attentive",
-    epochs: int = 50,
-    lr: float = 1e-3,
-    wd: float = 0.01,
-    batch_size: int = 16,
-    seed: int = 0,
-    schedule: str = "cosine",
-    warmup_epochs: float = 0.0,
-    device: str = "auto",
-    sweep: bool = False,
-    sweep_lrs: Sequence[float] = DEFAULT_SWEEP_LRS,
-    sweep_wds: Sequence[float] = DEFAULT_SWEEP_WDS,
-    holdout: float = 0.1,
-    progress: bool = True,
-    sklearn: bool = False,
+    settings: ProbeSettings | None = None,
     *,
-    probe_kwargs: dict[str, Any] | None = None,
+    device: str = "auto",
     bf16: bool = True,
     max_memory_gb: float | None = None,
     chunk_rows: int = 256,
-    sklearn_c: float = 1.0,
-    sklearn_max_iter: int = 1000,
-    sklearn_features: str = "mean",
     on_selected: SelectionCallback | None = None,
-) -> dict[str, Any]:
-    """Train a probe on ``train_h5`` and score it on ``val_h5``; return the result dict.
+) -> ProbeResult:
+    """Train the probe ``settings`` describe (:class:`~jepactl.probe.records.ProbeSettings`;
+    default: an attentive probe, 50 epochs; a task's protocol is
+    :func:`~jepactl.probe.records.probe_settings`) on ``train_h5`` and score it on ``val_h5``.
 
     Args:
         train_h5, val_h5: the split caches (see the module docstring for the schema).
-        probe: a key of :data:`jepactl.probe.heads.PROBES`.
-        epochs, lr, wd, batch_size: AdamW training of the head (no decay on biases, norms,
-            query/cls tokens). ``lr``/``wd`` are ignored by the sweep.
-        seed: seeds the probe init (``torch.manual_seed``), the shuffles and the holdout split;
-            on CPU the same seed gives a bit-identical result.
-        schedule: ``"cosine"`` (per step, to zero) or ``"constant"``, after ``warmup_epochs`` of
-            linear warm-up.
+        settings: what to train; on CPU the same settings give a bit-identical result.
         device: ``"auto"`` (CUDA when visible), ``"cpu"`` or ``"cuda[:i]"``.
-        sweep: train the ``sweep_lrs x sweep_wds`` grid at once and select on a seeded
-            ``holdout`` fraction of the training clips; val is opened only after selection.
-        progress: show a per-epoch progress bar.
-        sklearn: (``probe="linear"``) scikit-learn logistic regression on standardised
-            token-mean features (``C = sklearn_c``) instead of the torch head;
-            ``sklearn_features="flat"`` feeds it all tokens concatenated instead (for a small
-            pooled grid, e.g. ``--pool space2x2``).
-        probe_kwargs: extra constructor arguments (``depth``, ``num_heads``, ``num_queries``...).
         bf16: bf16 autocast for the probe on CUDA (never on CPU).
         max_memory_gb: budget for holding a split in memory (default: half the RAM); a larger
             split is streamed from disk each epoch.
@@ -348,19 +246,14 @@ def train_probe(
             cache is opened.
 
     Returns:
-        A dict with the keys :data:`RESULT_KEYS` (accuracies in percent).
+        The :class:`~jepactl.probe.records.ProbeResult` (accuracies in percent), which records
+        ``settings``.
 
     Raises:
         CacheError: an incomplete cache, or train and val from different checkpoints/weights.
     """
     t0 = time.perf_counter()
-    s = ProbeSettings(
-        probe=probe, epochs=epochs, lr=lr, wd=wd, batch_size=batch_size, seed=seed,
-        schedule=schedule, warmup_epochs=warmup_epochs, sweep=sweep, sweep_lrs=sweep_lrs,
-        sweep_wds=sweep_wds, holdout=holdout, progress=progress, sklearn=sklearn,
-        probe_kwargs=dict(probe_kwargs or {}), sklearn_c=sklearn_c,
-        sklearn_max_iter=sklearn_max_iter, sklearn_features=sklearn_features,
-    )  # fmt: skip
+    s = settings if settings is not None else ProbeSettings()
     train_h5, val_h5 = Path(train_h5), Path(val_h5)
     dev = resolve_device(device)
     job = _ProbeJob(s, train_h5, val_h5, dev, bf16 and dev.type == "cuda", max_memory_gb,
@@ -419,60 +312,39 @@ def _fit_and_score(job: _ProbeJob, on_selected: SelectionCallback | None) -> _Sc
     return _Scored(th, val.header, fitted, probs, labels, train_mode, val_mode)
 
 
-def _result(job: _ProbeJob, scored: _Scored, t0: float) -> dict[str, Any]:
-    """The result dict (:data:`RESULT_KEYS`) of a probe scored on val; ``t0`` is when the
-    call began (``time.perf_counter``)."""
+def _result(job: _ProbeJob, scored: _Scored, t0: float) -> ProbeResult:
+    """The result of a probe scored on val; ``t0`` is when the call began
+    (``time.perf_counter``)."""
     s, th, vh, fitted = job.s, scored.train, scored.val, scored.fitted
     probs, labels = scored.probs, scored.labels
     n_classes = th.num_classes
-    return {
-        "bench": th.benchmark,
-        "probe": s.probe,
-        "top1": round(topk_accuracy(probs, labels, 1), 4),
-        "top5": round(topk_accuracy(probs, labels, 5), 4),
-        "majority": round(majority_accuracy(labels, n_classes), 4),
-        "chance": round(100.0 / n_classes, 4),
-        "n_train": fitted.n_train,
-        "n_val": len(labels),
-        "n_train_examples": fitted.n_train * th.views,
-        "views": {"train": th.views, "val": vh.views},
-        "num_classes": n_classes,
-        "hparams": s.hparams(fitted.lr, fitted.wd),
-        "checkpoint": checkpoint_identity(th),
-        "weights": th.weights,
-        "pooling": th.pooling,
-        "protocol": {"train": th.protocol, "val": vh.protocol},
-        "caches": {"train": str(job.train_h5), "val": str(job.val_h5)},
-        "seed": s.seed,
-        "device": job.dev.type,
-        "precision": "bf16-autocast" if job.amp else "fp32",
-        "cache_mode": {"train": scored.train_mode, "val": scored.val_mode},
-        "train_loss": fitted.train_loss,
-        "sweep": fitted.sweep,
-        "wall_time_s": round(time.perf_counter() - t0, 3),
-    }
-
-
-def benchmark_settings(bench: Benchmark) -> dict[str, Any]:
-    """:func:`train_probe`'s arguments for ``bench``'s default probe (paper Table 2, or the
-    synthetic motion protocol)."""
-    return {
-        "probe": bench.probe,
-        "epochs": bench.epochs,
-        "lr": bench.lr,
-        "wd": bench.wd,
-        "batch_size": bench.batch_size,
-        "schedule": bench.schedule,
-        "sklearn": bench.sklearn_features is not None,
-        "sklearn_features": bench.sklearn_features or "mean",
-    }
-
-
-def train_probe_on(
-    bench: Benchmark, train_h5: Path, val_h5: Path, **overrides: Any
-) -> dict[str, Any]:
-    """:func:`train_probe` with ``bench``'s default probe, ``overrides`` on top."""
-    return train_probe(train_h5, val_h5, **{**benchmark_settings(bench), **overrides})
+    return ProbeResult(
+        bench=th.benchmark,
+        probe=s.probe,
+        top1=round(topk_accuracy(probs, labels, 1), 4),
+        top5=round(topk_accuracy(probs, labels, 5), 4),
+        majority=round(majority_accuracy(labels, n_classes), 4),
+        chance=round(100.0 / n_classes, 4),
+        n_train=fitted.n_train,
+        n_val=len(labels),
+        n_train_examples=fitted.n_train * th.views,
+        views={"train": th.views, "val": vh.views},
+        num_classes=n_classes,
+        hparams=s.hparams(fitted.lr, fitted.wd),
+        checkpoint=CheckpointIdentity(th.checkpoint, th.checkpoint_step, th.checkpoint_sha256),
+        weights=th.weights,
+        pooling=th.pooling,
+        protocol={"train": th.protocol, "val": vh.protocol},
+        caches={"train": str(job.train_h5), "val": str(job.val_h5)},
+        seed=s.seed,
+        device=job.dev.type,
+        precision="bf16-autocast" if job.amp else "fp32",
+        cache_mode={"train": scored.train_mode, "val": scored.val_mode},
+        train_loss=fitted.train_loss,
+        sweep=fitted.sweep,
+        wall_time_s=round(time.perf_counter() - t0, 3),
+        settings=s,
+    )
 
 
 def _fit(

@@ -3,9 +3,11 @@
 Inputs. A run directory holds ``config.yaml`` (the resolved recipe, read as a plain dict, never
 validated) and ``probes/<task>-<kind>.json``, one probe result per benchmark and probe kind
 (``probes/<task>.json`` in runs written before the kind was in the name; the kind is read from
-the result itself, :func:`jepactl.rundir.probe_kind`). A run whose config or any probe result
-cannot be read is *unreadable*: it is listed with the file and the reason and left out, and the
-other runs are still compared. A run with no ``probes/*.json`` is listed as having no results.
+the result itself, :attr:`jepactl.probe.records.ProbeResult.kind`), each read as one typed
+:class:`~jepactl.probe.records.ProbeResult` (older formats migrated, a newer one refused with a
+one-line reason). A run whose config or any probe result cannot be read is *unreadable*: it is
+listed with the file and the reason and left out, and the other runs are still compared. A run
+with no ``probes/*.json`` is listed as having no results.
 
 Probe kinds. Each column shows one kind of probe: the one ``--probe`` names (``KIND`` for every
 column, ``TASK=KIND`` for one), else the task's default probe when some run has it, else the
@@ -103,10 +105,9 @@ from jepactl.report.render import (
     value_text,
 )
 from jepactl.report.runs import (
-    ProbeResult,
+    ResultCell,
     RunRecord,
     Unreadable,
-    checkpoint_step,
     choose_kinds,
     collect_runs,
     parse_probe_choice,
@@ -151,14 +152,13 @@ __all__ = [
     "Column",
     "CompareTable",
     "Group",
-    "ProbeResult",
+    "ResultCell",
     "Row",
     "RunRecord",
     "Unreadable",
     "bench_colours",
     "bench_header",
     "build_table",
-    "checkpoint_step",
     "choose_kinds",
     "collect_runs",
     "column_order",

@@ -13,8 +13,6 @@ figure) works on these records and never opens a file.
 from __future__ import annotations
 
 import glob
-import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,7 +22,10 @@ import yaml
 
 from jepactl.errors import ConfigError
 from jepactl.features.benchmarks import DATASET_BENCHMARKS
-from jepactl.rundir import PROBE_KINDS, RunDir, probe_kind, result_stem
+from jepactl.formats import FormatError
+from jepactl.probe.records import ProbeResult, SynthMotionResult
+from jepactl.probe.records import read_result as read_probe_result
+from jepactl.rundir import PROBE_KINDS, RunDir, result_stem
 from jepactl.utils import suggestion
 
 # --------------------------------------------------------------------------------------
@@ -33,8 +34,10 @@ from jepactl.utils import suggestion
 
 
 @dataclass(frozen=True)
-class ProbeResult:
-    """One ``probes/<task>-<kind>.json``: the value compared and what describes its protocol."""
+class ResultCell:
+    """One ``probes/<task>-<kind>.json`` as a table cell: the value compared, what describes
+    its protocol, and the typed record it was read as (:class:`~jepactl.probe.records.
+    ProbeResult`, its settings included; ``None`` for cells built by hand)."""
 
     bench: str
     top1: float
@@ -44,6 +47,7 @@ class ProbeResult:
     kind: str = "unknown"
     step: int | None = None  # the training step of the checkpoint probed (None: not recorded)
     profile: str = "paper"  # evaluated as the paper's code did ("reference"), or not
+    record: ProbeResult | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -54,8 +58,8 @@ class RunRecord:
 
     path: Path
     config: dict[str, Any]
-    results: dict[str, ProbeResult]
-    by_kind: dict[str, dict[str, ProbeResult]] = field(default_factory=dict)
+    results: dict[str, ResultCell]
+    by_kind: dict[str, dict[str, ResultCell]] = field(default_factory=dict)
     shadowed: list[str] = field(default_factory=list)  # notes: same bench and kind twice
 
     def __post_init__(self) -> None:
@@ -158,7 +162,7 @@ def read_run(directory: Path) -> RunRecord | Unreadable:
         return Unreadable(directory, f"config.yaml: {_one_line(exc)}")
     if not isinstance(config, dict):
         return Unreadable(directory, "config.yaml: not a mapping")
-    by_kind: dict[str, dict[str, ProbeResult]] = {}
+    by_kind: dict[str, dict[str, ResultCell]] = {}
     shadowed: list[str] = []
     for path in run.result_files():
         result = read_result(path)
@@ -180,85 +184,61 @@ def read_run(directory: Path) -> RunRecord | Unreadable:
     return RunRecord(directory, config, results, by_kind, shadowed)
 
 
-def read_result(path: Path) -> ProbeResult | str:
-    """A probe result, or the reason it is unusable (a one-line string)."""
+def read_result(path: Path) -> ResultCell | str:
+    """A probe result as a table cell, or the reason it is unusable (a one-line string)."""
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        return f"invalid JSON ({exc})"
-    except (OSError, UnicodeDecodeError) as exc:
-        return _one_line(exc)
-    if not isinstance(data, dict):
-        return f"not a JSON object (a {type(data).__name__})"
-    top1 = data.get("top1")
-    if isinstance(top1, bool) or not isinstance(top1, int | float) or not math.isfinite(top1):
-        return f"no numeric 'top1' (got {top1!r})"
-    weights = data.get("weights")
-    kind = probe_kind(data)
-    bench = data.get("bench")
-    return ProbeResult(
-        # probes/<task>-<kind>.json names its task in the file; older probes/<task>.json are
-        # named by the task alone
-        bench=bench
-        if isinstance(bench, str) and path.stem == result_stem(bench, kind)
-        else path.stem,
-        top1=float(top1),
-        weights=weights if isinstance(weights, str) else "unknown",
-        protocol=protocol_label(data),
+        record = read_probe_result(path)
+    except FormatError as exc:
+        return str(exc)
+    # probes/<task>-<kind>.json names its task in the file; older probes/<task>.json are
+    # named by the task alone
+    bench = record.bench if path.stem == result_stem(record.bench, record.kind) else path.stem
+    return ResultCell(
+        bench=bench,
+        top1=record.top1,
+        weights=record.weights,
+        protocol=protocol_label(record),
         path=path,
-        step=checkpoint_step(data),
-        kind=kind,
-        profile="reference" if data.get("profile") == "reference" else "paper",
+        step=record.step,
+        kind=record.kind,
+        profile=record.profile,
+        record=record,
     )
 
 
-def checkpoint_step(result: dict[str, Any]) -> int | None:
-    """The training step of the checkpoint a result probed (``checkpoint.step``), or ``None``
-    when the result does not record it (older or hand-written files)."""
-    checkpoint = result.get("checkpoint")
-    step = checkpoint.get("step") if isinstance(checkpoint, dict) else None
-    return step if isinstance(step, int) and not isinstance(step, bool) else None
-
-
-def protocol_label(result: dict[str, Any]) -> str:
+def protocol_label(result: ProbeResult) -> str:
     """E.g. ``attentive probe, 50 epochs, pooled space2x2, reference protocol``."""
-    hparams = result.get("hparams")
-    hparams = hparams if isinstance(hparams, dict) else {}
-    if hparams.get("impl") == "sklearn":
+    if result.sklearn:
         label = "scikit-learn logistic regression"
     else:
-        label = f"{result.get('probe', 'unknown')} probe"
-        if "epochs" in hparams:
-            label += f", {hparams['epochs']} epochs"
-    pooling = result.get("pooling")
-    if pooling not in (None, "none"):
-        label += f", pooled {pooling}"
-    if result.get("sweep"):
+        label = f"{result.probe} probe"
+        if result.epochs is not None:
+            label += f", {result.epochs} epochs"
+    if result.pooling not in (None, "none"):
+        label += f", pooled {result.pooling}"
+    if result.sweep:
         label += ", lr x wd sweep"
     label += _limit_text(result)
-    if result.get("protocol_name"):
-        label += f", {result['protocol_name']} protocol"
-    n_seeds = result.get("n_seeds")
-    if isinstance(n_seeds, int) and n_seeds > 1:
-        label += f", mean of {n_seeds} data/probe seeds"
+    if isinstance(result, SynthMotionResult):
+        if result.protocol_name:
+            label += f", {result.protocol_name} protocol"
+        if result.n_seeds > 1:
+            label += f", mean of {result.n_seeds} data/probe seeds"
     return label
 
 
-def _limit_text(result: dict[str, Any]) -> str:
+def _limit_text(result: ProbeResult) -> str:
     """``, --limit 24 (24 train / 24 val clips)`` when the caches were cut with ``--limit``: a
     demo-sized number is not the benchmark's."""
-    protocol = result.get("protocol")
-    splits = protocol.values() if isinstance(protocol, dict) else ()
-    limits = [p["limit"] for p in splits if isinstance(p, dict) and isinstance(p.get("limit"), int)]
-    if not limits:
+    if result.limit is None:
         return ""
-    n_train, n_val = result.get("n_train"), result.get("n_val")
+    n_train, n_val = result.n_train, result.n_val
     sizes = (
         f" ({n_train} train / {n_val} val clips)"
-        if isinstance(n_train, int) and isinstance(n_val, int)
+        if n_train is not None and n_val is not None
         else ""
     )
-    return f", --limit {max(limits)}{sizes}"
+    return f", --limit {result.limit}{sizes}"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -282,7 +262,7 @@ def _kind_rank(kind: str) -> tuple[int, str]:
     return (PROBE_KINDS.index(kind) if kind in PROBE_KINDS else len(PROBE_KINDS), kind)
 
 
-def _default_kind(bench: str, runs_kinds: Sequence[dict[str, ProbeResult]]) -> str:
+def _default_kind(bench: str, runs_kinds: Sequence[dict[str, ResultCell]]) -> str:
     """The task's default probe if some run has it, else the kind most runs have."""
     counts: dict[str, int] = {}
     for kinds in runs_kinds:
@@ -327,7 +307,7 @@ def choose_kinds(
         ConfigError: an unknown kind, a task no run has, or a kind no run has for a column.
     """
     every, per_task = parse_probe_choice(probe or ())
-    available: dict[str, list[dict[str, ProbeResult]]] = {}
+    available: dict[str, list[dict[str, ResultCell]]] = {}
     for run in runs:
         for bench, kinds in run.by_kind.items():
             available.setdefault(bench, []).append(kinds)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from jepactl.features.synth_motion import Protocol, get_protocol
+from jepactl.probe.records import SynthMotionResult
 from jepactl.report.notes import WEIGHTS_NAMES
 from jepactl.rundir import RunDir
 
@@ -23,24 +23,24 @@ def run_label(run_dir: Path) -> str:
     return name or Path(run_dir).name
 
 
-def format_cell(result: dict[str, Any]) -> str:
+def format_cell(result: SynthMotionResult) -> str:
     """``61.25`` for one seed; ``61.25 ± 3.10 (3) [53.55, 68.95]`` for several."""
-    cell = f"{result['top1']:.2f}"
-    if result.get("n_seeds", 1) > 1 and result.get("top1_std") is not None:
-        lo, hi = result["top1_ci95"]
-        cell += f" ± {result['top1_std']:.2f} ({result['n_seeds']}) [{lo:.2f}, {hi:.2f}]"
+    cell = f"{result.top1:.2f}"
+    if result.n_seeds > 1 and result.top1_std is not None and result.top1_ci95 is not None:
+        lo, hi = result.top1_ci95
+        cell += f" ± {result.top1_std:.2f} ({result.n_seeds}) [{lo:.2f}, {hi:.2f}]"
     return cell
 
 
 def format_table(
-    rows: Sequence[tuple[str, dict[str, Any]]],
+    rows: Sequence[tuple[str, SynthMotionResult]],
     task: str,
     protocol: str | Protocol,
     markdown: bool = False,
 ) -> str:
     """Table 6's shape: ``Method | Accuracy (%)``, with a caption line and a footnote."""
     proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
-    n_seeds = max((r.get("n_seeds", 1) for _, r in rows), default=1)
+    n_seeds = max((r.n_seeds for _, r in rows), default=1)
     what = (
         "8 translation directions (N, NE, E, SE, S, SW, W, NW)"
         if task == "directions"
@@ -52,7 +52,7 @@ def format_table(
     )
     header = ("Method", "Accuracy (%)")
     body = [(label, format_cell(r)) for label, r in rows]
-    names = {str(r.get("weights")) for _, r in rows}
+    names = {r.weights for _, r in rows}
     weights = sorted(WEIGHTS_NAMES.get(w, w) for w in names)
     foot = f"Weights: {', '.join(weights)}."
     if n_seeds > 1:

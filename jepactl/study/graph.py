@@ -56,7 +56,7 @@ def recipe_file(study: Study, run: RunPlan) -> Path:
 
 
 def probe_flags(kind: str) -> list[str]:
-    """``jepactl probe`` options that train a probe of ``kind`` (see rundir.probe_kind)."""
+    """``jepactl probe`` options that train a probe of ``kind`` (see ProbeResult.kind)."""
     head = kind.removesuffix("-sweep").removesuffix("-sklearn")
     flags = ["--probe", head]
     if head == "linear":

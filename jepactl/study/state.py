@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from jepactl.formats import FormatError, NewerFormatError
 from jepactl.lock import LOCK_NAME
+from jepactl.probe.records import read_result
 from jepactl.rundir import CheckpointRecord, result_stem
 from jepactl.study.graph import Stage, build_stages, run_dir
 from jepactl.study.spec import Study
@@ -191,19 +193,16 @@ def probe_done(study: Study, stage: Stage, rec: CheckpointRecord | None) -> bool
     """The probe's result exists and was computed from the run's current checkpoint."""
     assert stage.run is not None and stage.task is not None
     path = run_dir(study, stage.run).result(result_stem(stage.task.task, stage.probe))
-    try:
-        result = json.loads(path.read_text())
-    except (OSError, ValueError):
+    if not path.is_file():
         return False
-    if not isinstance(result, dict):
+    try:
+        result = read_result(path)
+    except NewerFormatError:
+        raise  # a newer jepactl's result: never silently redone over
+    except FormatError:
         return False
     task = stage.task
-    hparams = result.get("hparams")
-    if (
-        task.epochs
-        and isinstance(hparams, dict)
-        and hparams.get("epochs") not in (None, task.epochs)
-    ):
+    if task.epochs and result.epochs not in (None, task.epochs):
         return False  # trained for another number of epochs than the study asks
     with contextlib.suppress(OSError):  # a cache rebuilt after the probe ran: probe again
         if any(
@@ -212,12 +211,8 @@ def probe_done(study: Study, stage: Stage, rec: CheckpointRecord | None) -> bool
         ):
             return False
     if stage.run.control == "pixels":
-        return result.get("weights") == "pixels"
-    sha = (
-        (result.get("checkpoint") or {}).get("sha256")
-        if isinstance(result.get("checkpoint"), dict)
-        else None
-    )
+        return result.weights == "pixels"
+    sha = result.checkpoint.sha256 if result.checkpoint is not None else None
     return rec is not None and sha == rec.sha256
 
 
