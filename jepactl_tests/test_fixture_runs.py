@@ -15,7 +15,14 @@ from jepactl.cli import app
 
 FIXTURES = Path(__file__).parent / "fixtures" / "runs"
 V0_1_0 = FIXTURES / "v0.1.0-synth-micro"
-#: The overrides the fixture was trained with (its README).
+#: Every committed run directory (oldest first) and its two results as ``compare`` prints them:
+#: ``v0.1.0`` holds every file in format 1; ``formats2`` probe results and metrics lines in
+#: format 2 (issue 27), the rest unchanged.
+RUNS = {
+    "v0.1.0-synth-micro": ("12.50", "60.42"),
+    "formats2-synth-micro": ("12.50", "61.25"),
+}
+#: The overrides every fixture was trained with (their README).
 V0_1_0_SETS = [
     "model.preset=micro", "model.patch_size=8", "model.pred_depth=1", "model.pred_dim=32",
     "model.pred_heads=2", "data.crop=32", "data.num_frames=4", "data.batch_size=4",
@@ -25,21 +32,26 @@ V0_1_0_SETS = [
 runner = CliRunner()
 
 
-@pytest.fixture
-def old_run(tmp_path: Path) -> Path:
-    copy = tmp_path / "run"
-    shutil.copytree(V0_1_0, copy)
+@pytest.fixture(params=list(RUNS))
+def old_run(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    copy = tmp_path / request.param  # named as the fixture it copies
+    shutil.copytree(FIXTURES / request.param, copy)
     return copy
+
+
+def test_every_fixture_is_tested() -> None:
+    assert sorted(p.name for p in FIXTURES.iterdir() if p.is_dir()) == sorted(RUNS)
 
 
 def test_compare_reads_the_old_results(old_run: Path) -> None:
     res = runner.invoke(app, ["compare", str(old_run), "--markdown"])
     assert res.exit_code == 0, res.output
-    assert "**60.42**" in res.output and "**12.50**" in res.output  # as they were written
+    shapes, motion = RUNS[old_run.name]
+    assert f"**{motion}**" in res.output and f"**{shapes}**" in res.output  # as written
 
 
 def test_probe_trains_from_the_old_token_cache(old_run: Path) -> None:
-    before = json.loads((V0_1_0 / "probes" / "synth-shapes-attentive.json").read_text())
+    before = json.loads((old_run / "probes" / "synth-shapes-attentive.json").read_text())
     res = runner.invoke(app, ["probe", "synth-shapes", "--run", str(old_run), "--epochs", "1"])
     assert res.exit_code == 0, res.output
     after = json.loads((old_run / "probes" / "synth-shapes-attentive.json").read_text())
