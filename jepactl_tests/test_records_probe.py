@@ -28,6 +28,7 @@ from jepactl.probe.records import (
     read_result,
     result_from_json,
 )
+from jepactl_tests.runfixtures import one_error_line
 
 V0_1_0 = Path(__file__).parent / "fixtures" / "runs" / "v0.1.0-synth-micro"
 runner = CliRunner()
@@ -38,14 +39,6 @@ def old_run(tmp_path: Path) -> Path:
     copy = tmp_path / "run"
     shutil.copytree(V0_1_0, copy)
     return copy
-
-
-def one_error_line(output: str) -> str:
-    """The output holds exactly one error line and no traceback; returns it."""
-    errors = [line for line in output.splitlines() if line.startswith("jepactl: error:")]
-    assert len(errors) == 1, output
-    assert "Traceback" not in output, output
-    return errors[0]
 
 
 # -- settings ---------------------------------------------------------------------------
