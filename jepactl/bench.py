@@ -584,14 +584,18 @@ def loader_wait(name: str, size: str, device: str, steps: int, videos: int = 32)
         run_dir = Path(tmp) / "run"
         with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the results
             pretrain(name, overrides, run_dir=run_dir, max_steps=steps, progress=False)
-        records = [r for r in read_metrics(RunDir(run_dir).metrics) if "data_wait_frac" in r]
-    later = records[1:] or records
+        timed = [
+            (line.data_wait_frac, line.clips_per_s)
+            for line in read_metrics(RunDir(run_dir).metrics)
+            if line.data_wait_frac is not None and line.clips_per_s is not None
+        ]
+    later = timed[1:] or timed
     return {
         "recipe": name,
         "videos": videos,
         "video_size": [short, side],
         "steps": steps,
         "num_workers": recipe.data.num_workers,
-        "data_wait_frac": statistics.mean(r["data_wait_frac"] for r in later),
-        "clips_per_s": statistics.mean(r["clips_per_s"] for r in later),
+        "data_wait_frac": statistics.mean(wait for wait, _ in later),
+        "clips_per_s": statistics.mean(rate for _, rate in later),
     }

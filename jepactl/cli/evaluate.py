@@ -4,7 +4,6 @@ trains a probe from it)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -207,16 +206,15 @@ def _current_cache(
 def _recorded(run: rundir.RunDir, task: str) -> dict[str, Any] | None:
     """What the run's existing caches of ``task`` were built with (``pooling``, ``limit``),
     or ``None`` when there are none yet."""
-    from jepactl.features.cache import read_cache_attrs
+    from jepactl.features.cache import read_cache_record
 
     paths = [run.cache(task, split) for split in ("train", "val")]
     if not all(p.exists() for p in paths):
         return None
-    attrs = [read_cache_attrs(p) for p in paths]
-    limits = [json.loads(str(a.get("protocol", "{}"))).get("limit") for a in attrs]
+    attrs = [read_cache_record(p) for p in paths]
     return {
-        "pooling": str(attrs[0].get("pooling", "none")),
-        "limit": max((int(x) for x in limits if x), default=None),
+        "pooling": attrs[0].pooling or "none",
+        "limit": max((a.limit for a in attrs if a.limit), default=None),
     }
 
 

@@ -117,12 +117,13 @@ def plot(
     Example: `jepactl plot runs/synth-baseline-s* --out runs/curves.png`.
     """
     from jepactl.report.curves import learning_summary, plot_curves, read_curves
+    from jepactl.train.metrics import PROBE_KNN, PROBE_LINEAR
 
     panels = [m.strip() for m in metrics.split(",") if m.strip()]
     if not panels:
         fail("--metrics names no metric")
     curves = [read_curves(r) for r in runs]
-    typer.echo(learning_summary(curves, "probe_linear"), nl=False)
-    if any(c.series.get("probe_knn") for c in curves):
-        typer.echo("\n" + learning_summary(curves, "probe_knn"), nl=False)
+    typer.echo(learning_summary(curves, PROBE_LINEAR), nl=False)
+    if any(c.series.get(PROBE_KNN) for c in curves):
+        typer.echo("\n" + learning_summary(curves, PROBE_KNN), nl=False)
     LOGGER.info(f"wrote {plot_curves(curves, out, panels)}")

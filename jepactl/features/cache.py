@@ -17,7 +17,11 @@ Attributes: ``checkpoint`` (path), ``checkpoint_step``, ``checkpoint_sha256``, `
 ``grid`` (JSON ``[T', H', W']`` of the unpooled token grid), ``encoder_output``,
 ``num_classes``, ``classes`` (JSON list of names), ``num_clips``, ``index_sha256``
 (fingerprint of the split's ids), ``format_version`` (:data:`FORMAT_VERSION`), and
-``complete``.
+``complete``; a shard of a torchrun extraction also ``shard_rank`` and ``shard_world``, a cache
+merged from shards ``ranks``. Readers outside this module get them as one typed
+:class:`~jepactl.features.cache_schema.CacheAttrs` (:func:`read_cache_record`); a cache of a
+newer format is refused in one line (:class:`~jepactl.features.cache_schema.NewerCacheError`)
+by every reader, and by :func:`cache_status` unless ``force`` rebuilds over it.
 
 ``L`` depends on ``pooling``: ``none`` keeps all ``T'·H'·W'`` tokens (t, h, w raster order);
 ``time`` averages over ``T'`` (``L = H'·W'``); ``space2x2`` average-pools each time step's
@@ -34,8 +38,9 @@ tokens and labels are fsynced before its ``done`` flags are written, so a kill m
 leaves only rows not yet marked done, and a resumed extraction writes exactly those.
 
 Writers: :func:`create_cache`, :class:`CacheWriter`, :func:`merge_shards`. Readers:
-:func:`read_cache_attrs`, :func:`cache_status` (may an existing file be reused or continued?),
-:func:`read_header` and :class:`TokenCache` (the probe's view of a complete cache).
+:func:`read_cache_record` (the typed attributes; :func:`read_cache_attrs` gives them as a
+dict), :func:`cache_status` (may an existing file be reused or continued?), :func:`read_header`
+and :class:`TokenCache` (the probe's view of a complete cache).
 
 What a cache holds without opening one (constants, attributes, identity keys,
 :class:`CacheHeader`, :class:`CacheError`) is in :mod:`jepactl.features.cache_schema`, and the
@@ -47,7 +52,6 @@ re-exports their names.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -59,18 +63,22 @@ import numpy as np
 
 from jepactl.errors import disk_full, space_errors
 from jepactl.features.cache_schema import (
+    CACHE_FORMAT,
     ENCODER_OUTPUT,
     FILE_OVERHEAD_BYTES,
     FORMAT_VERSION,
     IDENTITY_KEYS,
     ROW_OVERHEAD_BYTES,
+    CacheAttrs,
     CacheError,
     CacheHeader,
     CacheStatus,
+    NewerCacheError,
     Pool,
     cache_attrs,
     check_same_source,
     projected_bytes,
+    upgrade_attrs,
 )
 from jepactl.features.token_batches import SKLEARN_FEATURES, TokenBatches, default_memory_gb
 from jepactl.utils import reserve_space
@@ -79,16 +87,19 @@ if TYPE_CHECKING:  # torch is imported where tensors are made: reading attribute
     import torch
 
 __all__ = [
+    "CACHE_FORMAT",
     "ENCODER_OUTPUT",
     "FILE_OVERHEAD_BYTES",
     "FORMAT_VERSION",
     "IDENTITY_KEYS",
     "ROW_OVERHEAD_BYTES",
     "SKLEARN_FEATURES",
+    "CacheAttrs",
     "CacheError",
     "CacheHeader",
     "CacheStatus",
     "CacheWriter",
+    "NewerCacheError",
     "Pool",
     "TokenCache",
     "cache_attrs",
@@ -99,32 +110,58 @@ __all__ = [
     "merge_shards",
     "projected_bytes",
     "read_cache_attrs",
+    "read_cache_record",
     "read_header",
     "reserve",
 ]
 
 
 def _plain(value: Any) -> Any:
-    """An HDF5 attribute as a plain Python value (numpy scalars and bytes unwrapped)."""
+    """An HDF5 attribute as a plain Python value (numpy scalars, 0-d arrays and bytes
+    unwrapped)."""
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
     if isinstance(value, bytes):
         return value.decode()
     return value
 
 
+def _plain_attrs(f: h5py.File) -> dict[str, Any]:
+    """The attributes of the open cache ``f`` as plain Python values, as stored."""
+    return {k: _plain(v) for k, v in f.attrs.items()}
+
+
 def read_cache_attrs(path: Path) -> dict[str, Any]:
-    """The attributes of a feature cache as plain Python values."""
+    """The attributes of a feature cache as plain Python values, by name, brought to the
+    current format (a one-line :class:`NewerCacheError` for a cache of a newer jepactl); other
+    rooms read :func:`read_cache_record`."""
     with h5py.File(path, "r") as f:
-        return {k: _plain(v) for k, v in f.attrs.items()}
+        return upgrade_attrs(_plain_attrs(f), path)
 
 
-def create_cache(path: Path, attrs: Mapping[str, Any], shape: tuple[int, ...], ids: list[str]):
-    """Create an empty cache (all rows not done) under a temporary name, then rename it.
+def read_cache_record(path: Path) -> CacheAttrs:
+    """The attributes of the feature cache at ``path`` as one typed record, complete or not;
+    a one-line :class:`NewerCacheError` for a cache of a newer jepactl, a :class:`CacheError`
+    for one whose attributes do not follow the schema, an ``OSError`` for no readable HDF5
+    file."""
+    with h5py.File(path, "r") as f:
+        return CacheAttrs.from_attrs(_plain_attrs(f), path)
+
+
+def create_cache(path: Path, attrs: CacheAttrs, shape: tuple[int, ...], ids: list[str]) -> None:
+    """Create an empty cache (all rows not done) with the attributes ``attrs`` under a
+    temporary name, then rename it.
 
     ``tokens`` is chunked one clip per chunk with every chunk allocated now and never
     filled: after creation, writing rows changes raw bytes only, never the file's structure.
     """
+    _create(path, attrs.to_attrs(), shape, ids)
+
+
+def _create(path: Path, attrs: Mapping[str, Any], shape: tuple[int, ...], ids: list[str]) -> None:
+    """:func:`create_cache` with the attributes as a dict of names (``attrs``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.creating")
     n = shape[0]
@@ -169,19 +206,25 @@ def reserve(path: Path, name: Path | None = None) -> None:
 
 
 def _check_existing(
-    path: Path, identity: Mapping[str, Any], shape: tuple[int, ...]
+    path: Path, new: CacheAttrs, shape: tuple[int, ...]
 ) -> Literal["complete", "partial"]:
-    """Whether an existing cache matches ``identity`` and ``shape``; a :class:`CacheError`
-    naming the first difference if not."""
+    """Whether an existing cache matches the attributes of a new one (``new``) and ``shape``;
+    a :class:`CacheError` naming the first difference if not (a :class:`NewerCacheError` for
+    a cache of a newer jepactl)."""
+    identity = new.to_attrs()
     hint = "pass --force (force=True) to rebuild it from scratch"
     try:
         with h5py.File(path, "r") as f:
-            attrs = {k: _plain(v) for k, v in f.attrs.items()}
+            raw = _plain_attrs(f)
             tokens = f.get("tokens")
             found = (tuple(tokens.shape), str(tokens.dtype)) if tokens is not None else None
             has_all = all(k in f for k in ("labels", "ids", "done"))
     except OSError as exc:
         raise CacheError(f"{path} cannot be read ({exc}); {hint}") from None
+    try:
+        attrs = upgrade_attrs(raw, path)
+    except NewerCacheError as exc:  # never silently rebuilt over: --force says so
+        raise NewerCacheError(f"{exc}, or {hint} with this jepactl") from None
     if attrs.get("checkpoint_sha256") != identity["checkpoint_sha256"]:
         raise CacheError(
             f"{path} was built from another checkpoint (step {attrs.get('checkpoint_step')}, "
@@ -201,10 +244,11 @@ def _check_existing(
 
 
 def cache_status(
-    path: Path, identity: Mapping[str, Any], shape: tuple[int, ...], force: bool
+    path: Path, identity: CacheAttrs, shape: tuple[int, ...], force: bool
 ) -> CacheStatus:
-    """What to do with ``path``: nothing there (``missing``), a cache that does not match but
-    ``force`` allows rebuilding (``stale``), or a matching ``complete``/``partial`` one."""
+    """What to do with ``path`` for a cache of the attributes ``identity``: nothing there
+    (``missing``), a cache that does not match (or is of a newer jepactl) but ``force`` allows
+    rebuilding (``stale``), or a matching ``complete``/``partial`` one."""
     if not path.exists():
         return "missing"
     try:
@@ -264,7 +308,7 @@ def merge_shards(shards: Sequence[Path], out: Path, block_bytes: int = 256 << 20
         ids[r::world] = shard_ids
     tmp = out.with_name(f"{out.name}.merging")
     tmp.unlink(missing_ok=True)
-    create_cache(tmp, {**common, "ranks": world}, shape, ids)
+    _create(tmp, {**common, "ranks": world}, shape, ids)
     row_bytes = max(1, int(np.prod(shape[1:])) * 2)
     block = max(1, block_bytes // row_bytes)
     try:
@@ -348,26 +392,12 @@ class CacheWriter:
 # --------------------------------------------------------------------------------------
 
 
-def _attr_str(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.ndarray) and value.shape == ():
-        return _attr_str(value.item())
-    return str(value)
-
-
-def _attr_bool(value: Any) -> bool:
-    """An HDF5 boolean attribute, also when a writer stored it as text ("false")."""
-    if isinstance(value, bytes | str):
-        return _attr_str(value).strip().lower() in ("true", "1", "yes")
-    return bool(value)
-
-
 def read_header(path: Path) -> CacheHeader:
     """Open ``path``, check the schema and that the extraction finished, and return its header.
 
     Raises:
         FileNotFoundError: no file at ``path``.
+        NewerCacheError: a cache of a newer jepactl (one line naming both format versions).
         CacheError: ``complete`` is false or missing, some row is not ``done``, or the datasets
             or attributes do not follow the schema.
     """
@@ -375,53 +405,49 @@ def read_header(path: Path) -> CacheHeader:
     if not path.is_file():
         raise FileNotFoundError(f"no token cache at {path}")
     with h5py.File(path, "r") as f:
-        attrs = dict(f.attrs)
-        if not _attr_bool(attrs.get("complete", False)):
+        attrs = CacheAttrs.from_attrs(_plain_attrs(f), path)
+        if not attrs.is_complete:
             raise CacheError(
                 f"{path}: the extraction did not finish (complete=false); "
                 "re-run extract-features to resume it"
             )
-        for name in ("tokens", "labels"):
-            if name not in f:
-                raise CacheError(f"{path}: missing dataset {name!r}")
-        tokens = f["tokens"]
-        if tokens.ndim != 4:
-            raise CacheError(f"{path}: tokens must be [N, V, L, D], got shape {tokens.shape}")
-        n, views, length, dim = (int(s) for s in tokens.shape)
-        if min(n, views, length, dim) < 1:
-            raise CacheError(f"{path}: empty tokens dataset, shape {tokens.shape}")
-        if f["labels"].shape != (n,):
-            raise CacheError(f"{path}: labels shape {f['labels'].shape} != ({n},)")
-        if "done" in f and not bool(np.all(f["done"][:])):
-            missing = int(n - np.count_nonzero(f["done"][:]))
-            raise CacheError(f"{path}: marked complete but {missing} rows are not done")
-        missing_attrs = [
-            k
-            for k in ("checkpoint_sha256", "weights", "benchmark", "num_classes")
-            if k not in attrs
-        ]
-        if missing_attrs:
-            raise CacheError(f"{path}: missing attributes {missing_attrs}")
-        protocol_text = _attr_str(attrs.get("protocol", "null"))
-        try:
-            protocol = json.loads(protocol_text)
-        except json.JSONDecodeError:
-            protocol = protocol_text
-        return CacheHeader(
-            path=path,
-            n=n,
-            views=views,
-            tokens=length,
-            dim=dim,
-            num_classes=int(attrs["num_classes"]),
-            benchmark=_attr_str(attrs["benchmark"]),
-            checkpoint=_attr_str(attrs.get("checkpoint", "")),
-            checkpoint_step=int(attrs.get("checkpoint_step", -1)),
-            checkpoint_sha256=_attr_str(attrs["checkpoint_sha256"]),
-            weights=_attr_str(attrs["weights"]),
-            pooling=_attr_str(attrs.get("pooling", "none")),
-            protocol=protocol,
-        )
+        n, views, length, dim = _token_shape(f, path)
+    return CacheHeader(
+        path=path,
+        n=n,
+        views=views,
+        tokens=length,
+        dim=dim,
+        num_classes=attrs.num_classes,
+        benchmark=attrs.benchmark,
+        checkpoint=attrs.checkpoint or "",
+        checkpoint_step=-1 if attrs.checkpoint_step is None else attrs.checkpoint_step,
+        checkpoint_sha256=attrs.checkpoint_sha256,
+        weights=attrs.weights,
+        pooling=attrs.pooling or "none",
+        protocol=attrs.protocol,
+        attrs=attrs,
+    )
+
+
+def _token_shape(f: h5py.File, path: Path) -> tuple[int, int, int, int]:
+    """``(N, V, L, D)`` of the open cache ``f``, its datasets checked against the schema and
+    every row done; a :class:`CacheError` naming the first thing that is not."""
+    for name in ("tokens", "labels"):
+        if name not in f:
+            raise CacheError(f"{path}: missing dataset {name!r}")
+    tokens = f["tokens"]
+    if tokens.ndim != 4:
+        raise CacheError(f"{path}: tokens must be [N, V, L, D], got shape {tokens.shape}")
+    n, views, length, dim = (int(s) for s in tokens.shape)
+    if min(n, views, length, dim) < 1:
+        raise CacheError(f"{path}: empty tokens dataset, shape {tokens.shape}")
+    if f["labels"].shape != (n,):
+        raise CacheError(f"{path}: labels shape {f['labels'].shape} != ({n},)")
+    if "done" in f and not bool(np.all(f["done"][:])):
+        missing = int(n - np.count_nonzero(f["done"][:]))
+        raise CacheError(f"{path}: marked complete but {missing} rows are not done")
+    return n, views, length, dim
 
 
 class TokenCache(TokenBatches):

@@ -34,7 +34,6 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -47,6 +46,7 @@ from jepactl.features.benchmarks import Benchmark
 from jepactl.features.cache import (
     FILE_OVERHEAD_BYTES,
     ROW_OVERHEAD_BYTES,
+    CacheAttrs,
     CacheError,
     CacheStatus,
     CacheWriter,
@@ -353,7 +353,7 @@ class _SplitPlan:
 
     path: Path
     rows: list[int]
-    identity: dict[str, Any]
+    identity: CacheAttrs
     status: CacheStatus
 
 
@@ -431,7 +431,7 @@ def _plan_splits(
             identity = cache_attrs(
                 checkpoint=str(frozen.checkpoint), checkpoint_step=frozen.step,
                 checkpoint_sha256=frozen.sha256, weights=frozen.weights, benchmark=bench.name,
-                split=split, protocol=source.protocol_json(), pooling=pool, grid=plan.grid,
+                split=split, protocol=source.protocol(), pooling=pool, grid=plan.grid,
                 num_classes=bench.num_classes, classes=source.classes, num_clips=n,
                 index_sha256=source.fingerprint(),
             )  # fmt: skip
@@ -451,7 +451,7 @@ def _plan_splits(
                 )
             shard = run.shard(bench.name, split, rank)
             rows = list(range(rank, n, world))
-            shard_identity = {**identity, "shard_rank": rank, "shard_world": world}
+            shard_identity = identity.for_shard(rank, world)
             shard_status = cache_status(shard, shard_identity, (len(rows), *shape[1:]), force)
             plan.files[split] = _SplitPlan(shard, rows, shard_identity, shard_status)
     except CacheError as exc:

@@ -32,12 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from jepactl.features.cache_schema import CacheAttrs, CacheError, NewerCacheError
 from jepactl.formats import FormatError, NewerFormatError
 from jepactl.lock import LOCK_NAME
 from jepactl.probe.records import read_result
 from jepactl.rundir import CheckpointRecord, result_stem
 from jepactl.study.graph import Stage, build_stages, run_dir
 from jepactl.study.spec import Study
+from jepactl.train.metrics import last_step
 from jepactl.utils import atomic_write_text
 
 State = Literal["done", "running", "queued", "unknown", "failed", "blocked", "waiting", "todo"]
@@ -217,8 +219,9 @@ def probe_done(study: Study, stage: Stage, rec: CheckpointRecord | None) -> bool
 
 
 def caches_done(study: Study, stage: Stage, rec: CheckpointRecord | None) -> bool:
-    """Both caches of the task complete and built from the run's current checkpoint."""
-    from jepactl.features.cache import read_cache_attrs  # h5py, no torch
+    """Both caches of the task complete and built from the run's current checkpoint (a cache
+    of a newer jepactl is refused in one line: never silently rebuilt over)."""
+    from jepactl.features.cache import read_cache_record  # h5py, no torch
 
     assert stage.run is not None and stage.task is not None
     run = run_dir(study, stage.run)
@@ -227,28 +230,24 @@ def caches_done(study: Study, stage: Stage, rec: CheckpointRecord | None) -> boo
         if not path.is_file():
             return False
         try:
-            attrs = read_cache_attrs(path)
-        except OSError:
+            attrs = read_cache_record(path)
+        except NewerCacheError:
+            raise
+        except (OSError, CacheError):
             return False
-        if not attrs.get("complete") or not _same_protocol(stage, attrs):
+        if not attrs.is_complete or not _same_protocol(stage, attrs):
             return False
-        if stage.run.control != "pixels" and (
-            rec is None or attrs.get("checkpoint_sha256") != rec.sha256
-        ):
+        if stage.run.control != "pixels" and (rec is None or attrs.checkpoint_sha256 != rec.sha256):
             return False
     return True
 
 
-def _same_protocol(stage: Stage, attrs: Mapping[str, Any]) -> bool:
+def _same_protocol(stage: Stage, attrs: CacheAttrs) -> bool:
     """The cache was built with the task's ``limit`` and (where the study sets it) ``pool``."""
     assert stage.task is not None
-    if stage.task.pool and attrs.get("pooling") != stage.task.pool:
+    if stage.task.pool and attrs.pooling != stage.task.pool:
         return False
-    try:
-        protocol = json.loads(str(attrs.get("protocol") or "{}"))
-    except ValueError:
-        return False
-    return isinstance(protocol, dict) and (protocol.get("limit") or 0) == stage.task.limit
+    return (attrs.limit or 0) == stage.task.limit
 
 
 def lock_holder(folder: Path) -> str | None:
@@ -312,20 +311,8 @@ def last_line(path: Path | None, limit: int = 64 << 10) -> str:
 def progress(study: Study, stage: Stage) -> tuple[int, int] | None:
     """A pretraining run's (last logged step, target step), from ``metrics.jsonl``'s tail."""
     assert stage.run is not None
-    path = run_dir(study, stage.run).metrics
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 8192))
-            lines = f.read().decode(errors="replace").splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        with contextlib.suppress(ValueError):
-            step = json.loads(line).get("step")
-            if isinstance(step, int):
-                return step, stage.run.target_step
-    return None
+    step = last_step(run_dir(study, stage.run).metrics)
+    return None if step is None else (step, stage.run.target_step)
 
 
 # --------------------------------------------------------------------------------------

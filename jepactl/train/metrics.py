@@ -1,8 +1,10 @@
 """``RUN/metrics.jsonl``: averages over each logging interval, one host sync per interval.
 
 Each line is one :class:`MetricsLine`, and this module alone spells its keys: :class:`MetricsLog`
-writes lines, :func:`read_metrics` reads them (every other room gets the typed lines), and
-:func:`keep_up_to` cuts the file back on resume.
+writes lines, :func:`read_metrics` reads them (every other room gets the typed lines),
+:func:`last_step` reads the last line's step from the file's tail, and :func:`keep_up_to` cuts
+the file back on resume. The names other rooms log or look up (the monitor's, ``plot``'s) are
+the constants below.
 
 Every line carries its format version under ``"format"`` (:data:`METRICS_LINE`): a run resumed
 by a newer jepactl holds lines of two releases. Version 1 (jepactl 0.1.0) had no key; version 2
@@ -16,21 +18,20 @@ imports it when training runs anyway.
 from __future__ import annotations
 
 import json
+import os
 import time
 import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from jepactl.formats import Format, FormatError
+from jepactl.formats import Format, FormatError, NewerFormatError
 from jepactl.utils import atomic_write_text, warn
 
 if TYPE_CHECKING:
     import torch
-
-    from jepactl.train.sinks import Fanout
 
 
 def _from_v1(record: dict[str, Any]) -> dict[str, Any]:
@@ -50,6 +51,10 @@ PROBE_LINEAR = "probe_linear"
 PROBE_KNN = "probe_knn"
 #: The step-0 line's accuracy of guessing on the monitor task (%).
 PROBE_CHANCE = "probe_chance"
+#: The monitor's reasons to suspect a collapse (:attr:`MetricsLine.collapse`).
+COLLAPSE = "collapse"
+#: The wall time a line was written at (:attr:`MetricsLine.time`).
+TIME = "time"
 _PROBE = "probe_"
 _PIXELS = "_pixels"
 
@@ -123,6 +128,11 @@ class MetricsLine(Mapping[str, Any]):
         """Every number the line logs, by name (``step`` and ``time`` too)."""
         return {k: v for k, v in self.items() if _is_number(v)}
 
+    def logged(self) -> dict[str, float]:
+        """Every number the line logs against its step, as floats: :meth:`numbers` less the
+        step and the wall time (what the metric sinks record)."""
+        return {k: float(v) for k, v in self.numbers().items() if k not in (STEP, TIME)}
+
     def to_json(self) -> dict[str, Any]:
         """The line as written: the format version first, then :meth:`items`."""
         return METRICS_LINE.stamp(dict(self))
@@ -188,6 +198,13 @@ def _checked(value: Any, kind: tuple[type, ...], name: str, where: str | Path) -
     raise FormatError(f"{where}: metrics line {name} is {value!r}, not a {wanted}")
 
 
+class LineSink(Protocol):
+    """Where :class:`MetricsLog` sends each line after writing it
+    (:class:`~jepactl.train.sinks.Fanout`: TensorBoard, W&B)."""
+
+    def write(self, line: MetricsLine) -> None: ...
+
+
 class MetricsLog:
     """Accumulates loss terms on the device; ``flush`` reads them back once per interval.
 
@@ -205,7 +222,7 @@ class MetricsLog:
         path: Path | None,
         global_batch: int,
         device: torch.device,
-        sinks: Fanout | None = None,
+        sinks: LineSink | None = None,
     ) -> None:
         self.path = path
         self.sinks = sinks
@@ -262,7 +279,7 @@ class MetricsLog:
             import torch
 
             values["max_mem_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
-        values["time"] = time.time()
+        values[TIME] = time.time()
         line = MetricsLine.from_values(values, "the metrics line being written")
         self.write(line)
         self.sums, self.steps, self.data_wait = {}, 0, 0.0
@@ -324,6 +341,34 @@ def read_metrics(path: Path) -> list[MetricsLine]:
     """The lines of ``metrics.jsonl``; a line still being written (or torn) is skipped, a line
     of a newer jepactl refused (:class:`~jepactl.formats.NewerFormatError`)."""
     return [MetricsLine.from_json(record, where) for where, record in _raw_lines(path, None)]
+
+
+def last_step(path: Path, tail_bytes: int = 8192) -> int | None:
+    """The step of the last whole line of ``metrics.jsonl``, read from its last ``tail_bytes``
+    only (cheap however long the run); ``None`` without a file or a readable line there. A
+    torn or damaged line is passed over; a line of a newer jepactl is refused
+    (:class:`~jepactl.formats.NewerFormatError`)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - tail_bytes))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    for text in reversed(lines):
+        try:
+            record = json.loads(text)
+        except ValueError:  # torn, or the tail's first line cut
+            continue
+        if not isinstance(record, dict):
+            continue
+        try:
+            return MetricsLine.from_json(record, path).step
+        except NewerFormatError:
+            raise
+        except FormatError:
+            continue
+    return None
 
 
 def keep_up_to(path: Path, step: int) -> int:

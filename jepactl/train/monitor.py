@@ -46,6 +46,14 @@ from jepactl.data.loader import to_model_input
 from jepactl.data.tasks import TASKS, labelled_set
 from jepactl.grid import TokenGrid, pool_tokens
 from jepactl.models.vit import VideoViT
+from jepactl.train.metrics import (
+    COLLAPSE,
+    PROBE_CHANCE,
+    PROBE_KNN,
+    PROBE_LINEAR,
+    RANKME,
+    pixel_control,
+)
 
 _EPS = 1e-7
 
@@ -83,7 +91,7 @@ def feature_stats(features: torch.Tensor) -> dict[str, float]:
     total = z.sum(dim=0)
     mean_cos = (total @ total - (z * z).sum()) / (n * (n - 1))  # off-diagonal mean of z z^T
     return {
-        "rankme": rankme(centred),
+        RANKME: rankme(centred),
         "feat_std_mean": float(std.mean()),
         "feat_std_min": float(std.min()),
         "feat_cos": float(mean_cos),
@@ -116,8 +124,8 @@ class TokenGram:
 def collapse_reasons(stats: dict[str, float], cfg: MonitorConfig) -> list[str]:
     """Why these statistics look like a (dimensional) collapse; empty when they do not."""
     reasons = []
-    if stats["rankme"] < cfg.min_rank:
-        reasons.append(f"RankMe {stats['rankme']:.2f} < monitor.min_rank {cfg.min_rank}")
+    if stats[RANKME] < cfg.min_rank:
+        reasons.append(f"RankMe {stats[RANKME]:.2f} < monitor.min_rank {cfg.min_rank}")
     if stats["feat_std_mean"] < cfg.min_std:
         reasons.append(
             f"normalised feature std {stats['feat_std_mean']:.3f} < monitor.min_std {cfg.min_std}"
@@ -212,12 +220,12 @@ class Monitor:
         pooled, tokens = self.encode(encoder)
         record: dict[str, Any] = feature_stats(pooled)
         record["rankme_tokens"] = rankme_of_gram(tokens.centred().cpu())
-        record["probe_knn"], record["probe_linear"] = self._probes(pooled)
+        record[PROBE_KNN], record[PROBE_LINEAR] = self._probes(pooled)
         reasons = collapse_reasons(record, self.cfg)
         if reasons:
-            record["collapse"] = "; ".join(reasons)
+            record[COLLAPSE] = "; ".join(reasons)
             if warn is not None:
-                warn(f"possible collapse: {record['collapse']} (docs/monitoring.md)")
+                warn(f"possible collapse: {record[COLLAPSE]} (docs/monitoring.md)")
         return record
 
     def pixel_controls(self) -> dict[str, float]:
@@ -230,4 +238,5 @@ class Monitor:
             pooled.append(pool_tokens(tokens, grid, self.cfg.pool).flatten(1))
         knn, linear = self._probes(torch.cat(pooled))
         chance = 100.0 / TASKS[self.cfg.task][0]
-        return {"probe_knn_pixels": knn, "probe_linear_pixels": linear, "probe_chance": chance}
+        return {pixel_control(PROBE_KNN): knn, pixel_control(PROBE_LINEAR): linear,
+                PROBE_CHANCE: chance}  # fmt: skip

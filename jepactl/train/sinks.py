@@ -19,11 +19,12 @@ import importlib.util
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from jepactl.config import Recipe, to_dict
 from jepactl.errors import ConfigError
 from jepactl.rundir import RunDir
+from jepactl.train.metrics import MetricsLine
 from jepactl.utils import atomic_write_text, suggestion
 
 
@@ -126,15 +127,9 @@ def sink_kind(name: str) -> SinkKind:
     return kind
 
 
-def scalars(record: Mapping[str, Any]) -> dict[str, float]:
-    """The numeric fields of a ``metrics.jsonl`` record, less ``step`` and ``time``."""
-    return {
-        name: float(value)
-        for name, value in record.items()
-        if name not in ("step", "time")
-        and isinstance(value, int | float)
-        and not isinstance(value, bool)
-    }
+def scalars(record: MetricsLine) -> dict[str, float]:
+    """The numeric fields of a ``metrics.jsonl`` line, less ``step`` and ``time``."""
+    return record.logged()
 
 
 class Fanout:
@@ -151,19 +146,18 @@ class Fanout:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def write(self, record: Mapping[str, Any]) -> None:
-        """Send one ``metrics.jsonl`` record to every sink."""
+    def write(self, record: MetricsLine) -> None:
+        """Send one ``metrics.jsonl`` line to every sink."""
         if not self.kinds:
             return
         if self.sinks is None:
             self.sinks = []
             for _, kind in self.kinds:  # one by one: close() closes those that opened
                 self.sinks.append(kind.open(self.opening))
-        step = int(record["step"])
         values = scalars(record)
-        walltime = record.get("time")
+        walltime = float(record.time) if record.time is not None else None
         for sink in self.sinks:
-            sink.write(step, values, float(walltime) if walltime is not None else None)
+            sink.write(record.step, values, walltime)
 
     def close(self) -> None:
         for sink in self.sinks or []:
