@@ -23,7 +23,9 @@ from typing import Any, cast
 
 import numpy as np
 import torch
+import yaml
 
+from jepactl.config import Recipe, parse_recipe
 from jepactl.errors import CheckpointError, ConfigError, one_line
 from jepactl.formats import Format, FormatError
 from jepactl.rundir import LATEST
@@ -215,12 +217,17 @@ class RunCheckpoint:
         sd = {"student": self.student, "teacher": self.teacher}.get(name)
         return sd if isinstance(sd, Mapping) else None
 
-    def trained_encoders(self, ema_teacher: bool) -> list[str]:
+    def recipe(self) -> Recipe:
+        """The run's recipe, as the checkpoint holds it (validated)."""
+        return parse_recipe(yaml.safe_load(self.config))
+
+    def trained_encoders(self, recipe: Recipe) -> list[str]:
         """Which encoders trained: the checkpoint says so; older ones are judged by whether
-        the recipe trains an EMA teacher (``objective.teacher == "ema"``)."""
+        ``recipe`` (the run's, :meth:`recipe`) trains an EMA teacher."""
         if self.trained:
             return list(self.trained)
-        return ["student", "teacher"] if self.teacher is not None and ema_teacher else ["student"]
+        ema = recipe.objective.teacher == "ema"
+        return ["student", "teacher"] if self.teacher is not None and ema else ["student"]
 
 
 @dataclass

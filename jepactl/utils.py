@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -134,10 +134,12 @@ def reserve_space(fd: int, size: int) -> bool:
     raise OSError(err, os.strerror(err))
 
 
-def read_jsonl(path: Path, warn: Callable[[str], object] | None = None) -> list[dict[str, Any]]:
-    """The records of a JSON-lines file, skipping lines that do not parse (a line torn by a
-    kill or a full disk) with a warning naming the file and line."""
-    records = []
+def iter_jsonl(
+    path: Path, warn: Callable[[str], object] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) of each JSON-object line of a JSON-lines file, skipping lines that
+    do not parse (a line torn by a kill or a full disk) with a warning naming the file and
+    line."""
     with open(path, encoding="utf-8", errors="replace") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
@@ -150,8 +152,22 @@ def read_jsonl(path: Path, warn: Callable[[str], object] | None = None) -> list[
                 if warn is not None:
                     warn(f"{path}:{number}: dropped an unreadable (torn) line: {line[:60]!r}")
                 continue
-            records.append(record)
-    return records
+            yield number, record
+
+
+def read_jsonl(path: Path, warn: Callable[[str], object] | None = None) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file (:func:`iter_jsonl`, torn lines skipped)."""
+    return [record for _, record in iter_jsonl(path, warn)]
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` as JSON holds it: mappings as dicts with text keys, tuples as lists
+    (recursively); anything else as it is."""
+    if isinstance(value, Mapping):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value
 
 
 def warn(message: str) -> None:

@@ -132,7 +132,7 @@ def test_the_old_checkpoint_reads_as_a_record() -> None:
     state = torch.load(V0_1_0 / "checkpoints" / "latest.pt", weights_only=True)
     record = RunCheckpoint.from_state(state, "latest.pt")
     assert record.step == record.next_step == 4
-    assert record.trained_encoders(ema_teacher=True) == ["student", "teacher"]
+    assert record.trained_encoders(record.recipe()) == ["student", "teacher"]
     again = record.to_state()
     assert list(again) == list(state)  # the same keys, in the same order: format 1 unchanged
 

@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 
 from jepactl import checkpoint as ckpt
 from jepactl.checkpoint import WEIGHTS, RunCheckpoint, select_weights
-from jepactl.config import Recipe, autocast_bf16, parse_recipe
+from jepactl.config import Recipe, autocast_bf16
 from jepactl.data.loader import IMAGENET_MEAN, IMAGENET_STD, to_model_input
 from jepactl.errors import CheckpointError, ConfigError
 from jepactl.features.pixels import PixelEncoder
@@ -96,8 +95,8 @@ def load_frozen_encoder(
         record = RunCheckpoint.from_state(state, path)
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    recipe = parse_recipe(yaml.safe_load(record.config))
-    trained = record.trained_encoders(recipe.objective.teacher == "ema")
+    recipe = record.recipe()
+    trained = record.trained_encoders(recipe)
     chosen = select_weights(weights, trained, where=str(run_dir))
     if chosen == "init":  # the student as pretrain built it: the same seed, built first
         torch.manual_seed(recipe.train.seed)

@@ -40,11 +40,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from jepactl.checkpoint import RunCheckpoint, select_weights, why_unreadable
 from jepactl.checkpoint import load as load_checkpoint
-from jepactl.config import Recipe, parse_recipe
+from jepactl.config import Recipe
 from jepactl.errors import CheckpointError, ConfigError
 from jepactl.models.vit import Positions, VideoViT
 from jepactl.utils import suggestion
@@ -404,8 +403,8 @@ def _load_jepactl(path: Path, state: Mapping[str, Any], weights: str) -> LoadedE
         record = RunCheckpoint.from_state(state, path)
     except ValueError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    recipe = parse_recipe(yaml.safe_load(record.config))
-    trained = record.trained_encoders(recipe.objective.teacher == "ema")
+    recipe = record.recipe()
+    trained = record.trained_encoders(recipe)
     name = select_weights(_JEPACTL_NAME.get(weights, weights), trained, where=str(path))
     sd = record.weights(name)
     if not isinstance(sd, Mapping):

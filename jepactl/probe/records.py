@@ -21,12 +21,13 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
 from jepactl.errors import ConfigError
 from jepactl.features.benchmarks import ProbeKind
 from jepactl.features.token_batches import SKLEARN_FEATURES
 from jepactl.formats import Format, FormatError
+from jepactl.utils import atomic_write_text, json_ready
 
 if TYPE_CHECKING:
     from jepactl.features.benchmarks import Benchmark
@@ -216,6 +217,9 @@ def _settings_from_v1(data: dict[str, Any]) -> dict[str, Any]:
 RESULT_FORMAT = Format("probe result", 2, migrations={1: _settings_from_v1})
 
 
+_R = TypeVar("_R", bound="ProbeResult")
+
+
 @dataclass(frozen=True)
 class CheckpointIdentity:
     """The checkpoint a probed cache was encoded from (``-1``/``""`` where not recorded)."""
@@ -315,18 +319,22 @@ class ProbeResult:
                 value = value.to_json() if value is not None else None
             elif f.name == "checkpoint" and value is not None:
                 value = dataclasses.asdict(value)
-            out[f.name] = _plain(value)
+            out[f.name] = json_ready(value)
         return RESULT_FORMAT.stamp(out)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any], where: str | Path) -> ProbeResult:
+    def from_json(cls: type[_R], data: Mapping[str, Any], where: str | Path) -> _R:
         """A result from its JSON object, migrated to the current format; a
         :class:`~jepactl.formats.FormatError` (one line) when it is unusable."""
-        d = RESULT_FORMAT.upgrade(data, where)
+        return cls(**cls._fields_from(RESULT_FORMAT.upgrade(data, where), where))
+
+    @classmethod
+    def _fields_from(cls, d: Mapping[str, Any], where: str | Path) -> dict[str, Any]:
+        """The constructor's arguments from a current-format JSON object."""
         top1 = d.get("top1")
         if isinstance(top1, bool) or not isinstance(top1, int | float) or not math.isfinite(top1):
             raise FormatError(f"no numeric 'top1' (got {top1!r})")
-        kwargs = _known(cls, d)
+        kwargs = _known(ProbeResult, d)
         kwargs["top1"] = float(top1)
         kwargs["bench"] = d.get("bench") if isinstance(d.get("bench"), str) else ""
         kwargs["weights"] = d.get("weights") if isinstance(d.get("weights"), str) else "unknown"
@@ -335,7 +343,7 @@ class ProbeResult:
         kwargs["hparams"] = d.get("hparams") if isinstance(d.get("hparams"), dict) else {}
         kwargs["checkpoint"] = _identity(d.get("checkpoint"))
         kwargs["settings"] = _settings(d.get("settings"), where)
-        return cls(**kwargs)
+        return kwargs
 
 
 @dataclass(frozen=True)
@@ -375,18 +383,15 @@ class SynthMotionResult(ProbeResult):
         return out
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any], where: str | Path) -> SynthMotionResult:
-        base = ProbeResult.from_json(data, where)
-        d = RESULT_FORMAT.upgrade(data, where)
-        extra = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
-        extra = {k: v for k, v in extra.items() if k not in _field_names(ProbeResult)}
-        extra["classes"] = tuple(extra.get("classes") or ())
-        extra["seeds"] = tuple(extra.get("seeds") or (0,))
-        ci = extra.get("top1_ci95")
-        extra["top1_ci95"] = (float(ci[0]), float(ci[1])) if isinstance(ci, list | tuple) else None
-        rows = extra.get("per_seed") or []
-        extra["per_seed"] = tuple(SeedScore(**_known(SeedScore, r)) for r in rows)
-        return cls(**{**_as_kwargs(base), **extra})
+    def _fields_from(cls, d: Mapping[str, Any], where: str | Path) -> dict[str, Any]:
+        own = {k: d[k] for k in _field_names(cls) - _field_names(ProbeResult) if k in d}
+        own["classes"] = tuple(own.get("classes") or ())
+        own["seeds"] = tuple(own.get("seeds") or (0,))
+        ci = own.get("top1_ci95")
+        own["top1_ci95"] = (float(ci[0]), float(ci[1])) if isinstance(ci, list | tuple) else None
+        rows = own.get("per_seed") or []
+        own["per_seed"] = tuple(SeedScore(**_known(SeedScore, r)) for r in rows)
+        return {**super()._fields_from(d, where), **own}
 
 
 def read_result(path: Path) -> ProbeResult:
@@ -414,8 +419,6 @@ def result_from_json(data: Mapping[str, Any], where: str | Path) -> ProbeResult:
 
 def write_result_file(path: Path, result: ProbeResult) -> None:
     """Atomically write ``result`` to ``path`` (its directory made when missing)."""
-    from jepactl.utils import atomic_write_text
-
     atomic_write_text(path, json.dumps(result.to_json(), indent=2) + "\n")
 
 
@@ -431,10 +434,6 @@ def _field_names(cls: type) -> set[str]:
 def _known(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
     """The entries of ``data`` that are fields of ``cls`` (``None`` left to the default)."""
     return {k: v for k, v in data.items() if k in _field_names(cls) and v is not None}
-
-
-def _as_kwargs(result: ProbeResult) -> dict[str, Any]:
-    return {f.name: getattr(result, f.name) for f in dataclasses.fields(ProbeResult)}
 
 
 def _identity(raw: Any) -> CheckpointIdentity | None:
@@ -455,15 +454,6 @@ def _settings(raw: Any, where: str | Path) -> ProbeSettings | None:
         return ProbeSettings.from_json(raw)
     except (ConfigError, TypeError) as exc:
         raise FormatError(f"{where}: settings: {exc}") from None
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready: tuples as lists, mappings as dicts (recursively)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 __all__: Sequence[str] = [

@@ -16,6 +16,7 @@ from typing import Any
 
 from jepactl.config import RUNTIME_KEYS, canonical_data_names, config_diff
 from jepactl.report.runs import RunRecord
+from jepactl.utils import json_ready
 
 #: Keys removed before grouping: the seed and the runtime keys (how a run executed, not what it
 #: computed), so they never split a row.
@@ -68,7 +69,7 @@ def method_key(config: dict[str, Any]) -> str:
 
 def strip_keys(config: dict[str, Any], dotted: Iterable[str]) -> dict[str, Any]:
     """A copy of ``config`` without the given dotted keys (absent ones are ignored)."""
-    out = json.loads(json.dumps(_str_keys(config), default=str))
+    out = json.loads(json.dumps(json_ready(config), default=str))
     for key in dotted:
         *parents, last = key.split(".")
         node: Any = out
@@ -77,14 +78,6 @@ def strip_keys(config: dict[str, Any], dotted: Iterable[str]) -> dict[str, Any]:
         if isinstance(node, dict):
             node.pop(last, None)
     return out
-
-
-def _str_keys(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _str_keys(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_str_keys(v) for v in obj]
-    return obj
 
 
 def _assign_labels(groups: list[Group]) -> None:

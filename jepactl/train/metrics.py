@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from jepactl.formats import Format, FormatError, NewerFormatError
-from jepactl.utils import atomic_write_text, warn
+from jepactl.utils import atomic_write_text, iter_jsonl, warn
 
 if TYPE_CHECKING:
     import torch
@@ -317,30 +317,18 @@ class MetricsLog:
             self.sinks.write(line)
 
 
-def _raw_lines(
+def _lines(
     path: Path, torn: Callable[[str], object] | None
 ) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(where, record) of each JSON-object line of ``path``; a line that is none (torn by a
-    kill or a full disk) is skipped, told to ``torn`` when given."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for number, text in enumerate(f, 1):
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError:
-                record = None
-            if not isinstance(record, dict):
-                if torn is not None:
-                    torn(f"{path}:{number}: dropped an unreadable (torn) line: {text[:60]!r}")
-                continue
-            yield f"{path}:{number}", record
+    """(``path:line``, record) of each JSON-object line (torn ones skipped, told to ``torn``)."""
+    for number, record in iter_jsonl(path, torn):
+        yield f"{path}:{number}", record
 
 
 def read_metrics(path: Path) -> list[MetricsLine]:
     """The lines of ``metrics.jsonl``; a line still being written (or torn) is skipped, a line
     of a newer jepactl refused (:class:`~jepactl.formats.NewerFormatError`)."""
-    return [MetricsLine.from_json(record, where) for where, record in _raw_lines(path, None)]
+    return [MetricsLine.from_json(record, where) for where, record in _lines(path, None)]
 
 
 def last_step(path: Path, tail_bytes: int = 8192) -> int | None:
@@ -380,7 +368,7 @@ def keep_up_to(path: Path, step: int) -> int:
         return 0
     kept = [
         json.dumps(record) + "\n"
-        for where, record in _raw_lines(path, warn)
+        for where, record in _lines(path, warn)
         if MetricsLine.from_json(record, where).step <= step
     ]
     atomic_write_text(path, "".join(kept))
